@@ -1,0 +1,190 @@
+// Backend: the client to Patroni's REST API; every failure becomes a typed outcome, never an exception.
+import http from "node:http";
+import https from "node:https";
+import type { BackendConfig } from "./config.ts";
+
+/** Why a backend request failed. */
+export type BackendFailure = "timeout" | "refused" | "tls" | "invalid" | "error";
+
+/** The result of one backend request. */
+export type BackendOutcome =
+  | { ok: true; status: 200 | 503; body: string }
+  | { ok: false; failure: BackendFailure; error: string };
+
+/** Largest Patroni answer accepted (its /patroni status is a few KiB). */
+export const MAX_BODY_BYTES = 256 * 1024;
+/** Connections to Patroni at most (its REST API has a pool of 5 threads). */
+export const MAX_BACKEND_SOCKETS = 8;
+
+class BackendError extends Error {
+  constructor(readonly failure: BackendFailure, message: string) {
+    super(message);
+  }
+}
+
+/** Asks Patroni; bounded by `timeout`, keep-alive, never follows redirects. */
+export class PatroniClient {
+  readonly origin: string;
+  readonly #config: BackendConfig;
+  readonly #agent: http.Agent;
+  readonly #inFlight = new Set<http.ClientRequest>();
+  #closed = false;
+
+  constructor(config: BackendConfig) {
+    this.#config = config;
+    this.origin = `${config.scheme}://${
+      config.host.includes(":") ? `[${config.host}]` : config.host
+    }:${config.port}`;
+    const agentOptions = { keepAlive: true, maxSockets: MAX_BACKEND_SOCKETS, timeout: 5000 };
+    this.#agent = config.scheme === "https"
+      ? new https.Agent({
+        ...agentOptions,
+        rejectUnauthorized: !config.insecure,
+        ca: config.ca?.pem,
+        cert: config.client?.cert,
+        key: config.client?.key,
+      })
+      : new http.Agent(agentOptions);
+  }
+
+  /** Requests in flight right now. */
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  /** `GET target` from Patroni; resolves (never rejects) within `timeout` seconds. */
+  async fetchPatroniStatus(target: string): Promise<BackendOutcome> {
+    const deadline = Date.now() + this.#config.timeout * 1000;
+    try {
+      try {
+        return await this.#request(target, deadline);
+      } catch (e) {
+        // A kept-alive socket that Patroni closed meanwhile: one fresh try within the same deadline.
+        if (e instanceof ReusedSocketReset && Date.now() < deadline) {
+          return await this.#request(target, deadline);
+        }
+        throw e;
+      }
+    } catch (e) {
+      if (e instanceof BackendError) return { ok: false, failure: e.failure, error: e.message };
+      return { ok: false, ...classify(e) };
+    }
+  }
+
+  #request(target: string, deadline: number): Promise<BackendOutcome> {
+    if (this.#closed) throw new BackendError("error", "shutting down");
+    const module = this.#config.scheme === "https" ? https : http;
+    return new Promise<BackendOutcome>((resolve, reject) => {
+      const req = module.request({
+        agent: this.#agent,
+        host: this.#config.host,
+        port: this.#config.port,
+        method: "GET",
+        path: target,
+        headers: { accept: "application/json", "user-agent": "patroniglue" },
+      });
+      this.#inFlight.add(req);
+      let abortReason: BackendError | undefined;
+      const abort = (e: BackendError) => {
+        abortReason ??= e;
+        req.destroy(e);
+      };
+      const timer = setTimeout(
+        () => abort(new BackendError("timeout", `no answer within ${this.#config.timeout}s`)),
+        Math.max(0, deadline - Date.now()),
+      );
+      const done = () => {
+        clearTimeout(timer);
+        this.#inFlight.delete(req);
+      };
+      const fail = (e: Error) => {
+        done();
+        reject(abortReason ?? e);
+      };
+      req.on("error", (e) => {
+        fail(
+          (e as NodeJS.ErrnoException).code === "ECONNRESET" && req.reusedSocket
+            ? new ReusedSocketReset(e.message)
+            : e,
+        );
+      });
+      req.on("response", (res) => {
+        const status = res.statusCode ?? 0;
+        const chunks: Uint8Array[] = [];
+        let size = 0;
+        res.on("data", (chunk: Uint8Array) => {
+          size += chunk.length;
+          if (size > MAX_BODY_BYTES) {
+            abort(new BackendError("invalid", `answer larger than ${MAX_BODY_BYTES} bytes`));
+          } else {
+            chunks.push(chunk);
+          }
+        });
+        res.on("error", fail);
+        res.on("aborted", () => fail(new BackendError("invalid", "answer cut short")));
+        res.on("end", () => {
+          done();
+          if (!res.complete) return reject(new BackendError("invalid", "answer cut short"));
+          if (status !== 200 && status !== 503) {
+            return reject(
+              new BackendError(
+                "invalid",
+                `unexpected status ${status}${
+                  status >= 300 && status < 400 ? " (redirects are not followed)" : ""
+                }`,
+              ),
+            );
+          }
+          const body = new TextDecoder().decode(concat(chunks, size));
+          try {
+            if (body !== "") JSON.parse(body);
+          } catch {
+            return reject(new BackendError("invalid", "answer is not JSON"));
+          }
+          resolve({ ok: true, status, body });
+        });
+      });
+      req.end();
+    });
+  }
+
+  /** Cancels every request in flight and closes kept-alive connections. */
+  close(): void {
+    this.#closed = true;
+    for (const req of this.#inFlight) req.destroy(new BackendError("error", "shutting down"));
+    this.#inFlight.clear();
+    this.#agent.destroy();
+  }
+}
+
+class ReusedSocketReset extends Error {}
+
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}
+
+function classify(e: unknown): { failure: BackendFailure; error: string } {
+  const err = e as NodeJS.ErrnoException;
+  const code = err?.code ?? "";
+  const message = err?.message ?? String(e);
+  if (code === "ECONNREFUSED" || /refused/i.test(message)) {
+    return { failure: "refused", error: `connection refused: ${message}` };
+  }
+  if (code === "ETIMEDOUT") return { failure: "timeout", error: message };
+  if (
+    /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(code) ||
+    /certificate|tls|ssl|handshake/i.test(message)
+  ) {
+    return { failure: "tls", error: `TLS: ${message}` };
+  }
+  if (code.startsWith("HPE_") || /parse/i.test(message)) {
+    return { failure: "invalid", error: `malformed answer: ${message}` };
+  }
+  return { failure: "error", error: message };
+}

@@ -1,0 +1,234 @@
+// Frontend: the request handler (route -> cache -> answer) and the HTTP/HTTPS listeners.
+import https from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { HealthCache } from "./cache.ts";
+import type { FrontendConfig } from "./config.ts";
+import { effectiveMinVersion } from "./tls.ts";
+import { formatAccessLine, type Logger } from "./log.ts";
+import { rawTarget, type Route, routeRequest } from "./routes.ts";
+
+/** A request reduced to what routing needs; the target is raw, never normalized. */
+export interface HealthRequest {
+  method: string;
+  target: string;
+  /** `ip:port` of the client. */
+  remote: string;
+  /** Whether the request carries a body (refused: health checks have none). */
+  hasBody: boolean;
+}
+
+/** An answer, before it is written by a listener. */
+export interface HealthResponse {
+  status: number;
+  headers: Record<string, string>;
+  /** The GET body; listeners drop it on the wire for HEAD (keeping Content-Length); empty for OPTIONS. */
+  body: string;
+}
+
+/** What the handler needs besides the request. */
+export interface HandlerOptions {
+  cache: HealthCache;
+  log: Logger;
+  /** `frontend.logformat`. */
+  logformat: string;
+  /** Renders `/metrics`, when served on the frontend. */
+  metrics?: () => string;
+  /** Called once per answered request. */
+  onAnswer?: (route: Route, req: HealthRequest, res: HealthResponse, cache: string) => void;
+  /** Monotonic clock in ms, the cache's. @default {performance.now} */
+  now?: () => number;
+}
+
+const JSON_TYPE = "application/json";
+const X_CACHE: Record<string, string> = { hit: "HIT", miss: "MISS", coalesced: "COALESCED" };
+
+/** The handler: one route, at most one cache lookup, one answer; it never throws. */
+export function createHandler(
+  options: HandlerOptions,
+): (req: HealthRequest) => Promise<HealthResponse> {
+  const { cache, log, logformat } = options;
+  const now = options.now ?? (() => performance.now());
+  const answer = async (req: HealthRequest, route: Route): Promise<[HealthResponse, string]> => {
+    if (route.kind === "error") {
+      const headers: Record<string, string> = { "content-type": JSON_TYPE };
+      if (route.allow) headers.allow = route.allow.join(", ");
+      return [
+        { status: route.status, headers, body: JSON.stringify({ error: route.message }) },
+        "local",
+      ];
+    }
+    if (req.hasBody) {
+      return [jsonAnswer(413, { error: "request body not allowed" }), "local"];
+    }
+    if (route.kind === "health") return [jsonAnswer(200, { healthy: true }), "local"];
+    if (route.kind === "metrics") {
+      return [{
+        status: 200,
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+        body: options.metrics!(),
+      }, "local"];
+    }
+    const { answer, result } = await cache.get(route.key);
+    if (log.enabled("debug")) {
+      log.debug("cache", {
+        key: route.key,
+        result,
+        status: answer.status,
+        failure: answer.failure,
+      });
+    }
+    const age = Math.max(0, Math.floor((now() - answer.storedAt) / 1000));
+    return [{
+      status: answer.status,
+      headers: { "content-type": JSON_TYPE, "x-cache": X_CACHE[result], age: String(age) },
+      body: req.method === "OPTIONS" ? "" : answer.body,
+    }, result];
+  };
+  return async (req) => {
+    const started = performance.now();
+    const route = routeRequest(req.method, req.target, options.metrics !== undefined);
+    let res: HealthResponse, cacheResult: string;
+    try {
+      [res, cacheResult] = await answer(req, route);
+    } catch (e) {
+      log.error(`handler failed: ${(e as Error).message}`, { uri: req.target });
+      [res, cacheResult] = [jsonAnswer(500, { error: "internal error" }), "local"];
+    }
+    options.onAnswer?.(route, req, res, cacheResult);
+    if (log.enabled("info")) {
+      log.info(formatAccessLine(logformat, {
+        remote: req.remote,
+        method: req.method,
+        uri: req.target,
+        status: res.status,
+        durationMs: performance.now() - started,
+        cache: cacheResult,
+      }));
+    }
+    return res;
+  };
+}
+
+function jsonAnswer(status: number, body: unknown): HealthResponse {
+  return { status, headers: { "content-type": JSON_TYPE }, body: JSON.stringify(body) };
+}
+
+/** Adapts the handler to `Deno.serve`: `(Request, info) => Promise<Response>`. */
+export function denoHandler(
+  handle: (req: HealthRequest) => Promise<HealthResponse>,
+): (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Promise<Response> {
+  return async (req, info) => {
+    const res = await handle({
+      method: req.method,
+      target: rawTarget(req.url),
+      remote: `${info.remoteAddr.hostname}:${info.remoteAddr.port}`,
+      hasBody: hasBody(req.headers.get("content-length"), req.headers.has("transfer-encoding")),
+    });
+    return new Response(res.body === "" ? null : res.body, {
+      status: res.status,
+      headers: res.headers,
+    });
+  };
+}
+
+function hasBody(contentLength: string | null | undefined, chunked: boolean): boolean {
+  return chunked || (contentLength != null && contentLength.trim() !== "0");
+}
+
+/** A running listener. */
+export interface Listener {
+  /** `http://host:port` or `https://host:port`, as bound. */
+  readonly url: string;
+  readonly port: number;
+  /** Stops accepting, lets answers in progress finish, closes connections. */
+  shutdown(): Promise<void>;
+  /** Swaps the certificate for the next TLS handshakes (HTTPS only). */
+  setCertificate?(cert: string, key: string): void;
+}
+
+/** Binds `frontend.host:port`: Deno.serve for HTTP, node:https for HTTPS (it enforces the TLS minimum). */
+export function listen(
+  frontend: Pick<FrontendConfig, "host" | "port" | "tls" | "tlsMinVersion">,
+  handle: (req: HealthRequest) => Promise<HealthResponse>,
+  log: Logger,
+): Promise<Listener> {
+  return frontend.tls ? listenHttps(frontend, handle, log) : listenHttp(frontend, handle, log);
+}
+
+function urlOf(scheme: string, hostname: string, port: number): string {
+  return `${scheme}://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+}
+
+async function listenHttp(
+  frontend: Pick<FrontendConfig, "host" | "port">,
+  handle: (req: HealthRequest) => Promise<HealthResponse>,
+  log: Logger,
+): Promise<Listener> {
+  const ready = Promise.withResolvers<Deno.NetAddr>();
+  const server = Deno.serve({
+    hostname: frontend.host,
+    port: frontend.port,
+    onListen: (addr) => ready.resolve(addr as Deno.NetAddr),
+    onError: (e) => {
+      log.error(`request failed: ${(e as Error).message}`);
+      return new Response(JSON.stringify({ error: "internal error" }), { status: 500 });
+    },
+  }, denoHandler(handle));
+  const addr = await Promise.race([ready.promise, server.finished.then(() => undefined)]);
+  if (!addr) throw new Error(`cannot listen on ${frontend.host}:${frontend.port}`);
+  return {
+    url: urlOf("http", addr.hostname, addr.port),
+    port: addr.port,
+    shutdown: () => server.shutdown(),
+  };
+}
+
+async function listenHttps(
+  frontend: Pick<FrontendConfig, "host" | "port" | "tls" | "tlsMinVersion">,
+  handle: (req: HealthRequest) => Promise<HealthResponse>,
+  log: Logger,
+): Promise<Listener> {
+  const tls = frontend.tls!;
+  const server = https.createServer({
+    cert: tls.cert,
+    key: tls.key,
+    minVersion: effectiveMinVersion(frontend.tlsMinVersion),
+  }, (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    handle({
+      method: req.method ?? "GET",
+      target: req.url ?? "/",
+      remote: `${socket.remoteAddress}:${socket.remotePort}`,
+      hasBody: hasBody(
+        req.headers["content-length"],
+        req.headers["transfer-encoding"] !== undefined,
+      ),
+    }).then((answer) => {
+      res.writeHead(answer.status, answer.headers);
+      res.end(req.method === "HEAD" ? undefined : answer.body);
+    }, (e) => {
+      log.error(`request failed: ${(e as Error).message}`);
+      res.destroy();
+    });
+  });
+  server.on("tlsClientError", (e: Error) => log.debug(`TLS handshake failed: ${e.message}`));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(frontend.port, frontend.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", (e: Error) => log.error(`HTTPS listener: ${e.message}`));
+  const addr = server.address() as { address: string; port: number };
+  return {
+    url: urlOf("https", addr.address, addr.port),
+    port: addr.port,
+    shutdown: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections?.();
+      }),
+    setCertificate: (cert, key) => server.setSecureContext({ cert, key }),
+  };
+}

@@ -1,0 +1,95 @@
+// Routes: the allowlist of Patroni health checks, allowed methods, and canonical cache keys.
+
+/** Patroni's read-only health checks, forwarded as `GET path?query`. */
+export const HEALTH_CHECK_PATHS: ReadonlySet<string> = new Set([
+  "/",
+  "/primary",
+  "/master",
+  "/leader",
+  "/standby-leader",
+  "/replica",
+  "/read-write",
+  "/read-only",
+  "/read-only-sync",
+  "/sync",
+  "/synchronous",
+  "/async",
+  "/asynchronous",
+  "/quorum",
+  "/read-only-quorum",
+  "/liveness",
+  "/readiness",
+]);
+
+/** Methods a health check accepts; each is answered from one backend GET. */
+export const CHECK_METHODS = ["GET", "HEAD", "OPTIONS"] as const;
+const METRICS_METHODS = ["GET", "HEAD"] as const;
+
+/** Longest request target accepted. */
+export const MAX_TARGET_LENGTH = 2048;
+/** Most query parameters accepted. */
+export const MAX_QUERY_PARAMS = 16;
+
+/** What a request maps to. */
+export type Route =
+  /** Forward to Patroni; `key` is the canonical `path?query`, also the backend target. */
+  | { kind: "check"; path: string; key: string }
+  | { kind: "health" }
+  | { kind: "metrics" }
+  | { kind: "error"; status: 400 | 404 | 405 | 414; message: string; allow?: readonly string[] };
+
+/** The raw request target of a `Request` built by Deno.serve (`req.url` is `scheme://host` + raw target). */
+export function rawTarget(url: string): string {
+  const authority = url.indexOf("://");
+  const slash = authority === -1 ? -1 : url.indexOf("/", authority + 3);
+  return slash === -1 ? "/" : url.slice(slash);
+}
+
+/** Maps a method and a raw request target to a route; never decodes or normalizes the path. */
+export function routeRequest(method: string, target: string, metricsOnFrontend: boolean): Route {
+  if (target.length > MAX_TARGET_LENGTH) {
+    return {
+      kind: "error",
+      status: 414,
+      message: `request target longer than ${MAX_TARGET_LENGTH} bytes`,
+    };
+  }
+  const q = target.indexOf("?");
+  const path = q === -1 ? target : target.slice(0, q);
+  const query = q === -1 ? "" : target.slice(q + 1);
+  const isMetrics = path === "/metrics" && metricsOnFrontend;
+  const allowed = isMetrics
+    ? METRICS_METHODS
+    : HEALTH_CHECK_PATHS.has(path) || path === "/health"
+    ? CHECK_METHODS
+    : undefined;
+  if (!allowed) return { kind: "error", status: 404, message: "not found" };
+  if (!(allowed as readonly string[]).includes(method)) {
+    return { kind: "error", status: 405, message: "method not allowed", allow: allowed };
+  }
+  if (isMetrics) return { kind: "metrics" };
+  if (path === "/health") return { kind: "health" };
+  const key = canonicalKey(path, query);
+  return typeof key === "string" ? { kind: "check", path, key } : key;
+}
+
+/** `path?query` with parameters parsed, sorted by name then value, and re-encoded. */
+export function canonicalKey(path: string, query: string): string | Route {
+  if (query === "") return path;
+  let params: [string, string][];
+  try {
+    params = [...new URLSearchParams(query)];
+  } catch {
+    return { kind: "error", status: 400, message: "malformed query string" };
+  }
+  if (params.length > MAX_QUERY_PARAMS) {
+    return {
+      kind: "error",
+      status: 400,
+      message: `more than ${MAX_QUERY_PARAMS} query parameters`,
+    };
+  }
+  if (params.length === 0) return path;
+  params.sort(([ak, av], [bk, bv]) => ak < bk ? -1 : ak > bk ? 1 : av < bv ? -1 : av > bv ? 1 : 0);
+  return `${path}?${new URLSearchParams(params)}`;
+}

@@ -1,0 +1,220 @@
+import assert from "node:assert/strict";
+import https from "node:https";
+import { type BackendOutcome, MAX_BODY_BYTES, PatroniClient } from "../src/backend.ts";
+import type { BackendConfig } from "../src/config.ts";
+import { FakePatroni } from "./support/fake_patroni.ts";
+import { fixture, freePort } from "./support/glue.ts";
+import { rawServer, send } from "./support/raw_server.ts";
+
+const pem = (name: string) => Deno.readTextFileSync(fixture(name));
+
+function client(port: number, extra: Partial<BackendConfig> = {}): PatroniClient {
+  return new PatroniClient({
+    host: "127.0.0.1",
+    port,
+    scheme: "http",
+    insecure: false,
+    timeout: 1,
+    ...extra,
+  });
+}
+
+function failure(outcome: BackendOutcome): string {
+  assert.equal(outcome.ok, false, JSON.stringify(outcome));
+  return outcome.ok ? "" : `${outcome.failure}: ${outcome.error}`;
+}
+
+Deno.test("backend: Patroni's status and JSON body come back as they are", async () => {
+  await using fake = await FakePatroni.start();
+  const c = client(fake.port);
+  try {
+    const primary = await c.fetchPatroniStatus("/primary");
+    assert.equal(primary.ok && primary.status, 200);
+    assert.equal(primary.ok && JSON.parse(primary.body).role, "master");
+    const replica = await c.fetchPatroniStatus("/replica?lag=10MB");
+    assert.equal(replica.ok && replica.status, 503);
+    assert.equal(fake.count("/replica?lag=10MB"), 1);
+  } finally {
+    c.close();
+  }
+});
+
+Deno.test("backend: keep-alive connections are reused", async () => {
+  await using fake = await FakePatroni.start();
+  const c = client(fake.port);
+  try {
+    for (let i = 0; i < 5; i++) await c.fetchPatroniStatus("/primary");
+    assert.equal(fake.requests, 5);
+    assert.equal(fake.connections.size, 1);
+  } finally {
+    c.close();
+  }
+});
+
+Deno.test("backend: a refused connection is a 'refused' failure", async () => {
+  const c = client(freePort());
+  try {
+    assert.match(failure(await c.fetchPatroniStatus("/primary")), /^refused: /);
+  } finally {
+    c.close();
+  }
+});
+
+Deno.test("backend: a frozen Patroni is a 'timeout' failure after backend.timeout", async () => {
+  await using fake = await FakePatroni.start();
+  fake.freeze();
+  const c = client(fake.port, { timeout: 0.3 });
+  try {
+    const started = performance.now();
+    assert.match(
+      failure(await c.fetchPatroniStatus("/primary")),
+      /^timeout: no answer within 0.3s/,
+    );
+    const took = performance.now() - started;
+    assert.ok(took >= 290 && took < 1500, `took ${took} ms`);
+  } finally {
+    c.close();
+  }
+});
+
+Deno.test("backend: close() cancels requests in flight at once", async () => {
+  await using fake = await FakePatroni.start();
+  fake.freeze();
+  const c = client(fake.port, { timeout: 30 });
+  const pending = c.fetchPatroniStatus("/primary");
+  while (fake.requests === 0) await new Promise((r) => setTimeout(r, 5));
+  c.close();
+  assert.match(failure(await pending), /shutting down/);
+  assert.equal(c.inFlight, 0);
+});
+
+Deno.test("backend: malformed answers are 'invalid' failures", async (t) => {
+  const cases: [string, (conn: Deno.Conn) => Promise<void>, RegExp][] = [
+    ["garbage", (c) => send(c, "SSH-2.0-OpenSSH\r\n\r\n"), /^(invalid|error): /],
+    [
+      "not JSON",
+      (c) => send(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+      /^invalid: answer is not JSON/,
+    ],
+    [
+      "a redirect, never followed",
+      (c) =>
+        send(c, "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 0\r\n\r\n"),
+      /^invalid: unexpected status 302 \(redirects are not followed\)/,
+    ],
+    [
+      "another status",
+      (c) => send(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}"),
+      /^invalid: unexpected status 401/,
+    ],
+    [
+      "a partial body",
+      (c) => send(c, 'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"role":'),
+      /^(invalid|error): /,
+    ],
+    [
+      "an endless body",
+      async (c) => {
+        await send(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        const chunk = `4000\r\n${"x".repeat(0x4000)}\r\n`;
+        for (let sent = 0; sent < 4 * MAX_BODY_BYTES; sent += 0x4000) await send(c, chunk);
+      },
+      /^invalid: answer larger than/,
+    ],
+  ];
+  for (const [name, script, expected] of cases) {
+    await t.step(name, async () => {
+      await using server = rawServer((conn) => script(conn));
+      const c = client(server.port);
+      try {
+        assert.match(failure(await c.fetchPatroniStatus("/primary")), expected);
+      } finally {
+        c.close();
+      }
+    });
+  }
+});
+
+Deno.test("backend: HTTP/1.0 without Content-Length, closed to end the body (what Patroni sends)", async () => {
+  await using server = rawServer(async (conn, request) => {
+    assert.match(request, /^GET \/replica\?lag=1MB HTTP\/1\.1\r\n/);
+    await send(
+      conn,
+      'HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n{"role":"master"}',
+    );
+  });
+  const c = client(server.port);
+  try {
+    const outcome = await c.fetchPatroniStatus("/replica?lag=1MB");
+    assert.deepEqual(outcome, { ok: true, status: 503, body: '{"role":"master"}' });
+  } finally {
+    c.close();
+  }
+});
+
+Deno.test("backend: HTTPS with a self-signed cafile (CA:TRUE leaf), a CA, insecure, and a wrong CA", async (t) => {
+  const cases: [string, string, Partial<BackendConfig>, boolean][] = [
+    ["self-signed certificate as cafile", "self", {
+      ca: { cafile: "self.pem", pem: pem("self.pem") },
+    }, true],
+    ["CA-signed certificate with the CA", "server", {
+      ca: { cafile: "ca.pem", pem: pem("ca.pem") },
+    }, true],
+    ["insecure", "self", { insecure: true }, true],
+    ["wrong CA", "server", { ca: { cafile: "self.pem", pem: pem("self.pem") } }, false],
+    ["no CA (system roots)", "self", {}, false],
+  ];
+  for (const [name, cert, extra, succeeds] of cases) {
+    await t.step(name, async () => {
+      await using fake = await FakePatroni.start({
+        tls: { cert: pem(`${cert}.pem`), key: pem(`${cert}.key`) },
+      });
+      const c = client(fake.port, { scheme: "https", ...extra });
+      try {
+        const outcome = await c.fetchPatroniStatus("/primary");
+        if (succeeds) assert.equal(outcome.ok && outcome.status, 200, JSON.stringify(outcome));
+        else assert.match(failure(outcome), /^tls: /);
+      } finally {
+        c.close();
+      }
+    });
+  }
+});
+
+Deno.test("backend: a client certificate for Patroni's verify_client: required", async () => {
+  const server = https.createServer({
+    cert: pem("server.pem"),
+    key: pem("server.key"),
+    ca: pem("ca.pem"),
+    requestCert: true,
+    rejectUnauthorized: true,
+  }, (_req, res) => {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end('{"role":"master"}');
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  const ca = { cafile: "ca.pem", pem: pem("ca.pem") };
+  const withCert = client(port, {
+    scheme: "https",
+    ca,
+    client: {
+      certfile: "client.pem",
+      keyfile: "client.key",
+      cert: pem("client.pem"),
+      key: pem("client.key"),
+      keyKind: "rsa",
+    },
+  });
+  const without = client(port, { scheme: "https", ca });
+  try {
+    const ok = await withCert.fetchPatroniStatus("/primary");
+    assert.equal(ok.ok && ok.status, 200, JSON.stringify(ok));
+    assert.equal((await without.fetchPatroniStatus("/primary")).ok, false);
+  } finally {
+    withCert.close();
+    without.close();
+    server.closeAllConnections?.();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});

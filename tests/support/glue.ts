@@ -1,0 +1,145 @@
+// Runs main.ts as users do (`deno run -P`, the permission set of deno.json) and reads its output.
+
+const ROOT = new URL("../../", import.meta.url);
+/** Absolute path of a test fixture. */
+export const fixture = (name: string): string => new URL(`tests/fixtures/${name}`, ROOT).pathname;
+
+/** A loopback port that was free a moment ago. */
+export function freePort(): number {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return listener.addr.port;
+}
+
+/** Writes `text` to a temporary YAML file and returns its path. */
+export async function writeConfig(text: string): Promise<string> {
+  const file = await Deno.makeTempFile({ prefix: "patroniglue-", suffix: ".yml" });
+  await Deno.writeTextFile(file, text);
+  return file;
+}
+
+/** A minimal config: frontend on `port`, backend on `backendPort`. */
+export function configText(
+  port: number,
+  backendPort: number,
+  extra: { frontend?: string; backend?: string; cache?: string; top?: string } = {},
+): string {
+  return `frontend:
+  host: 127.0.0.1
+  port: ${port}
+${extra.frontend ?? ""}
+backend:
+  host: 127.0.0.1
+  port: ${backendPort}
+${extra.backend ?? "  timeout: 1"}
+cache:
+${extra.cache ?? "  ttl: 1"}
+${extra.top ?? ""}
+`;
+}
+
+/** Runs main.ts to completion with `args`. */
+export async function runGlue(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-q", "-P", "main.ts", ...args],
+    cwd: ROOT,
+    stdin: "null",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** A patroniglue process that was started and has said where it listens. */
+export class GlueProcess {
+  readonly #child: Deno.ChildProcess;
+  readonly #lines: string[] = [];
+  readonly #reading: Promise<void>;
+  #waiters: { match: RegExp; resolve: (line: string) => void }[] = [];
+  url = "";
+
+  private constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    this.#reading = this.#read();
+  }
+
+  /** Spawns `main.ts args` and waits for its "listening on" line (or, when quiet, for `port` to accept). */
+  static async start(args: string[], port?: number): Promise<GlueProcess> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-q", "-P", "main.ts", ...args],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const glue = new GlueProcess(child);
+    const exited = child.status.then((s) => {
+      throw new Error(`patroniglue exited ${s.code}:\n${glue.stderr}`);
+    });
+    if (port === undefined) {
+      const line = await Promise.race([glue.waitFor(/listening on (\S+),/), exited]);
+      glue.url = line.match(/listening on (\S+),/)![1];
+    } else {
+      await Promise.race([waitForPort(port), exited]);
+      glue.url = `http://127.0.0.1:${port}`;
+    }
+    return glue;
+  }
+
+  /** Everything written to stderr so far. */
+  get stderr(): string {
+    return this.#lines.join("\n");
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** Resolves with the first stderr line (past or future) matching `match`. */
+  waitFor(match: RegExp): Promise<string> {
+    const seen = this.#lines.find((l) => match.test(l));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve) => this.#waiters.push({ match, resolve }));
+  }
+
+  async #read(): Promise<void> {
+    let rest = "";
+    for await (const chunk of this.#child.stderr.pipeThrough(new TextDecoderStream())) {
+      rest += chunk;
+      const parts = rest.split("\n");
+      rest = parts.pop()!;
+      for (const line of parts) {
+        this.#lines.push(line);
+        this.#waiters = this.#waiters.filter((w) =>
+          !(w.match.test(line) && (w.resolve(line), true))
+        );
+      }
+    }
+    if (rest) this.#lines.push(rest);
+  }
+
+  /** Sends `signal` and waits for the exit. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<{ code: number; stderr: string }> {
+    try {
+      this.#child.kill(signal);
+    } catch { /* already exited */ }
+    const status = await this.#child.status;
+    await this.#reading;
+    return { code: status.code, stderr: this.stderr };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop("SIGKILL");
+  }
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (;;) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
