@@ -2,6 +2,7 @@
 import http from "node:http";
 import https from "node:https";
 import type { BackendConfig } from "./config.ts";
+import type { Logger } from "./log.ts";
 
 /** Why a backend request failed. */
 export type BackendFailure = "timeout" | "refused" | "tls" | "invalid" | "error";
@@ -28,10 +29,15 @@ export class PatroniClient {
   readonly #config: BackendConfig;
   readonly #agent: http.Agent;
   readonly #inFlight = new Set<http.ClientRequest>();
+  readonly #log?: Logger;
   #closed = false;
+  /** "up", "down" or undefined before the first answer; changes are logged once. */
+  #state?: "up" | "down";
+  #role?: string;
 
-  constructor(config: BackendConfig) {
+  constructor(config: BackendConfig, log?: Logger) {
     this.#config = config;
+    this.#log = log;
     this.origin = `${config.scheme}://${
       config.host.includes(":") ? `[${config.host}]` : config.host
     }:${config.port}`;
@@ -54,6 +60,37 @@ export class PatroniClient {
 
   /** `GET target` from Patroni; resolves (never rejects) within `timeout` seconds. */
   async fetchPatroniStatus(target: string): Promise<BackendOutcome> {
+    const outcome = await this.#fetch(target);
+    this.#noteState(outcome);
+    return outcome;
+  }
+
+  /** Logs reachability and role changes once each, not once per request. */
+  #noteState(outcome: BackendOutcome): void {
+    if (!this.#log || this.#closed) return;
+    if (!outcome.ok) {
+      if (this.#state !== "down") {
+        this.#log.warn(`Patroni at ${this.origin} is unreachable: ${outcome.error}`);
+      }
+      this.#state = "down";
+      return;
+    }
+    if (this.#state === "down") this.#log.notice(`Patroni at ${this.origin} is reachable again`);
+    this.#state = "up";
+    let role: unknown;
+    try {
+      role = JSON.parse(outcome.body)?.role;
+    } catch { /* checked in #request */ }
+    if (typeof role !== "string" || role === this.#role) return;
+    if (this.#role === undefined) {
+      this.#log.info(`Patroni at ${this.origin} answers, role ${role}`);
+    } else {
+      this.#log.notice(`Patroni at ${this.origin} changed role: ${this.#role} -> ${role}`);
+    }
+    this.#role = role;
+  }
+
+  async #fetch(target: string): Promise<BackendOutcome> {
     const deadline = Date.now() + this.#config.timeout * 1000;
     try {
       try {
@@ -85,9 +122,11 @@ export class PatroniClient {
       });
       this.#inFlight.add(req);
       let abortReason: BackendError | undefined;
+      // Settles at once: a request still queued for a socket may never emit "error" on destroy.
       const abort = (e: BackendError) => {
         abortReason ??= e;
         req.destroy(e);
+        fail(e);
       };
       const timer = setTimeout(
         () => abort(new BackendError("timeout", `no answer within ${this.#config.timeout}s`)),

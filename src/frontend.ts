@@ -40,6 +40,7 @@ export interface HandlerOptions {
 }
 
 const JSON_TYPE = "application/json";
+const METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 const X_CACHE: Record<string, string> = { hit: "HIT", miss: "MISS", coalesced: "COALESCED" };
 
 /** The handler: one route, at most one cache lookup, one answer; it never throws. */
@@ -64,7 +65,7 @@ export function createHandler(
     if (route.kind === "metrics") {
       return [{
         status: 200,
-        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+        headers: { "content-type": METRICS_TYPE },
         body: options.metrics!(),
       }, "local"];
     }
@@ -82,7 +83,7 @@ export function createHandler(
       status: answer.status,
       headers: { "content-type": JSON_TYPE, "x-cache": X_CACHE[result], age: String(age) },
       body: req.method === "OPTIONS" ? "" : answer.body,
-    }, result];
+    }, answer.failure ? "error" : result];
   };
   return async (req) => {
     const started = performance.now();
@@ -96,16 +97,44 @@ export function createHandler(
     }
     options.onAnswer?.(route, req, res, cacheResult);
     if (log.enabled("info")) {
-      log.info(formatAccessLine(logformat, {
+      const record = {
         remote: req.remote,
         method: req.method,
         uri: req.target,
         status: res.status,
         durationMs: performance.now() - started,
         cache: cacheResult,
-      }));
+      };
+      if (log.format === "json") {
+        const { durationMs, ...rest } = record;
+        log.info("request", { ...rest, duration_ms: Number(durationMs.toFixed(3)) });
+      } else log.info(formatAccessLine(logformat, record));
     }
     return res;
+  };
+}
+
+/** The handler of a metrics-only listener: `GET /metrics`, nothing else. */
+export function metricsHandler(
+  render: () => string,
+): (req: HealthRequest) => Promise<HealthResponse> {
+  return (req) => {
+    const route = routeRequest(req.method, req.target, true);
+    if (route.kind === "metrics") {
+      return Promise.resolve({
+        status: 200,
+        headers: { "content-type": METRICS_TYPE },
+        body: render(),
+      });
+    }
+    return Promise.resolve(
+      route.kind === "error" && route.status === 405
+        ? {
+          ...jsonAnswer(405, { error: route.message }),
+          headers: { "content-type": JSON_TYPE, allow: route.allow!.join(", ") },
+        }
+        : jsonAnswer(404, { error: "not found" }),
+    );
   };
 }
 

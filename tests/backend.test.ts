@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import https from "node:https";
-import { type BackendOutcome, MAX_BODY_BYTES, PatroniClient } from "../src/backend.ts";
+import {
+  type BackendOutcome,
+  MAX_BACKEND_SOCKETS,
+  MAX_BODY_BYTES,
+  PatroniClient,
+} from "../src/backend.ts";
 import type { BackendConfig } from "../src/config.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import { fixture, freePort } from "./support/glue.ts";
@@ -216,5 +221,30 @@ Deno.test("backend: a client certificate for Patroni's verify_client: required",
     without.close();
     server.closeAllConnections?.();
     await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+Deno.test("backend: more concurrent requests than sockets still settle within the timeout", async () => {
+  await using fake = await FakePatroni.start();
+  fake.freeze();
+  const c = client(fake.port, { timeout: 0.3 });
+  try {
+    const guard = Promise.withResolvers<"stuck">();
+    const timer = setTimeout(() => guard.resolve("stuck"), 5000);
+    const all = Promise.all(
+      Array.from(
+        { length: 3 * MAX_BACKEND_SOCKETS },
+        (_, i) => c.fetchPatroniStatus(`/replica?lag=${i}`),
+      ),
+    );
+    const outcomes = await Promise.race([all, guard.promise]);
+    clearTimeout(timer);
+    assert.notEqual(outcomes, "stuck", "requests queued for a socket never settled");
+    assert.ok((outcomes as BackendOutcome[]).every((o) => !o.ok && o.failure === "timeout"));
+    fake.thaw();
+    const after = await c.fetchPatroniStatus("/primary");
+    assert.equal(after.ok && after.status, 200);
+  } finally {
+    c.close();
   }
 });

@@ -1,0 +1,118 @@
+// Metrics: counters, gauges and a histogram rendered in Prometheus text exposition format.
+import type { BackendOutcome } from "./backend.ts";
+
+const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+type Labels = Record<string, string>;
+
+function labelText(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) =>
+    `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`
+  );
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+/** A counter family keyed by its label values. */
+class CounterFamily {
+  readonly values = new Map<string, { labels: Labels; value: number }>();
+  inc(labels: Labels, by = 1): void {
+    const key = labelText(labels);
+    const entry = this.values.get(key);
+    if (entry) entry.value += by;
+    else this.values.set(key, { labels, value: by });
+  }
+}
+
+/** What a scrape reads from the running process. */
+export interface MetricsSources {
+  version: string;
+  cacheEntries: () => number;
+  backendInFlight: () => number;
+  /** Seconds since the epoch when the process started. */
+  startTime: number;
+}
+
+/** Every metric patroniglue exports; the names are stable. */
+export class Metrics {
+  readonly requests = new CounterFamily();
+  readonly backendRequests = new CounterFamily();
+  readonly #durationBuckets = new Array<number>(DURATION_BUCKETS.length).fill(0);
+  #durationSum = 0;
+  #durationCount = 0;
+  /** 1 when the last backend request succeeded, 0 when it failed, -1 before the first. */
+  backendUp = -1;
+  readonly #sources: MetricsSources;
+
+  constructor(sources: MetricsSources) {
+    this.#sources = sources;
+  }
+
+  /** Counts one answered request; `route` is a bounded name (the check path, `health`, ...). */
+  countRequest(route: string, method: string, status: number, cache: string): void {
+    this.requests.inc({ route, method, status: String(status), cache });
+  }
+
+  /** Counts one backend request and its duration. */
+  countBackend(route: string, outcome: BackendOutcome, seconds: number): void {
+    this.backendRequests.inc({ route, outcome: outcome.ok ? "ok" : outcome.failure });
+    this.backendUp = outcome.ok ? 1 : 0;
+    this.#durationSum += seconds;
+    this.#durationCount++;
+    const i = DURATION_BUCKETS.findIndex((b) => seconds <= b);
+    if (i !== -1) this.#durationBuckets[i]++;
+  }
+
+  /** The text exposition format, version 0.0.4. */
+  render(): string {
+    const out: string[] = [];
+    const family = (name: string, type: string, help: string) =>
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    const counter = (name: string, help: string, f: CounterFamily) => {
+      family(name, "counter", help);
+      for (const { labels, value } of f.values.values()) {
+        out.push(`${name}${labelText(labels)} ${value}`);
+      }
+    };
+    counter(
+      "patroniglue_requests_total",
+      "Requests answered, by route, method, status and cache result (hit, miss, coalesced, error, local).",
+      this.requests,
+    );
+    counter(
+      "patroniglue_backend_requests_total",
+      "Requests sent to Patroni, by route and outcome (ok, timeout, refused, tls, invalid, error).",
+      this.backendRequests,
+    );
+    const h = "patroniglue_backend_request_duration_seconds";
+    family(h, "histogram", "Time Patroni took to answer (or to fail).");
+    let cumulative = 0;
+    DURATION_BUCKETS.forEach((bound, i) => {
+      cumulative += this.#durationBuckets[i];
+      out.push(`${h}_bucket{le="${bound}"} ${cumulative}`);
+    });
+    out.push(`${h}_bucket{le="+Inf"} ${this.#durationCount}`);
+    out.push(`${h}_sum ${this.#durationSum}`, `${h}_count ${this.#durationCount}`);
+    const gauge = (name: string, help: string, value: number, labels: Labels = {}) => {
+      family(name, "gauge", help);
+      out.push(`${name}${labelText(labels)} ${value}`);
+    };
+    gauge("patroniglue_cache_entries", "Entries in the cache.", this.#sources.cacheEntries());
+    gauge(
+      "patroniglue_backend_requests_in_flight",
+      "Requests to Patroni in progress.",
+      this.#sources.backendInFlight(),
+    );
+    gauge(
+      "patroniglue_backend_up",
+      "1 if the last request to Patroni succeeded, 0 if it failed, -1 before the first.",
+      this.backendUp,
+    );
+    gauge(
+      "process_start_time_seconds",
+      "Start time of the process since unix epoch in seconds.",
+      this.#sources.startTime,
+    );
+    gauge("patroniglue_build_info", "Build information.", 1, { version: this.#sources.version });
+    return out.join("\n") + "\n";
+  }
+}

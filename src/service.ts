@@ -1,0 +1,206 @@
+// Service: wires a Config into backend, cache, handler, listeners and metrics; reloads it in place.
+import { PatroniClient } from "./backend.ts";
+import { HealthCache } from "./cache.ts";
+import type { Config } from "./config.ts";
+import {
+  createHandler,
+  type HealthRequest,
+  type HealthResponse,
+  listen,
+  type Listener,
+  metricsHandler,
+} from "./frontend.ts";
+import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
+import type { Route } from "./routes.ts";
+
+/** A running patroniglue: listeners, the pipeline behind them, and its metrics. */
+export class Service {
+  #config: Config;
+  readonly #log: Logger;
+  readonly metrics: Metrics;
+  #client!: PatroniClient;
+  #cache!: HealthCache;
+  #handle!: (req: HealthRequest) => Promise<HealthResponse>;
+  #sweeper?: ReturnType<typeof setInterval>;
+  #frontend?: Listener;
+  #metricsListener?: Listener;
+
+  private constructor(config: Config, log: Logger, version: string) {
+    this.#config = config;
+    this.#log = log;
+    this.metrics = new Metrics({
+      version,
+      startTime: Math.floor(Date.now() / 1000),
+      cacheEntries: () => this.#cache.size,
+      backendInFlight: () => this.#client.inFlight,
+    });
+  }
+
+  /** Starts everything `config` describes; throws (having closed what it opened) when a listener cannot bind. */
+  static async start(config: Config, log: Logger, version: string): Promise<Service> {
+    const service = new Service(config, log, version);
+    service.#build(config, true, true);
+    try {
+      service.#frontend = await listen(config.frontend, (req) => service.#handle(req), log);
+      if (config.metrics.enabled && config.metrics.listener) {
+        service.#metricsListener = await service.#listenMetrics(config);
+      }
+    } catch (e) {
+      await service.stop();
+      throw e;
+    }
+    return service;
+  }
+
+  /** The frontend listener. */
+  get frontend(): Listener {
+    return this.#frontend!;
+  }
+
+  /** The separate metrics listener, when configured. */
+  get metricsListener(): Listener | undefined {
+    return this.#metricsListener;
+  }
+
+  get config(): Config {
+    return this.#config;
+  }
+
+  #listenMetrics(config: Config): Promise<Listener> {
+    const { host, port } = config.metrics.listener!;
+    return listen(
+      { host, port, tlsMinVersion: "TLSv1.2" },
+      metricsHandler(() => this.metrics.render()),
+      this.#log,
+    );
+  }
+
+  /** (Re)creates the parts that `config` changed: the backend client, the cache, the handler. */
+  #build(config: Config, newBackend: boolean, newCache: boolean): void {
+    if (newBackend) {
+      this.#client?.close();
+      this.#client = new PatroniClient(config.backend, this.#log);
+    }
+    if (newBackend || newCache) {
+      const client = this.#client;
+      this.#cache = new HealthCache({
+        ttl: config.cache.ttl,
+        maxEntries: config.cache.maxEntries,
+        fetch: async (key) => {
+          const started = performance.now();
+          const outcome = await client.fetchPatroniStatus(key);
+          this.metrics.countBackend(routeLabel(key), outcome, (performance.now() - started) / 1000);
+          return outcome;
+        },
+      });
+      clearInterval(this.#sweeper);
+      this.#sweeper = setInterval(() => this.#cache.sweep(), config.cache.interval * 1000);
+    }
+    this.#handle = createHandler({
+      cache: this.#cache,
+      log: this.#log,
+      logformat: config.frontend.logformat,
+      metrics: config.metrics.enabled && !config.metrics.listener
+        ? () => this.metrics.render()
+        : undefined,
+      onAnswer: (route, req, res, cache) =>
+        this.metrics.countRequest(routeName(route), req.method, res.status, cache),
+    });
+  }
+
+  /** Applies a new, validated config without dropping connections; returns what changed. */
+  async reload(next: Config): Promise<string[]> {
+    const prev = this.#config;
+    const changes = describeChanges(prev, next);
+    const rebind = changed(prev.frontend, next.frontend, ["host", "port", "tlsMinVersion"]) ||
+      !prev.frontend.tls !== !next.frontend.tls;
+    const metricsMoved = JSON.stringify(prev.metrics) !== JSON.stringify(next.metrics);
+    let frontend = this.#frontend!, metricsListener = this.#metricsListener;
+    if (rebind) frontend = await listen(next.frontend, (req) => this.#handle(req), this.#log);
+    if (metricsMoved) {
+      try {
+        metricsListener = next.metrics.enabled && next.metrics.listener
+          ? await this.#listenMetrics(next)
+          : undefined;
+      } catch (e) {
+        if (rebind) await frontend.shutdown();
+        throw e;
+      }
+    }
+    this.#build(
+      next,
+      JSON.stringify(prev.backend) !== JSON.stringify(next.backend),
+      changed(prev.cache, next.cache, ["ttl", "maxEntries"]),
+    );
+    if (!rebind && next.frontend.tls && prev.frontend.tls) {
+      const [a, b] = [prev.frontend.tls, next.frontend.tls];
+      if (a.cert !== b.cert || a.key !== b.key) frontend.setCertificate!(b.cert, b.key);
+    }
+    if (rebind) {
+      const old = this.#frontend!;
+      this.#frontend = frontend;
+      await old.shutdown();
+    }
+    if (metricsMoved) {
+      const old = this.#metricsListener;
+      this.#metricsListener = metricsListener;
+      await old?.shutdown();
+    }
+    this.#config = next;
+    return changes;
+  }
+
+  /** Stops accepting, cancels backend requests, waits for answers in progress. */
+  async stop(): Promise<void> {
+    clearInterval(this.#sweeper);
+    this.#client.close();
+    await Promise.all([this.#frontend?.shutdown(), this.#metricsListener?.shutdown()]);
+  }
+}
+
+function changed<T extends object>(a: T, b: T, keys: (keyof T)[]): boolean {
+  return keys.some((k) => a[k] !== b[k]);
+}
+
+/** Human lines for what differs between two configs (file contents count as changes). */
+export function describeChanges(prev: Config, next: Config): string[] {
+  const flat = (c: Config) => {
+    const out: Record<string, string> = {};
+    const walk = (prefix: string, v: unknown) => {
+      if (v && typeof v === "object" && !Array.isArray(v)) {
+        for (const [k, x] of Object.entries(v)) walk(prefix ? `${prefix}.${k}` : k, x);
+      } else if (v !== undefined) {
+        out[prefix] = JSON.stringify(v);
+      }
+    };
+    const { frontend, backend, cache, metrics, logFormat } = c;
+    walk("", { frontend, backend, cache, metrics, logFormat });
+    return out;
+  };
+  const [a, b] = [flat(prev), flat(next)];
+  const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
+  return keys.filter((k) => a[k] !== b[k]).map((k) =>
+    /\.(cert|key|pem)$/.test(k)
+      ? `${k.replace(/\.(cert|key|pem)$/, "")}: file content changed`
+      : `${k}: ${a[k] ?? "unset"} -> ${b[k] ?? "unset"}`
+  );
+}
+
+function routeLabel(key: string): string {
+  const q = key.indexOf("?");
+  return q === -1 ? key : key.slice(0, q);
+}
+
+function routeName(route: Route): string {
+  switch (route.kind) {
+    case "check":
+      return route.path;
+    case "health":
+      return "/health";
+    case "metrics":
+      return "/metrics";
+    default:
+      return "other";
+  }
+}
