@@ -188,27 +188,88 @@ function urlOf(scheme: string, hostname: string, port: number): string {
   return `${scheme}://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
 }
 
+type Timer = ReturnType<typeof setTimeout>;
+
+/** Waits between attempts to listen again after the runtime's accept loop died. */
+const RELISTEN_BACKOFF_MS = [100, 250, 500, 1000, 2000];
+/** How often the HTTPS listener checks that it still accepts connections. */
+const ACCEPT_PROBE_MS = 5000;
+
+const sleep = (ms: number, timers: Set<Timer>) =>
+  new Promise<void>((resolve) => {
+    const id = setTimeout(() => {
+      timers.delete(id);
+      resolve();
+    }, ms);
+    timers.add(id);
+  });
+
+/** Tries `start` with backoff until it succeeds or `stopped()`; the runtime's accept loop dies on EMFILE. */
+async function relisten<T>(
+  start: () => Promise<T>,
+  stopped: () => boolean,
+  timers: Set<Timer>,
+): Promise<T | undefined> {
+  for (let attempt = 0; !stopped(); attempt++) {
+    await sleep(RELISTEN_BACKOFF_MS[Math.min(attempt, RELISTEN_BACKOFF_MS.length - 1)], timers);
+    if (stopped()) return undefined;
+    try {
+      return await start();
+    } catch { /* still no descriptor to spare, or the port is busy: try again */ }
+  }
+  return undefined;
+}
+
 async function listenHttp(
   frontend: Pick<FrontendConfig, "host" | "port">,
   handle: (req: HealthRequest) => Promise<HealthResponse>,
   log: Logger,
 ): Promise<Listener> {
-  const ready = Promise.withResolvers<Deno.NetAddr>();
-  const server = Deno.serve({
-    hostname: frontend.host,
-    port: frontend.port,
-    onListen: (addr) => ready.resolve(addr as Deno.NetAddr),
-    onError: (e) => {
-      log.error(`request failed: ${(e as Error).message}`);
-      return new Response(JSON.stringify({ error: "internal error" }), { status: 500 });
-    },
-  }, denoHandler(handle));
-  const addr = await Promise.race([ready.promise, server.finished.then(() => undefined)]);
-  if (!addr) throw new Error(`cannot listen on ${frontend.host}:${frontend.port}`);
+  let stopping = false;
+  const timers = new Set<Timer>();
+  const start = async (port: number) => {
+    const ready = Promise.withResolvers<Deno.NetAddr>();
+    const server = Deno.serve({
+      hostname: frontend.host,
+      port,
+      onListen: (addr) => ready.resolve(addr as Deno.NetAddr),
+      onError: (e) => {
+        log.error(`request failed: ${(e as Error).message}`);
+        return new Response(JSON.stringify({ error: "internal error" }), { status: 500 });
+      },
+    }, denoHandler(handle));
+    const failed = server.finished.then(() => undefined, (e: Error) => e);
+    const addr = await Promise.race([ready.promise, failed]);
+    if (!addr || addr instanceof Error) {
+      throw new Error(
+        `cannot listen on ${frontend.host}:${port}${addr ? `: ${addr.message}` : ""}`,
+      );
+    }
+    return { server, addr, failed };
+  };
+  let current = await start(frontend.port);
+  const url = urlOf("http", current.addr.hostname, current.addr.port);
+  const supervise = (failed: Promise<Error | undefined>) =>
+    failed.then(async (error) => {
+      if (stopping || !error) return;
+      log.error(`listener ${url} stopped accepting: ${error.message}; listening again`);
+      const next = await relisten(() => start(current.addr.port), () => stopping, timers);
+      if (!next) return;
+      current = next;
+      log.notice(`listening again on ${url}`);
+      supervise(next.failed);
+    });
+  supervise(current.failed);
   return {
-    url: urlOf("http", addr.hostname, addr.port),
-    port: addr.port,
-    shutdown: () => server.shutdown(),
+    url,
+    port: current.addr.port,
+    shutdown: async () => {
+      stopping = true;
+      for (const id of timers) clearTimeout(id);
+      try {
+        await current.server.shutdown();
+      } catch { /* the accept loop had already died */ }
+    },
   };
 }
 
@@ -217,47 +278,91 @@ async function listenHttps(
   handle: (req: HealthRequest) => Promise<HealthResponse>,
   log: Logger,
 ): Promise<Listener> {
-  const tls = frontend.tls!;
-  const server = https.createServer({
-    cert: tls.cert,
-    key: tls.key,
-    minVersion: effectiveMinVersion(frontend.tlsMinVersion),
-  }, (req: IncomingMessage, res: ServerResponse) => {
-    const socket = req.socket;
-    handle({
-      method: req.method ?? "GET",
-      target: req.url ?? "/",
-      remote: `${socket.remoteAddress}:${socket.remotePort}`,
-      hasBody: hasBody(
-        req.headers["content-length"],
-        req.headers["transfer-encoding"] !== undefined,
-      ),
-    }).then((answer) => {
-      res.writeHead(answer.status, answer.headers);
-      res.end(req.method === "HEAD" ? undefined : answer.body);
-    }, (e) => {
-      log.error(`request failed: ${(e as Error).message}`);
-      res.destroy();
+  let secure = { cert: frontend.tls!.cert, key: frontend.tls!.key };
+  let stopping = false;
+  const timers = new Set<Timer>();
+  let accepted = 0;
+  const start = async (port: number) => {
+    const server = https.createServer({
+      ...secure,
+      minVersion: effectiveMinVersion(frontend.tlsMinVersion),
+    }, (req: IncomingMessage, res: ServerResponse) => {
+      const socket = req.socket;
+      handle({
+        method: req.method ?? "GET",
+        target: req.url ?? "/",
+        remote: `${socket.remoteAddress}:${socket.remotePort}`,
+        hasBody: hasBody(
+          req.headers["content-length"],
+          req.headers["transfer-encoding"] !== undefined,
+        ),
+      }).then((answer) => {
+        res.writeHead(answer.status, answer.headers);
+        res.end(req.method === "HEAD" ? undefined : answer.body);
+      }, (e) => {
+        log.error(`request failed: ${(e as Error).message}`);
+        res.destroy();
+      });
     });
-  });
-  server.on("tlsClientError", (e: Error) => log.debug(`TLS handshake failed: ${e.message}`));
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(frontend.port, frontend.host, () => {
-      server.off("error", reject);
-      resolve();
+    server.on("connection", () => accepted++);
+    server.on("tlsClientError", (e: Error) => log.debug(`TLS handshake failed: ${e.message}`));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, frontend.host, () => {
+        server.off("error", reject);
+        resolve();
+      });
     });
-  });
-  server.on("error", (e: Error) => log.error(`HTTPS listener: ${e.message}`));
+    server.on("error", (e: Error) => log.error(`HTTPS listener: ${e.message}`));
+    return server;
+  };
+  let server = await start(frontend.port);
   const addr = server.address() as { address: string; port: number };
+  const url = urlOf("https", addr.address, addr.port);
+  const close = (s: https.Server) =>
+    new Promise<void>((resolve) => {
+      s.close(() => resolve());
+      s.closeIdleConnections?.();
+    });
+  // Deno's node:https accept loop dies silently on "too many open files": probe it, and listen again.
+  const probeHost = ["0.0.0.0", "::", ""].includes(frontend.host) ? "127.0.0.1" : frontend.host;
+  const probe = async () => {
+    const before = accepted;
+    let conn: Deno.Conn;
+    try {
+      conn = await Deno.connect({ hostname: probeHost, port: addr.port });
+    } catch {
+      return; // no descriptor to spare right now: nothing to learn
+    }
+    await sleep(1000, timers);
+    conn.close();
+    if (accepted > before || stopping) return;
+    log.error(`listener ${url} stopped accepting connections; listening again`);
+    const old = server;
+    old.close();
+    const next = await relisten(() => start(addr.port), () => stopping, timers);
+    if (!next) return;
+    server = next;
+    log.notice(`listening again on ${url}`);
+  };
+  let probing = false;
+  const prober = setInterval(() => {
+    if (probing || stopping) return;
+    probing = true;
+    probe().finally(() => probing = false);
+  }, ACCEPT_PROBE_MS);
   return {
-    url: urlOf("https", addr.address, addr.port),
+    url,
     port: addr.port,
-    shutdown: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections?.();
-      }),
-    setCertificate: (cert, key) => server.setSecureContext({ cert, key }),
+    shutdown: async () => {
+      stopping = true;
+      clearInterval(prober);
+      for (const id of timers) clearTimeout(id);
+      await close(server);
+    },
+    setCertificate: (cert, key) => {
+      secure = { cert, key };
+      server.setSecureContext(secure);
+    },
   };
 }
