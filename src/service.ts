@@ -180,11 +180,15 @@ export function describeChanges(prev: Config, next: Config): string[] {
   };
   const [a, b] = [flat(prev), flat(next)];
   const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
-  return keys.filter((k) => a[k] !== b[k]).map((k) =>
-    /\.(cert|key|pem)$/.test(k)
-      ? `${k.replace(/\.(cert|key|pem)$/, "")}: file content changed`
-      : `${k}: ${a[k] ?? "unset"} -> ${b[k] ?? "unset"}`
-  );
+  return [
+    ...new Set(
+      keys.filter((k) => a[k] !== b[k]).map((k) =>
+        /\.(cert|key|pem)$/.test(k)
+          ? `${k.replace(/\.(cert|key|pem)$/, "")}: file content changed`
+          : `${k}: ${a[k] ?? "unset"} -> ${b[k] ?? "unset"}`
+      ),
+    ),
+  ];
 }
 
 function routeLabel(key: string): string {
