@@ -50,25 +50,12 @@ export function createHandler(
   const { cache, log, logformat } = options;
   const now = options.now ?? (() => performance.now());
   const answer = async (req: HealthRequest, route: Route): Promise<[HealthResponse, string]> => {
-    if (route.kind === "error") {
-      const headers: Record<string, string> = { "content-type": JSON_TYPE };
-      if (route.allow) headers.allow = route.allow.join(", ");
-      return [
-        { status: route.status, headers, body: JSON.stringify({ error: route.message }) },
-        "local",
-      ];
-    }
+    if (route.kind === "error") return [errorAnswer(route), "local"];
     if (req.hasBody) {
       return [jsonAnswer(413, { error: "request body not allowed" }), "local"];
     }
     if (route.kind === "health") return [jsonAnswer(200, { healthy: true }), "local"];
-    if (route.kind === "metrics") {
-      return [{
-        status: 200,
-        headers: { "content-type": METRICS_TYPE },
-        body: options.metrics!(),
-      }, "local"];
-    }
+    if (route.kind === "metrics") return [metricsAnswer(options.metrics!()), "local"];
     const { answer, result } = await cache.get(route.key);
     if (log.enabled("debug")) {
       log.debug("cache", {
@@ -120,22 +107,24 @@ export function metricsHandler(
 ): (req: HealthRequest) => Promise<HealthResponse> {
   return (req) => {
     const route = routeRequest(req.method, req.target, true);
-    if (route.kind === "metrics") {
-      return Promise.resolve({
-        status: 200,
-        headers: { "content-type": METRICS_TYPE },
-        body: render(),
-      });
-    }
     return Promise.resolve(
-      route.kind === "error" && route.status === 405
-        ? {
-          ...jsonAnswer(405, { error: route.message }),
-          headers: { "content-type": JSON_TYPE, allow: route.allow!.join(", ") },
-        }
+      route.kind === "metrics"
+        ? metricsAnswer(render())
+        : route.kind === "error"
+        ? errorAnswer(route)
         : jsonAnswer(404, { error: "not found" }),
     );
   };
+}
+
+function metricsAnswer(body: string): HealthResponse {
+  return { status: 200, headers: { "content-type": METRICS_TYPE }, body };
+}
+
+function errorAnswer(route: Extract<Route, { kind: "error" }>): HealthResponse {
+  const res = jsonAnswer(route.status, { error: route.message });
+  if (route.allow) res.headers.allow = route.allow.join(", ");
+  return res;
 }
 
 function jsonAnswer(status: number, body: unknown): HealthResponse {
