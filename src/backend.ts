@@ -46,7 +46,8 @@ export class PatroniClient {
       ? new https.Agent({
         ...agentOptions,
         rejectUnauthorized: !config.insecure,
-        ca: config.ca?.pem,
+        // Never undefined: the runtime's own system-root lookup needs --allow-sys.
+        ca: config.ca?.pem ?? [],
         cert: config.client?.cert,
         key: config.client?.key,
       })

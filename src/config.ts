@@ -48,7 +48,7 @@ export interface BackendConfig {
   scheme: "http" | "https";
   /** Skip certificate checks. @default {false} */
   insecure: boolean;
-  /** Trusted CA (or self-signed certificate) PEM, read from `cafile`. @default {undefined} */
+  /** Trusted CAs (or a self-signed certificate) PEM, from `cafile`, else the system bundle for https. @default {undefined} */
   ca?: { cafile: string; pem: string };
   /** Client certificate for Patroni's `verify_client`. @default {undefined} */
   client?: KeyPair;
@@ -155,6 +155,16 @@ const entryCount: Check = (v) =>
   Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1_000_000
     ? v
     : fail(`must be an integer from 1 to 1000000: got ${show(v)}`);
+
+/** Where Go's crypto/x509 looks for the system's CA bundle on Linux, BSD and macOS. */
+const SYSTEM_CA_BUNDLES = [
+  "/etc/ssl/certs/ca-certificates.crt",
+  "/etc/pki/tls/certs/ca-bundle.crt",
+  "/etc/ssl/ca-bundle.pem",
+  "/etc/pki/tls/cacert.pem",
+  "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+  "/etc/ssl/cert.pem",
+];
 
 /** Every key of the file, with its check and default; the one place a key is declared. */
 const SCHEMA: Record<string, Record<string, { check: Check; default?: Value }>> = {
@@ -349,6 +359,22 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
       } catch (e) {
         problems.push(`${where("backend.cafile")}: ${b.cafile}: ${reason(e)}`);
       }
+    }
+  }
+  if (b.scheme === "https" && b.insecure !== true && b.cafile === undefined) {
+    // The system's roots, read where Go reads them (the runtime would need --allow-sys for its own).
+    for (const bundle of SYSTEM_CA_BUNDLES) {
+      try {
+        ca = { cafile: bundle, pem: await Deno.readTextFile(bundle) };
+        break;
+      } catch { /* not on this system */ }
+    }
+    if (!ca) {
+      problems.push(
+        `${where("backend.scheme")}: https without backend.cafile, and no system CA bundle found (${
+          SYSTEM_CA_BUNDLES.join(", ")
+        }); set backend.cafile`,
+      );
     }
   }
   if (b.insecure === true && b.cafile !== undefined) {

@@ -286,3 +286,27 @@ Deno.test("cli: SIGTERM and SIGINT stop it promptly, cancelling backend requests
     fake.requests = 0;
   }
 });
+
+Deno.test("cli: HTTPS to Patroni with a self-signed cafile, or insecure", async (t) => {
+  const pem = (name: string) => Deno.readTextFileSync(fixture(name));
+  await using fake = await FakePatroni.start({
+    tls: { cert: pem("self.pem"), key: pem("self.key") },
+  });
+  for (
+    const [name, backend, status] of [
+      ["cafile: the self-signed certificate", `  cafile: ${fixture("self.pem")}`, 200],
+      ["insecure", "  insecure: true", 200],
+      ["cafile: another CA", `  cafile: ${fixture("ca.pem")}`, 503],
+      ["the system's roots (no cafile)", "", 503],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      await using glue = await startGlue(fake, {
+        backend: `  scheme: https\n  timeout: 1\n${backend}`,
+      });
+      const answer = await get(`${glue.url}/primary`);
+      assert.equal(answer.status, status, answer.body);
+      if (status === 503) assert.match(JSON.parse(answer.body).error, /^TLS: /);
+    });
+  }
+});

@@ -245,6 +245,14 @@ Deno.test("config: tls-ciphers that the runtime cannot offer refuse the start; p
   assert.deepEqual(c.frontend.tlsCiphers, ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]);
 });
 
+Deno.test("config: https without cafile trusts the system bundle, read where Go reads it", async () => {
+  const c = await parseConfig("backend:\n  scheme: https\n", "c.yml");
+  assert.match(c.backend.ca!.cafile, /^\/etc\//);
+  assert.match(c.backend.ca!.pem, /BEGIN CERTIFICATE/);
+  const insecure = await parseConfig("backend:\n  scheme: https\n  insecure: true\n", "c.yml");
+  assert.equal(insecure.backend.ca, undefined);
+});
+
 Deno.test("config: a missing file is one clear error", async () => {
   await assert.rejects(
     () => loadConfig("/nonexistent/patroniglue.yml"),
