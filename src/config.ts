@@ -1,5 +1,13 @@
 // Configuration: the YAML file -> a typed, validated Config with defaults; every key is declared here.
-import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import {
+  type Document,
+  isAlias,
+  isMap,
+  isScalar,
+  LineCounter,
+  type Node,
+  parseDocument,
+} from "yaml";
 import { LOG_FORMAT_PLACEHOLDERS } from "./log.ts";
 import {
   GO_CIPHER_SUITES,
@@ -90,10 +98,21 @@ export interface Config {
 /** Why a configuration was refused: every problem found, each naming file, key and reason. */
 export class ConfigError extends Error {
   override name = "ConfigError";
-  constructor(readonly problems: string[]) {
-    super(problems.join("\n"));
+  readonly problems: string[];
+  constructor(problems: string[], file = "") {
+    const shown = problems.length > MAX_PROBLEMS
+      ? [
+        ...problems.slice(0, MAX_PROBLEMS),
+        `${file}: ... and ${problems.length - MAX_PROBLEMS} more problems`,
+      ]
+      : problems;
+    super(shown.join("\n"));
+    this.problems = shown;
   }
 }
+
+/** Problems reported at most (a broken file can have thousands). */
+const MAX_PROBLEMS = 20;
 
 type Value = unknown;
 type Check = (value: Value) => Value;
@@ -101,7 +120,15 @@ type Check = (value: Value) => Value;
 const fail = (message: string): never => {
   throw new RangeError(message);
 };
-const show = (v: Value) => (typeof v === "string" ? JSON.stringify(v) : String(v));
+const show = (v: Value): string => {
+  if (typeof v === "string") return JSON.stringify(v);
+  if (v === null || typeof v !== "object") return String(v);
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return Array.isArray(v) ? "a list" : "a mapping";
+  }
+};
 
 const string: Check = (v) =>
   typeof v === "string" && v !== "" ? v : fail(`must be a non-empty string: got ${show(v)}`);
@@ -228,7 +255,7 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
     const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
     problems.push(`${where}: YAML syntax: ${err.message.split("\n")[0]}`);
   }
-  if (problems.length) throw new ConfigError(problems);
+  if (problems.length) throw new ConfigError(problems, file);
 
   const values: Record<string, Record<string, Value>> = {};
   const nodes: Record<string, Node | undefined> = {};
@@ -240,13 +267,12 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
     throw new ConfigError([`${at(root)}: the configuration must be a mapping of sections`]);
   }
   for (const pair of isMap(root) ? root.items : []) {
-    const name = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+    const name = keyName(pair.key);
     const keyNode = pair.key as Node;
     const valueNode = pair.value as Node | null;
     if (name in TOP_LEVEL_SCALARS) {
-      const value = isScalar(valueNode) ? valueNode.value : valueNode?.toJSON();
       try {
-        topLevel[name] = TOP_LEVEL_SCALARS[name].check(value);
+        topLevel[name] = TOP_LEVEL_SCALARS[name].check(plainValue(valueNode, doc));
       } catch (e) {
         problems.push(`${at(valueNode ?? keyNode)}: ${name}: ${reason(e)}`);
       }
@@ -263,7 +289,7 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
       continue;
     }
     for (const item of valueNode.items) {
-      const key = isScalar(item.key) ? String(item.key.value) : String(item.key);
+      const key = keyName(item.key);
       const path = `${name}.${key}`;
       const node = item.value as Node | null;
       const spec = schema[key];
@@ -273,13 +299,8 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
         );
         continue;
       }
-      const value = isScalar(node)
-        ? node.value
-        : isSeq(node)
-        ? node.toJSON()
-        : node?.toJSON?.() ?? null;
       try {
-        values[name][key] = spec.check(value);
+        values[name][key] = spec.check(plainValue(node, doc));
         nodes[path] = node ?? (item.key as Node);
       } catch (e) {
         problems.push(`${at(node ?? (item.key as Node))}: ${path}: ${reason(e)}`);
@@ -428,7 +449,7 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
   if (m.port === undefined && m.host !== undefined) {
     problems.push(`${where("metrics.host")}: is set but metrics.port is not`);
   }
-  if (problems.length) throw new ConfigError(problems);
+  if (problems.length) throw new ConfigError(problems, file);
 
   return {
     file,
@@ -463,6 +484,23 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
     logFormat: topLevel["log-format"] as "text" | "json" ?? "text",
     warnings,
   };
+}
+
+/** A YAML node as a plain value; throws (caught as a problem) on what YAML cannot resolve. */
+function plainValue(node: Node | null, doc: Document): Value {
+  if (node === null || node === undefined) return null;
+  if (isAlias(node)) {
+    const target = node.resolve(doc);
+    if (!target) throw new RangeError(`alias *${node.source} is not defined`);
+    return plainValue(target as Node, doc);
+  }
+  return isScalar(node) ? node.value : node.toJSON();
+}
+
+/** A mapping key as text (`<<`, YAML's merge key, included). */
+function keyName(key: unknown): string {
+  const value = isScalar(key) ? key.value : key;
+  return typeof value === "symbol" ? value.description ?? "?" : String(value);
 }
 
 function knownTopLevel(): string[] {

@@ -132,6 +132,21 @@ Deno.test("config: unknown scheme, TLS version, cipher and log format", async ()
   await problem("log-format: xml\n", /log-format: must be one of text, json/);
 });
 
+Deno.test("config: YAML merge keys and aliases never escape as exceptions", async () => {
+  await problem("cache:\n  ttl: {<<: 1}\n", /^c\.yml:2:8: cache\.ttl: Merge sources must be maps/);
+  await problem("frontend:\n  port: *nope\n", /frontend\.port: alias \*nope is not defined/);
+  await problem("frontend:\n  <<: {port: 1}\n", /unknown key 'frontend\.<<'/);
+  await problem("frontend:\n  port: {a: 1}\n", /frontend\.port: .*got \{"a":1\}/);
+});
+
+Deno.test("config: a file with thousands of problems reports the first 20 and a count", async () => {
+  const found = await problems(
+    "frontend:\n" + Array.from({ length: 50 }, (_, i) => `  k${i}: 1\n`).join(""),
+  );
+  assert.equal(found.length, 21);
+  assert.equal(found[20], "c.yml: ... and 30 more problems");
+});
+
 Deno.test("config: every problem is reported at once", async () => {
   const found = await problems("frontend:\n  port: 0\n  prot: 1\nbackend:\n  scheme: ftp\n");
   assert.equal(found.length, 3, found.join("\n"));

@@ -274,7 +274,7 @@ class YamlGen {
     if (r < 0.7) return rng.pick(known);
     if (r < 0.8) return rng.pick(ALL_KEYS);
     if (r < 0.85) return rng.pick(["<<", "~", "null", "true", "1", "'port'", '"port"', "? x"]);
-    if (r < 0.9) return `? ${this.flow(2)}\n:`.replace(/\n:$/, "");
+    if (r < 0.9) return rng.chance(0.5) ? `[${this.scalar()}]` : `{${this.flow(1)}: 1}`;
     if (r < 0.95) return JSON.stringify(randomText(rng, 12));
     return rng.chars(rng.range(1, 12), "abcdefghijklmnopqrstuvwxyz-_.0123456789");
   }
@@ -481,7 +481,7 @@ const SECTION_OR_KEY = [
 ].map((k) => k.replace(/[.-]/g, "\\$&")).join("|");
 /** What every problem looks like: the file (and position), then the key, the section, or the syntax. */
 const PROBLEM = new RegExp(
-  `^f\\.yml(?::\\d+:\\d+)?: (?:YAML syntax: |the configuration must be a mapping|` +
+  `^f\\.yml(?::\\d+:\\d+)?: (?:YAML syntax: |the configuration must be a mapping|\\.\\.\\. and \\d+ more problems$|` +
     `unknown section '|unknown key '(?:${SECTIONS.join("|")})\\.|(?:${SECTION_OR_KEY}): )`,
 );
 
@@ -564,6 +564,10 @@ Deno.test("fuzz: parseConfig regressions found by the fuzzer", async () => {
       "frontend: &a\n  host: *a\n",
       "frontend:\n  host: " + "[".repeat(5000) + "]".repeat(5000) + "\n",
       "[".repeat(3000),
+      // A YAML 1.1 merge key whose source is not a map: yaml's toJSON() throws a plain Error.
+      "cache:\n  ttl: {<<: 1}\n",
+      "log-format: {<<: 1}\n",
+      "frontend:\n  tls-ciphers: [{<<: 1}]\n",
     ]
   ) {
     await checkConfig(text, "regression");
@@ -854,7 +858,7 @@ function randomRequest(rng: Rng): { chunks: Uint8Array[]; closeWrite: boolean } 
         ? rng.pick(METHODS)
         : randomMethod(rng);
       const target = clean
-        ? uriSafe(randomTarget(rng))
+        ? uriSafe(randomTarget(rng)).replace(/^(?!\/)/, rng.chance(0.8) ? "/" : "")
         : rng.chance(0.1)
         ? rng.pick(["*", "http://127.0.0.1/primary", "127.0.0.1:80", "primary", ""])
         : rng.chance(0.7)
@@ -961,19 +965,7 @@ Deno.test(`fuzz: random raw requests never crash patroniglue (seed ${SEED}, ${RA
         const i = next++;
         const rng = new Rng(caseSeed(3, i));
         const { chunks, closeWrite } = randomRequest(rng);
-        const t0 = performance.now();
         const reply = await exchange(port, chunks, closeWrite);
-        if (VERBOSE && statusLines(reply)[0] === 400) {
-          console.log(
-            `slow case ${i}`,
-            Math.round(performance.now() - t0),
-            show(latin1(concat(chunks)), 200),
-            show(latin1(reply), 200),
-          );
-        }
-        if (VERBOSE && statusLines(reply).length === 0) {
-          console.log(`case ${i}`, show(latin1(concat(chunks)), 200), show(latin1(reply), 200));
-        }
         const codes = statusLines(reply);
         for (const code of codes) {
           statuses[code] = (statuses[code] ?? 0) + 1;
