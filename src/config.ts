@@ -499,8 +499,8 @@ function plainValue(node: Node | null, doc: Document): Value {
 
 /** A mapping key as text (`<<`, YAML's merge key, included). */
 function keyName(key: unknown): string {
-  const value = isScalar(key) ? key.value : key;
-  return typeof value === "symbol" ? value.description ?? "?" : String(value);
+  if (!isScalar(key)) return key == null ? "" : "(a mapping or list as a key)";
+  return typeof key.value === "symbol" ? key.value.description ?? "?" : String(key.value);
 }
 
 function knownTopLevel(): string[] {

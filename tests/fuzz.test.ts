@@ -568,6 +568,9 @@ Deno.test("fuzz: parseConfig regressions found by the fuzzer", async () => {
       "cache:\n  ttl: {<<: 1}\n",
       "log-format: {<<: 1}\n",
       "frontend:\n  tls-ciphers: [{<<: 1}]\n",
+      // A mapping used as a key, whose own merge key is broken (String() of it throws).
+      "metrics:\n  {<<: 1}: n\n",
+      "{<<: 1}: n\n",
     ]
   ) {
     await checkConfig(text, "regression");
