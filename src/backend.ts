@@ -23,7 +23,11 @@ class BackendError extends Error {
   }
 }
 
-/** Asks Patroni; bounded by `timeout`, keep-alive, never follows redirects. */
+/**
+ * Asks Patroni; bounded by `timeout`, never follows redirects. One connection per request:
+ * Patroni (HTTP/1.0) closes each one anyway, and Deno's client re-sends a request that timed out
+ * on a kept-alive connection (denoland/deno#36786), which would double the load on a frozen Patroni.
+ */
 export class PatroniClient {
   readonly origin: string;
   readonly #config: BackendConfig;
@@ -41,7 +45,7 @@ export class PatroniClient {
     this.origin = `${config.scheme}://${
       config.host.includes(":") ? `[${config.host}]` : config.host
     }:${config.port}`;
-    const agentOptions = { keepAlive: true, maxSockets: MAX_BACKEND_SOCKETS, timeout: 5000 };
+    const agentOptions = { keepAlive: false, maxSockets: MAX_BACKEND_SOCKETS };
     this.#agent = config.scheme === "https"
       ? new https.Agent({
         ...agentOptions,
@@ -92,17 +96,8 @@ export class PatroniClient {
   }
 
   async #fetch(target: string): Promise<BackendOutcome> {
-    const deadline = Date.now() + this.#config.timeout * 1000;
     try {
-      try {
-        return await this.#request(target, deadline);
-      } catch (e) {
-        // A kept-alive socket that Patroni closed meanwhile: one fresh try within the same deadline.
-        if (e instanceof ReusedSocketReset && Date.now() < deadline) {
-          return await this.#request(target, deadline);
-        }
-        throw e;
-      }
+      return await this.#request(target, Date.now() + this.#config.timeout * 1000);
     } catch (e) {
       if (e instanceof BackendError) return { ok: false, failure: e.failure, error: e.message };
       return { ok: false, ...classify(e) };
@@ -141,13 +136,7 @@ export class PatroniClient {
         done();
         reject(abortReason ?? e);
       };
-      req.on("error", (e) => {
-        fail(
-          (e as NodeJS.ErrnoException).code === "ECONNRESET" && req.reusedSocket
-            ? new ReusedSocketReset(e.message)
-            : e,
-        );
-      });
+      req.on("error", fail);
       req.on("response", (res) => {
         const status = res.statusCode ?? 0;
         const chunks: Uint8Array[] = [];
@@ -188,7 +177,7 @@ export class PatroniClient {
     });
   }
 
-  /** Cancels every request in flight and closes kept-alive connections. */
+  /** Cancels every request in flight. */
   close(): void {
     this.#closed = true;
     for (const req of this.#inFlight) req.destroy(new BackendError("error", "shutting down"));
@@ -196,8 +185,6 @@ export class PatroniClient {
     this.#agent.destroy();
   }
 }
-
-class ReusedSocketReset extends Error {}
 
 function concat(chunks: Uint8Array[], size: number): Uint8Array {
   const out = new Uint8Array(size);

@@ -44,13 +44,18 @@ Deno.test("backend: Patroni's status and JSON body come back as they are", async
   }
 });
 
-Deno.test("backend: keep-alive connections are reused", async () => {
+Deno.test("backend: a check that timed out is sent once, even after earlier answers", async () => {
   await using fake = await FakePatroni.start();
-  const c = client(fake.port);
+  const c = client(fake.port, { timeout: 0.3 });
   try {
-    for (let i = 0; i < 5; i++) await c.fetchPatroniStatus("/primary");
-    assert.equal(fake.requests, 5);
-    assert.equal(fake.connections.size, 1);
+    for (let i = 0; i < 3; i++) await c.fetchPatroniStatus("/primary");
+    fake.freeze();
+    const before = fake.requests;
+    for (let i = 0; i < 3; i++) {
+      assert.match(failure(await c.fetchPatroniStatus("/primary")), /^timeout/);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(fake.requests - before, 3, "one backend GET per timed-out check");
   } finally {
     c.close();
   }
