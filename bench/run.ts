@@ -1,0 +1,815 @@
+// `deno task bench`: patroniglue against nginx proxy_cache, HAProxy's cache and Patroni direct, on
+// loopback, alternating targets run by run; writes BENCHMARKS.md and a PNG chart.
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import {
+  type BenchSettings,
+  coldStart,
+  freePort,
+  glueCommand,
+  glueConfig,
+  haproxyConfig,
+  hasCommand,
+  nginxConfig,
+  rawGet,
+  rssKiB,
+  sleep,
+  startTarget,
+  type Target,
+  TARGET_NAMES,
+  type TargetName,
+  withUlimit,
+} from "./targets.ts";
+import { mixScript, runWrk, type WrkResult, wrkVersion } from "./wrk.ts";
+import { median, peakInWindow, percentile, ratePerWindow } from "./stats.ts";
+import { renderMarkdown } from "./report.ts";
+import {
+  type BackendLoad,
+  type CheckLatency,
+  type ColdResult,
+  type FrozenResult,
+  type IdleResult,
+  type LoadStats,
+  MIX_PATHS,
+  type Options,
+  type Results,
+} from "./types.ts";
+import { renderChart } from "./chart.ts";
+
+/** Never requested elsewhere, so no target has it cached when the backend freezes. */
+const FROZEN_PATH = "/read-write";
+const HIT_PATH = "/primary";
+/** The repository root. */
+const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
+
+const USAGE = `usage: deno task bench [options]
+  --quick            tiny durations (development, smoke test)
+  --runs N           wrk runs per target and scenario (default 5; quick 2)
+  --duration S       seconds per wrk run (default 4; quick 1)
+  --soak S           seconds of load for the RSS soak (default 60; quick 3); --soak 300 for 5 min
+  --trials N         staleness trials per target (default 5; quick 2)
+  --idle N           idle connections for scenario 6 (default 2000; quick 200)
+  --only LIST        scenarios to run, e.g. 1,2,5 (3 comes with 2, 7 with 1, 2 and the soak)
+  --targets LIST     e.g. patroniglue,nginx (default: all that are installed)
+  --out FILE         the report (default BENCHMARKS.md)
+  --chart FILE       the chart (default bench/chart.png)
+  --deno-flags=".." extra deno run flags for patroniglue (note the =), e.g.
+                     --deno-flags="--v8-flags=--max-semi-space-size=1"
+  --json FILE        also save the raw results as JSON
+  --render FILE      measure nothing: rewrite the report and chart from results saved by --json`;
+
+function parseOptions(args: string[]): Options {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: "boolean", default: false },
+      runs: { type: "string" },
+      duration: { type: "string" },
+      soak: { type: "string" },
+      trials: { type: "string" },
+      idle: { type: "string" },
+      threads: { type: "string" },
+      connections: { type: "string" },
+      only: { type: "string" },
+      targets: { type: "string" },
+      out: { type: "string" },
+      chart: { type: "string" },
+      "deno-flags": { type: "string" },
+      json: { type: "string" },
+      render: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  const q = values.quick!;
+  const num = (v: string | undefined, dflt: number, name: string): number => {
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`);
+    return n;
+  };
+  const targets = values.targets
+    ? values.targets.split(",").map((s) => s.trim()) as TargetName[]
+    : [...TARGET_NAMES];
+  for (const t of targets) {
+    if (!TARGET_NAMES.includes(t)) throw new Error(`unknown target ${t}`);
+  }
+  if (!targets.includes("patroniglue")) targets.unshift("patroniglue");
+  return {
+    quick: q,
+    runs: Math.round(num(values.runs, q ? 2 : 5, "runs")),
+    durationS: Math.round(num(values.duration, q ? 1 : 4, "duration")),
+    soakS: Math.round(num(values.soak, q ? 3 : 60, "soak")),
+    trials: Math.round(num(values.trials, q ? 2 : 5, "trials")),
+    idle: Math.round(num(values.idle, q ? 200 : 2000, "idle")),
+    idleMeasureS: q ? 1 : 4,
+    threads: Math.round(num(values.threads, 2, "threads")),
+    connections: Math.round(num(values.connections, 50, "connections")),
+    only: new Set((values.only ?? "1,2,3,4,5,6,7,8").split(",").map(Number)),
+    targets: TARGET_NAMES.filter((t) => targets.includes(t)),
+    out: values.out ?? `${ROOT}/BENCHMARKS.md`,
+    chart: values.chart ?? `${ROOT}/bench/chart.png`,
+    denoFlags: values["deno-flags"]?.split(/\s+/).filter(Boolean) ?? [],
+    json: values.json,
+    render: values.render,
+  };
+}
+
+function say(line: string): void {
+  console.log(line);
+}
+
+/** Sum of VmRSS (KiB) over the target's processes (or of another /proc status field). */
+function targetRss(t: Target, field = "VmRSS"): number {
+  return t.pids().reduce((sum, pid) => sum + rssKiB(pid, field), 0);
+}
+
+/** Samples a target's RSS every `ms` until stopped: [seconds, VmRSS KiB, RssAnon KiB]. */
+function rssSampler(t: Target, ms: number): { stop: () => [number, number, number][] } {
+  const t0 = performance.now();
+  const samples: [number, number, number][] = [];
+  const take = () =>
+    samples.push([(performance.now() - t0) / 1000, targetRss(t), targetRss(t, "RssAnon")]);
+  take();
+  const timer = setInterval(take, ms);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      take();
+      return samples;
+    },
+  };
+}
+
+/** Backend GETs per path between two instants, as {@linkcode BackendLoad} (one run). */
+function backendLoadOf(
+  t: Target,
+  from: number,
+  to: number,
+  paths: readonly string[],
+  ttlMs: number,
+): BackendLoad[] {
+  return paths.map((path) => {
+    const times = t.arrivals.filter((a) => a.target === path && a.at >= from && a.at <= to)
+      .map((a) => a.at);
+    return {
+      path,
+      requests: times.length,
+      meanPerTtl: ratePerWindow(times, to, ttlMs),
+      peakPerTtl: peakInWindow(times, ttlMs),
+    };
+  });
+}
+
+function mergeBackendLoads(runs: BackendLoad[][]): BackendLoad[] {
+  return runs[0].map((first, i) => ({
+    path: first.path,
+    requests: runs.reduce((s, r) => s + r[i].requests, 0),
+    meanPerTtl: median(runs.map((r) => r[i].meanPerTtl).filter((x) => !Number.isNaN(x))),
+    peakPerTtl: Math.max(...runs.map((r) => r[i].peakPerTtl)),
+  }));
+}
+
+function loadStats(runs: WrkResult[]): LoadStats {
+  return {
+    runs,
+    rps: median(runs.map((r) => r.rps)),
+    p50: median(runs.map((r) => r.p50)),
+    p99: median(runs.map((r) => r.p99)),
+    non2xx: runs.reduce((s, r) => s + r.non2xx, 0) /
+      Math.max(1, runs.reduce((s, r) => s + r.requests, 0)),
+    errors: runs.reduce((s, r) => s + r.errors, 0),
+  };
+}
+
+/** Scenarios (1)/(2): wrk against every target, rotating the order each round (A B C D, B C D A...). */
+async function loadScenario(
+  label: string,
+  targets: Target[],
+  o: Options,
+  path: string,
+  script: string | undefined,
+  rssLoad: Partial<Record<TargetName, number>>,
+  rssLoadAnon: Partial<Record<TargetName, number>>,
+  onRun?: (t: Target, r: WrkResult) => void,
+): Promise<Partial<Record<TargetName, LoadStats>>> {
+  const runs = new Map<TargetName, WrkResult[]>(targets.map((t) => [t.name, []]));
+  for (let round = 0; round < o.runs; round++) {
+    for (let k = 0; k < targets.length; k++) {
+      const t = targets[(round + k) % targets.length];
+      t.arrivals.length = 0; // only this run's backend GETs are looked at
+      const sampler = rssSampler(t, 250);
+      const r = await runWrk({
+        url: t.url + path,
+        threads: o.threads,
+        connections: o.connections,
+        durationS: o.durationS,
+        script,
+      });
+      const samples = sampler.stop();
+      const peak = Math.max(...samples.map(([, kib]) => kib));
+      const anon = Math.max(...samples.map(([, , kib]) => kib));
+      rssLoad[t.name] = Math.max(rssLoad[t.name] ?? 0, peak);
+      rssLoadAnon[t.name] = Math.max(rssLoadAnon[t.name] ?? 0, anon);
+      runs.get(t.name)!.push(r);
+      onRun?.(t, r);
+      say(
+        `  ${label} round ${round + 1}/${o.runs} ${t.name.padEnd(11)} ${fmtInt(r.rps)} req/s` +
+          `  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms` +
+          (r.errors ? `  (${r.errors} socket errors)` : ""),
+      );
+      await sleep(200);
+    }
+  }
+  return Object.fromEntries([...runs].map(([name, rs]) => [name, loadStats(rs)]));
+}
+
+function fmtInt(n: number): string {
+  return Math.round(n).toLocaleString("en-US");
+}
+
+/** Scenario (4): 20 concurrent checks on a path nobody cached, with the backend frozen. */
+async function frozenScenario(
+  t: Target,
+  settings: BenchSettings,
+  quick: boolean,
+): Promise<FrozenResult> {
+  const capMs = settings.timeout * 1000 + (quick ? 2000 : 8000);
+  const before = t.fake.count(FROZEN_PATH);
+  t.fake.freeze();
+  try {
+    const checks = await Promise.all(Array.from({ length: 20 }, async () => {
+      const t0 = performance.now();
+      const status = await rawGet(t.port, FROZEN_PATH, capMs).catch(() => 0);
+      return { ms: performance.now() - t0, status };
+    }));
+    await sleep(250); // a retry sent just after the answers still counts
+    return { checks, backendRequests: t.fake.count(FROZEN_PATH) - before, capMs };
+  } finally {
+    t.fake.thaw();
+  }
+}
+
+/** Scenario (5): time from the member turning replica until /primary answers 503, per trial. */
+async function stalenessScenario(t: Target, trials: number, ttlMs: number): Promise<number[]> {
+  let stop = false;
+  let lastStatus = 0;
+  let flipAt = -1;
+  let first503 = -1;
+  const poller = (async () => {
+    while (!stop) {
+      try {
+        const r = await fetch(t.url + HIT_PATH);
+        await r.arrayBuffer();
+        lastStatus = r.status;
+        if (flipAt >= 0 && first503 < 0 && r.status === 503) first503 = performance.now();
+      } catch {
+        lastStatus = 0;
+      }
+      await sleep(1);
+    }
+  })();
+  const waitFor = async (cond: () => boolean, ms: number) => {
+    const deadline = performance.now() + ms;
+    while (!cond() && performance.now() < deadline) await sleep(2);
+    return cond();
+  };
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < trials; i++) {
+      t.fake.role = "primary";
+      flipAt = -1;
+      first503 = -1;
+      lastStatus = 0;
+      if (!await waitFor(() => lastStatus === 200, ttlMs * 4 + 2000)) {
+        throw new Error(`${t.name}: /primary never answered 200`);
+      }
+      // A random phase against the cache's refreshes.
+      await sleep(50 + Math.random() * ttlMs);
+      flipAt = performance.now();
+      t.fake.role = "replica";
+      if (!await waitFor(() => first503 >= 0, ttlMs * 4 + 2000)) {
+        samples.push(Infinity);
+        continue;
+      }
+      samples.push(first503 - flipAt);
+    }
+  } finally {
+    stop = true;
+    await poller;
+    t.fake.role = "primary";
+  }
+  return samples;
+}
+
+/** HAProxy-like checks: a new connection per check, one started every `everyMs`, for `seconds`. */
+async function checkLatency(port: number, seconds: number, everyMs = 5): Promise<CheckLatency> {
+  const latencies: number[] = [];
+  let errors = 0;
+  const pending: Promise<void>[] = [];
+  const end = performance.now() + seconds * 1000;
+  while (performance.now() < end) {
+    pending.push((async () => {
+      const t0 = performance.now();
+      try {
+        const status = await rawGet(port, HIT_PATH, 5000);
+        if (status === 200) latencies.push(performance.now() - t0);
+        else errors++;
+      } catch {
+        errors++;
+      }
+    })());
+    await sleep(everyMs);
+  }
+  await Promise.all(pending);
+  return {
+    n: latencies.length,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    max: Math.max(...latencies),
+    errors,
+  };
+}
+
+/** Scenario (6): check latency without, then with N slowloris connections held open. */
+async function idleScenario(t: Target, o: Options, root: string): Promise<IdleResult> {
+  const baseline = await checkLatency(t.port, o.idleMeasureS);
+  const c = withUlimit(Deno.execPath(), [
+    "run",
+    "-q",
+    "-A",
+    "bench/idle_clients.ts",
+    String(t.port),
+    String(o.idle),
+  ]);
+  const child = new Deno.Command(c.cmd, {
+    args: c.args,
+    cwd: root,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  const nextLine = async (): Promise<string> => {
+    while (!buffered.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error("idle_clients exited early");
+      buffered += value;
+    }
+    const i = buffered.indexOf("\n");
+    const line = buffered.slice(0, i);
+    buffered = buffered.slice(i + 1);
+    return line;
+  };
+  try {
+    const opened = (await nextLine()).match(/opened (\d+) failed (\d+)/);
+    if (!opened) throw new Error("idle_clients: unexpected output");
+    await sleep(500);
+    const sampler = rssSampler(t, 250);
+    const loaded = await checkLatency(t.port, o.idleMeasureS);
+    const rss = Math.max(...sampler.stop().map(([, k]) => k));
+    await child.stdin.close();
+    const still = (await nextLine()).match(/open (\d+)/);
+    await sleep(1000);
+    const rssAfter = targetRss(t);
+    return {
+      opened: Number(opened[1]),
+      failed: Number(opened[2]),
+      stillOpen: still ? Number(still[1]) : NaN,
+      baseline,
+      loaded,
+      rss,
+      rssAfter,
+    };
+  } finally {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* exited */ }
+    await child.status;
+    lines.releaseLock();
+  }
+}
+
+/** Scenario (8): exec -> first 200, for `deno run`, a compiled binary in dist/ and the peers. */
+async function coldScenario(
+  o: Options,
+  settings: BenchSettings,
+  backendPort: number,
+  available: Set<TargetName>,
+): Promise<ColdResult[]> {
+  const n = o.quick ? 2 : 5;
+  const out: ColdResult[] = [];
+  const dir = `${settings.tmp}/cold`;
+  await Deno.mkdir(dir, { recursive: true });
+  const glueTrials = async (cmd: string, argsOf: (file: string) => string[]) => {
+    const samples: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const port = freePort();
+      const file = `${dir}/glue-${i}.yml`;
+      await Deno.writeTextFile(file, glueConfig(port, backendPort, settings));
+      samples.push(await coldStart(cmd, argsOf(file), settings.root, port, HIT_PATH));
+    }
+    return samples;
+  };
+  const run = glueCommand("FILE", settings.denoFlags);
+  out.push({
+    name: "patroniglue (deno run)",
+    samples: await glueTrials(run.cmd, (f) => run.args.map((a) => a === "FILE" ? f : a)),
+  });
+  const binary = await compiledBinary(settings.root);
+  if (binary) {
+    out.push({
+      name: `patroniglue (compiled: ${binary.slice(settings.root.length + 1)})`,
+      samples: await glueTrials(binary, (f) => ["-config", f]),
+    });
+  } else {
+    out.push({
+      name: "patroniglue (compiled binary)",
+      samples: [],
+      skipped:
+        "no compiled binary in dist/ (deno compile needs denort, which cannot be downloaded here)",
+    });
+  }
+  for (const peer of ["nginx", "haproxy"] as const) {
+    if (!available.has(peer)) continue;
+    const samples: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const port = freePort();
+      const pdir = `${dir}/${peer}-${i}`;
+      await Deno.mkdir(pdir, { recursive: true });
+      if (peer === "nginx") {
+        await Deno.writeTextFile(
+          `${pdir}/nginx.conf`,
+          nginxConfig(pdir, port, backendPort, settings),
+        );
+        samples.push(
+          await coldStart(
+            "nginx",
+            ["-p", pdir, "-c", `${pdir}/nginx.conf`, "-e", `${pdir}/error.log`],
+            pdir,
+            port,
+            HIT_PATH,
+          ),
+        );
+      } else {
+        await Deno.writeTextFile(`${pdir}/haproxy.cfg`, haproxyConfig(port, backendPort, settings));
+        samples.push(
+          await coldStart("haproxy", ["-db", "-f", `${pdir}/haproxy.cfg`], pdir, port, HIT_PATH),
+        );
+      }
+    }
+    out.push({ name: peer, samples });
+  }
+  return out;
+}
+
+/**
+ * A compiled patroniglue from `deno task build` that runs on this machine, if any:
+ * `dist/patroniglue-VERSION-OS-ARCH/patroniglue` (or `dist/patroniglue`), checked with `-version`.
+ */
+async function compiledBinary(root: string): Promise<string | undefined> {
+  const candidates: string[] = [`${root}/dist/patroniglue`];
+  try {
+    for await (const e of Deno.readDir(`${root}/dist`)) {
+      if (e.isDirectory && e.name.startsWith("patroniglue-")) {
+        candidates.push(`${root}/dist/${e.name}/patroniglue`);
+      }
+    }
+  } catch { /* no dist/ */ }
+  for (const path of candidates) {
+    try {
+      const st = await Deno.stat(path);
+      if (!st.isFile || !((st.mode ?? 0) & 0o111)) continue;
+      const out = await new Deno.Command(path, {
+        args: ["-version"],
+        stdout: "null",
+        stderr: "null",
+      })
+        .output();
+      if (out.success) return path;
+    } catch { /* absent, or built for another platform */ }
+  }
+  return undefined;
+}
+
+async function commandLine(cmd: string, args: string[]): Promise<string> {
+  try {
+    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    return text.split("\n")[0].trim();
+  } catch {
+    return "absent";
+  }
+}
+
+function cpuModel(): string {
+  try {
+    const m = Deno.readTextFileSync("/proc/cpuinfo").match(/^model name\s*:\s*(.+)$/m);
+    return m ? m[1].trim() : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Runs the whole bench; resolves to the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let o: Options;
+  try {
+    o = parseOptions(args);
+  } catch (e) {
+    console.error(`${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (o.render) {
+    const saved = JSON.parse(await Deno.readTextFile(o.render)) as Results;
+    saved.options = {
+      ...saved.options,
+      only: new Set(saved.options.only),
+      out: o.out,
+      chart: o.chart,
+    };
+    await writeReport(saved, o.out, o.chart);
+    return 0;
+  }
+  const started = performance.now();
+  const root = ROOT;
+  const tmp = await Deno.makeTempDir({ prefix: "patroniglue-bench-" });
+  const settings: BenchSettings = {
+    ttl: 1,
+    timeout: 2,
+    delayMs: 2,
+    root,
+    tmp,
+    denoFlags: o.denoFlags,
+  };
+  const ttlMs = settings.ttl * 1000;
+
+  if (!await hasCommand("wrk")) {
+    console.error("wrk is not installed (apt-get install wrk): cannot run the bench");
+    return 1;
+  }
+  const skipped: { name: string; reason: string }[] = [];
+  const wanted: TargetName[] = [];
+  for (const name of o.targets) {
+    if ((name === "nginx" || name === "haproxy") && !await hasCommand(name)) {
+      say(`skipping ${name}: not installed (apt-get install ${name})`);
+      skipped.push({ name, reason: "not installed" });
+      continue;
+    }
+    wanted.push(name);
+  }
+
+  const results: Results = {
+    options: o,
+    settings: { ttl: settings.ttl, timeout: settings.timeout, delayMs: settings.delayMs },
+    date: new Date().toISOString(),
+    machine: {
+      cpus: navigator.hardwareConcurrency,
+      model: cpuModel(),
+      memGiB: Deno.systemMemoryInfo().total / 1024 ** 3,
+      kernel: Deno.osRelease(),
+      loadStart: Deno.loadavg(),
+    },
+    loadEnd: [],
+    versions: {
+      deno: Deno.version.deno,
+      v8: Deno.version.v8,
+      nginx: wanted.includes("nginx") ? await commandLine("nginx", ["-v"]) : "absent",
+      haproxy: wanted.includes("haproxy") ? await commandLine("haproxy", ["-v"]) : "absent",
+      wrk: await wrkVersion(),
+    },
+    elapsedS: 0,
+    targets: wanted,
+    skipped,
+    hit: {},
+    mix: {},
+    backend: {},
+    frozen: {},
+    stale: {},
+    idle: {},
+    rssIdle: {},
+    rssIdleAnon: {},
+    rssLoad: {},
+    rssLoadAnon: {},
+    cold: [],
+  };
+
+  const targets: Target[] = [];
+  const stopAll = async () => {
+    for (const t of targets.splice(0)) await t.stop().catch(() => {});
+  };
+  const onSignal = () => {
+    stopAll().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    say(
+      `bench: ${o.quick ? "quick run" : o.only.size < 8 ? "partial run" : "full run"}, targets ${
+        wanted.join(", ")
+      }; scratch ${tmp}`,
+    );
+    for (const name of wanted) targets.push(await startTarget(name, settings));
+    const byName = (n: TargetName) => targets.find((t) => t.name === n);
+    // Warm each target once, then let it settle: the idle RSS.
+    for (const t of targets) {
+      for (const p of MIX_PATHS) await rawGet(t.port, p).catch(() => 0);
+    }
+    await sleep(1000);
+    for (const t of targets) {
+      if (t.name === "direct") continue;
+      results.rssIdle[t.name] = targetRss(t);
+      results.rssIdleAnon[t.name] = targetRss(t, "RssAnon");
+    }
+
+    if (o.only.has(8)) {
+      say("(8) cold start: exec -> first 200");
+      results.cold = await coldScenario(
+        o,
+        settings,
+        byName("patroniglue")!.fake.port,
+        new Set(wanted),
+      );
+      for (const c of results.cold) {
+        say(`  ${c.name}: ${c.skipped ?? c.samples.map((s) => `${s.toFixed(0)} ms`).join(", ")}`);
+      }
+    }
+
+    if (o.only.has(4)) {
+      say(`(4) frozen backend: 20 concurrent checks of ${FROZEN_PATH}`);
+      for (const t of targets) {
+        const r = await frozenScenario(t, settings, o.quick);
+        results.frozen[t.name] = r;
+        const statuses = [...new Set(r.checks.map((c) => c.status || "none"))].join("/");
+        say(
+          `  ${t.name.padEnd(11)} statuses ${statuses}, slowest ${
+            Math.max(...r.checks.map((c) => c.ms)).toFixed(0)
+          } ms, backend requests ${r.backendRequests}`,
+        );
+        await sleep(ttlMs + 200);
+      }
+    }
+
+    if ([1, 2, 3, 7].some((n) => o.only.has(n))) {
+      say("warm-up: 1 s of wrk per target (JIT, caches), not recorded");
+      for (const t of targets) {
+        await runWrk({
+          url: t.url + HIT_PATH,
+          threads: o.threads,
+          connections: o.connections,
+          durationS: 1,
+        });
+        await sleep(200);
+      }
+    }
+
+    if (o.only.has(1) || o.only.has(7)) {
+      say(`(1) cache hits on ${HIT_PATH}: wrk -t${o.threads} -c${o.connections} -d${o.durationS}s`);
+      results.hit = await loadScenario(
+        "(1)",
+        targets,
+        o,
+        HIT_PATH,
+        undefined,
+        results.rssLoad,
+        results.rssLoadAnon,
+      );
+    }
+
+    if (o.only.has(2) || o.only.has(3) || o.only.has(7)) {
+      const script = `${tmp}/mix.lua`;
+      await Deno.writeTextFile(script, mixScript(MIX_PATHS));
+      say(`(2) mix of ${MIX_PATHS.join(" ")}; (3) backend requests per path per ttl`);
+      const perRun = new Map<TargetName, BackendLoad[][]>();
+      results.mix = await loadScenario(
+        "(2)",
+        targets,
+        o,
+        "",
+        script,
+        results.rssLoad,
+        results.rssLoadAnon,
+        (t, r) => {
+          const runs = perRun.get(t.name) ?? [];
+          runs.push(backendLoadOf(t, r.startedAt, r.endedAt, MIX_PATHS, ttlMs));
+          perRun.set(t.name, runs);
+        },
+      );
+      for (const [name, runs] of perRun) {
+        const merged = mergeBackendLoads(runs);
+        results.backend[name] = merged;
+        say(
+          `  (3) ${name.padEnd(11)} ` +
+            merged.map((b) => `${b.path} ${b.meanPerTtl.toFixed(2)}/ttl (peak ${b.peakPerTtl})`)
+              .join(", "),
+        );
+      }
+    }
+
+    if (o.only.has(5)) {
+      say(`(5) staleness: /primary after the member turns replica (${o.trials} trials)`);
+      for (const t of targets) {
+        const s = await stalenessScenario(t, o.trials, ttlMs);
+        results.stale[t.name] = s;
+        say(`  ${t.name.padEnd(11)} ${s.map((x) => `${x.toFixed(0)} ms`).join(", ")}`);
+      }
+    }
+
+    if (o.only.has(7)) {
+      const glue = byName("patroniglue")!;
+      const script = `${tmp}/mix.lua`;
+      await Deno.writeTextFile(script, mixScript(MIX_PATHS));
+      say(`(7) soak: ${o.soakS} s of the mix on patroniglue, RSS every second`);
+      glue.arrivals.length = 0;
+      const sampler = rssSampler(glue, 1000);
+      const wrk = await runWrk({
+        url: glue.url,
+        threads: o.threads,
+        connections: o.connections,
+        durationS: o.soakS,
+        script,
+      });
+      const samples = sampler.stop();
+      results.soak = {
+        seconds: o.soakS,
+        samples,
+        wrk,
+        backend: backendLoadOf(glue, wrk.startedAt, wrk.endedAt, MIX_PATHS, ttlMs),
+      };
+      say(
+        `  ${fmtInt(wrk.rps)} req/s; RSS ${(samples[0][1] / 1024).toFixed(1)} -> ` +
+          `${(samples[samples.length - 1][1] / 1024).toFixed(1)} MiB (max ${
+            (Math.max(...samples.map((s) => s[1])) / 1024).toFixed(1)
+          })`,
+      );
+      results.rssLoad.patroniglue = Math.max(
+        results.rssLoad.patroniglue ?? 0,
+        ...samples.map((s) => s[1]),
+      );
+      results.rssLoadAnon.patroniglue = Math.max(
+        results.rssLoadAnon.patroniglue ?? 0,
+        ...samples.map((s) => s[2]),
+      );
+    }
+    if (o.only.has(6)) {
+      say(`(6) ${o.idle} idle slowloris connections, HAProxy-like checks every 5 ms`);
+      for (const t of targets) {
+        if (t.name === "direct") continue;
+        const r = await idleScenario(t, o, root);
+        results.idle[t.name] = r;
+        say(
+          `  ${t.name.padEnd(11)} opened ${r.opened} (still open at end ${r.stillOpen}); p99 ` +
+            `${r.baseline.p99.toFixed(2)} ms -> ${
+              r.loaded.p99.toFixed(2)
+            } ms, errors ${r.loaded.errors}`,
+        );
+        await sleep(500);
+      }
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    const logs = targets.map((t) => [t.name, t.log()] as const);
+    await stopAll();
+    for (const [name, log] of logs) {
+      if (/error|panic|uncaught/i.test(log)) {
+        say(`note: ${name} logged:\n${log.trim().slice(-2000)}`);
+      }
+    }
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+  results.loadEnd = Deno.loadavg();
+  results.elapsedS = (performance.now() - started) / 1000;
+
+  if (o.json) {
+    const plain = { ...results, options: { ...o, only: [...o.only] } };
+    await Deno.writeTextFile(o.json, JSON.stringify(plain, null, 1));
+    say(`saved the results in ${o.json}`);
+  }
+  const md = await writeReport(results, o.out, o.chart);
+  const misses = md.match(/\*\*MISS\*\*/g)?.length ?? 0;
+  say(misses ? `${misses} target(s) missed: see ${o.out}` : "all targets met");
+  return 0;
+}
+
+/** Writes the report (and the chart when (1) or (2) ran); resolves to the report. */
+async function writeReport(results: Results, out: string, chart: string): Promise<string> {
+  const hasLoad = Object.keys(results.hit).length + Object.keys(results.mix).length > 0;
+  const md = renderMarkdown(results, hasLoad ? chart : undefined, out);
+  await Deno.writeTextFile(out, md);
+  if (hasLoad) await Deno.writeFile(chart, renderChart(results));
+  say(
+    `wrote ${out}${hasLoad ? ` and ${chart}` : " (no chart: scenarios 1 and 2 not run)"} after ${
+      results.elapsedS.toFixed(0)
+    } s of measuring`,
+  );
+  return md;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

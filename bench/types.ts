@@ -1,0 +1,119 @@
+// Shared shapes of the bench: options and results (run.ts measures, report.ts and chart.ts render).
+import type { BenchSettings, TargetName } from "./targets.ts";
+import type { WrkResult } from "./wrk.ts";
+
+/** The health checks of scenario (2); /replica answers 503 (the simulated member is primary). */
+export const MIX_PATHS = ["/primary", "/leader", "/read-only", "/replica"] as const;
+/** Run options, from the command line. */
+export interface Options {
+  quick: boolean;
+  runs: number;
+  durationS: number;
+  soakS: number;
+  trials: number;
+  idle: number;
+  idleMeasureS: number;
+  threads: number;
+  connections: number;
+  only: Set<number>;
+  targets: TargetName[];
+  out: string;
+  chart: string;
+  /** Extra `deno run` flags for patroniglue. */
+  denoFlags: string[];
+  /** Save the results here as JSON. */
+  json?: string;
+  /** Only re-render the report from these saved results. */
+  render?: string;
+}
+
+/** wrk medians over the runs of one target. */
+export interface LoadStats {
+  runs: WrkResult[];
+  rps: number;
+  p50: number;
+  p99: number;
+  /** Share of answers that were not 2xx (the mix has one 503 path in four). */
+  non2xx: number;
+  errors: number;
+}
+
+/** Scenario (3): backend GETs per path. */
+export interface BackendLoad {
+  path: string;
+  requests: number;
+  /** GETs × ttl / (run end − first GET + ttl), median over runs; 1.0 is one GET per ttl. */
+  meanPerTtl: number;
+  /** Most GETs inside any ttl-long window (max over runs). */
+  peakPerTtl: number;
+}
+
+/** Scenario (4): concurrent checks while the backend is frozen. */
+export interface FrozenResult {
+  checks: { ms: number; status: number }[];
+  backendRequests: number;
+  capMs: number;
+}
+
+/** Latency of HAProxy-like checks (a new connection each). */
+export interface CheckLatency {
+  n: number;
+  p50: number;
+  p99: number;
+  max: number;
+  errors: number;
+}
+
+/** Scenario (6). */
+export interface IdleResult {
+  opened: number;
+  failed: number;
+  stillOpen: number;
+  baseline: CheckLatency;
+  loaded: CheckLatency;
+  /** Max RSS (KiB) while the connections were held, and 1 s after they closed. */
+  rss: number;
+  rssAfter: number;
+}
+
+/** Scenario (7) soak: patroniglue's RSS over a long mix load. */
+export interface SoakResult {
+  seconds: number;
+  /** [seconds since start, VmRSS KiB, RssAnon KiB]. */
+  samples: [number, number, number][];
+  wrk: WrkResult;
+  backend: BackendLoad[];
+}
+
+/** Scenario (8). */
+export interface ColdResult {
+  name: string;
+  samples: number[];
+  skipped?: string;
+}
+
+/** Everything measured, for the report. */
+export interface Results {
+  options: Options;
+  settings: Omit<BenchSettings, "root" | "tmp">;
+  date: string;
+  machine: { cpus: number; model: string; memGiB: number; kernel: string; loadStart: number[] };
+  loadEnd: number[];
+  versions: Record<string, string>;
+  elapsedS: number;
+  targets: TargetName[];
+  skipped: { name: string; reason: string }[];
+  hit: Partial<Record<TargetName, LoadStats>>;
+  mix: Partial<Record<TargetName, LoadStats>>;
+  backend: Partial<Record<TargetName, BackendLoad[]>>;
+  frozen: Partial<Record<TargetName, FrozenResult>>;
+  stale: Partial<Record<TargetName, number[]>>;
+  idle: Partial<Record<TargetName, IdleResult>>;
+  /** VmRSS KiB idle and under load (max), and their private (RssAnon) parts. */
+  rssIdle: Partial<Record<TargetName, number>>;
+  rssIdleAnon: Partial<Record<TargetName, number>>;
+  rssLoad: Partial<Record<TargetName, number>>;
+  rssLoadAnon: Partial<Record<TargetName, number>>;
+  soak?: SoakResult;
+  cold: ColdResult[];
+}
