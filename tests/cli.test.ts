@@ -1,5 +1,6 @@
 // Black-box tests: main.ts as users run it, against the simulated Patroni.
 import assert from "node:assert/strict";
+import { HAS_OPENSSL } from "./support/tools.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { FakePatroni } from "./support/fake_patroni.ts";
 import {
@@ -233,7 +234,10 @@ Deno.test("cli: a dead Patroni is a 503 with the reason", async () => {
   assert.match(JSON.parse(answer.body).error, /connection refused/);
 });
 
-Deno.test("cli: HTTPS frontend; tls-min-version TLSv1.3 refuses a TLS 1.2 client", async (t) => {
+Deno.test({
+  name: "cli: HTTPS frontend; tls-min-version TLSv1.3 refuses a TLS 1.2 client",
+  ignore: !HAS_OPENSSL,
+}, async (t) => {
   await using fake = await FakePatroni.start();
   const tls = `  certfile: ${fixture("server.pem")}\n  keyfile: ${fixture("server.key")}\n`;
   const handshake = async (port: number, version: string) => {
