@@ -52,12 +52,16 @@ export class HealthCache {
     return this.#inFlight.size;
   }
 
+  /** The fresh entry for `key`, if there is one (synchronous: the hot path of a cache hit). */
+  peek(key: string): CachedAnswer | undefined {
+    const entry = this.#entries.get(key);
+    return entry && this.#now() - entry.storedAt < this.#ttlMs ? entry : undefined;
+  }
+
   /** The answer for `key`: fresh from memory, joined to a request in flight, or fetched now. */
   async get(key: string): Promise<{ answer: CachedAnswer; result: CacheResult }> {
-    const entry = this.#entries.get(key);
-    if (entry && this.#now() - entry.storedAt < this.#ttlMs) {
-      return { answer: entry, result: "hit" };
-    }
+    const entry = this.peek(key);
+    if (entry) return { answer: entry, result: "hit" };
     const pending = this.#inFlight.get(key);
     if (pending) return { answer: await pending, result: "coalesced" };
     const request = this.#refresh(key);

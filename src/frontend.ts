@@ -1,7 +1,7 @@
 // Frontend: the request handler (route -> cache -> answer) and the HTTP/HTTPS listeners.
 import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { HealthCache } from "./cache.ts";
+import type { CachedAnswer, CacheResult, HealthCache } from "./cache.ts";
 import type { FrontendConfig } from "./config.ts";
 import { effectiveMinVersion } from "./tls.ts";
 import { formatAccessLine, type Logger } from "./log.ts";
@@ -43,45 +43,52 @@ const JSON_TYPE = "application/json";
 const METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 const X_CACHE: Record<string, string> = { hit: "HIT", miss: "MISS", coalesced: "COALESCED" };
 
+/** A handler's result: synchronous for answers from memory, a promise when Patroni is asked. */
+export type HandlerResult = HealthResponse | Promise<HealthResponse>;
+
 /** The handler: one route, at most one cache lookup, one answer; it never throws. */
-export function createHandler(
-  options: HandlerOptions,
-): (req: HealthRequest) => Promise<HealthResponse> {
+export function createHandler(options: HandlerOptions): (req: HealthRequest) => HandlerResult {
   const { cache, log, logformat } = options;
   const now = options.now ?? (() => performance.now());
-  const answer = async (req: HealthRequest, route: Route): Promise<[HealthResponse, string]> => {
-    if (route.kind === "error") return [errorAnswer(route), "local"];
-    if (req.hasBody) {
-      return [jsonAnswer(413, { error: "request body not allowed" }), "local"];
-    }
-    if (route.kind === "health") return [jsonAnswer(200, { healthy: true }), "local"];
-    if (route.kind === "metrics") return [metricsAnswer(options.metrics!()), "local"];
-    const { answer, result } = await cache.get(route.key);
+  const local = (req: HealthRequest, route: Route): HealthResponse | undefined => {
+    if (route.kind === "error") return errorAnswer(route);
+    if (req.hasBody) return jsonAnswer(413, { error: "request body not allowed" });
+    if (route.kind === "health") return jsonAnswer(200, { healthy: true });
+    if (route.kind === "metrics") return metricsAnswer(options.metrics!());
+    return undefined;
+  };
+  const fromCache = (
+    req: HealthRequest,
+    key: string,
+    answer: CachedAnswer,
+    result: CacheResult,
+  ) => {
     if (log.enabled("debug")) {
       log.debug("cache", {
-        key: route.key,
+        key,
         result,
         status: answer.status,
         failure: answer.failure,
       });
     }
     const age = Math.max(0, Math.floor((now() - answer.storedAt) / 1000));
-    return [{
+    const res: HealthResponse = {
       status: answer.status,
       headers: { "content-type": JSON_TYPE, "x-cache": X_CACHE[result], age: String(age) },
       body: req.method === "OPTIONS" ? "" : answer.body,
-    }, answer.failure ? "error" : result];
+    };
+    return [res, answer.failure ? "error" : result] as const;
   };
-  return async (req) => {
-    const started = performance.now();
-    const route = routeRequest(req.method, req.target, options.metrics !== undefined);
-    let res: HealthResponse, cacheResult: string;
-    try {
-      [res, cacheResult] = await answer(req, route);
-    } catch (e) {
-      log.error(`handler failed: ${(e as Error).message}`, { uri: req.target });
-      [res, cacheResult] = [jsonAnswer(500, { error: "internal error" }), "local"];
-    }
+  const failed = (req: HealthRequest, e: unknown) => {
+    log.error(`handler failed: ${(e as Error).message}`, { uri: req.target });
+    return [jsonAnswer(500, { error: "internal error" }), "local"] as const;
+  };
+  const finish = (
+    req: HealthRequest,
+    route: Route,
+    started: number,
+    [res, cacheResult]: readonly [HealthResponse, string],
+  ): HealthResponse => {
     options.onAnswer?.(route, req, res, cacheResult);
     if (log.enabled("info")) {
       const record = {
@@ -98,6 +105,23 @@ export function createHandler(
       } else log.info(formatAccessLine(logformat, record));
     }
     return res;
+  };
+  return (req) => {
+    const started = log.enabled("info") ? performance.now() : 0;
+    const route = routeRequest(req.method, req.target, options.metrics !== undefined);
+    try {
+      const answer = local(req, route);
+      if (answer || route.kind !== "check") return finish(req, route, started, [answer!, "local"]);
+      const fresh = cache.peek(route.key);
+      if (fresh) return finish(req, route, started, fromCache(req, route.key, fresh, "hit"));
+      return cache.get(route.key).then(
+        ({ answer, result }) =>
+          finish(req, route, started, fromCache(req, route.key, answer, result)),
+        (e) => finish(req, route, started, failed(req, e)),
+      );
+    } catch (e) {
+      return finish(req, route, started, failed(req, e));
+    }
   };
 }
 
@@ -131,22 +155,29 @@ function jsonAnswer(status: number, body: unknown): HealthResponse {
   return { status, headers: { "content-type": JSON_TYPE }, body: JSON.stringify(body) };
 }
 
-/** Adapts the handler to `Deno.serve`: `(Request, info) => Promise<Response>`. */
+/** Adapts the handler to `Deno.serve`: `(Request, info) => Response | Promise<Response>`. */
 export function denoHandler(
-  handle: (req: HealthRequest) => Promise<HealthResponse>,
-): (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Promise<Response> {
-  return async (req, info) => {
-    const res = await handle({
+  handle: (req: HealthRequest) => HandlerResult,
+): (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Response | Promise<Response> {
+  return (req, info) => {
+    const res = handle({
       method: req.method,
       target: rawTarget(req.url),
-      remote: `${info.remoteAddr.hostname}:${info.remoteAddr.port}`,
+      get remote() {
+        return `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
+      },
+      // From the headers: Deno hides a GET's body, and gives OPTIONS a body stream even without one.
       hasBody: hasBody(req.headers.get("content-length"), req.headers.has("transfer-encoding")),
     });
-    return new Response(res.body === "" ? null : res.body, {
-      status: res.status,
-      headers: res.headers,
-    });
+    return res instanceof Promise ? res.then(toResponse) : toResponse(res);
   };
+}
+
+function toResponse(res: HealthResponse): Response {
+  return new Response(res.body === "" ? null : res.body, {
+    status: res.status,
+    headers: res.headers,
+  });
 }
 
 function hasBody(contentLength: string | null | undefined, chunked: boolean): boolean {
@@ -167,7 +198,7 @@ export interface Listener {
 /** Binds `frontend.host:port`: Deno.serve for HTTP, node:https for HTTPS (it enforces the TLS minimum). */
 export function listen(
   frontend: Pick<FrontendConfig, "host" | "port" | "tls" | "tlsMinVersion">,
-  handle: (req: HealthRequest) => Promise<HealthResponse>,
+  handle: (req: HealthRequest) => HandlerResult,
   log: Logger,
 ): Promise<Listener> {
   return frontend.tls ? listenHttps(frontend, handle, log) : listenHttp(frontend, handle, log);
@@ -211,7 +242,7 @@ async function relisten<T>(
 
 async function listenHttp(
   frontend: Pick<FrontendConfig, "host" | "port">,
-  handle: (req: HealthRequest) => Promise<HealthResponse>,
+  handle: (req: HealthRequest) => HandlerResult,
   log: Logger,
 ): Promise<Listener> {
   let stopping = false;
@@ -264,7 +295,7 @@ async function listenHttp(
 
 async function listenHttps(
   frontend: Pick<FrontendConfig, "host" | "port" | "tls" | "tlsMinVersion">,
-  handle: (req: HealthRequest) => Promise<HealthResponse>,
+  handle: (req: HealthRequest) => HandlerResult,
   log: Logger,
 ): Promise<Listener> {
   let secure = { cert: frontend.tls!.cert, key: frontend.tls!.key };
@@ -277,7 +308,7 @@ async function listenHttps(
       minVersion: effectiveMinVersion(frontend.tlsMinVersion),
     }, (req: IncomingMessage, res: ServerResponse) => {
       const socket = req.socket;
-      handle({
+      Promise.resolve(handle({
         method: req.method ?? "GET",
         target: req.url ?? "/",
         remote: `${socket.remoteAddress}:${socket.remotePort}`,
@@ -285,7 +316,7 @@ async function listenHttps(
           req.headers["content-length"],
           req.headers["transfer-encoding"] !== undefined,
         ),
-      }).then((answer) => {
+      })).then((answer) => {
         res.writeHead(answer.status, answer.headers);
         res.end(req.method === "HEAD" ? undefined : answer.body);
       }, (e) => {

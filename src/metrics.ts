@@ -15,8 +15,10 @@ function labelText(labels: Labels): string {
 /** A counter family keyed by its label values. */
 class CounterFamily {
   readonly values = new Map<string, { labels: Labels; value: number }>();
+  /** Adds `by`; the label text is rendered at scrape time, not on this hot path. */
   inc(labels: Labels, by = 1): void {
-    const key = labelText(labels);
+    let key = "";
+    for (const k in labels) key += labels[k] + "\u0000";
     const entry = this.values.get(key);
     if (entry) entry.value += by;
     else this.values.set(key, { labels, value: by });

@@ -4,8 +4,8 @@ import { HealthCache } from "./cache.ts";
 import type { Config } from "./config.ts";
 import {
   createHandler,
+  type HandlerResult,
   type HealthRequest,
-  type HealthResponse,
   listen,
   type Listener,
   metricsHandler,
@@ -21,7 +21,7 @@ export class Service {
   readonly metrics: Metrics;
   #client!: PatroniClient;
   #cache!: HealthCache;
-  #handle!: (req: HealthRequest) => Promise<HealthResponse>;
+  #handle!: (req: HealthRequest) => HandlerResult;
   #sweeper?: ReturnType<typeof setInterval>;
   #frontend?: Listener;
   #metricsListener?: Listener;
