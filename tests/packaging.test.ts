@@ -20,6 +20,7 @@ import {
   sha256File,
   type Target,
   TARGETS,
+  V8_FLAGS,
   verifyBinary,
   VERSION,
 } from "../packaging/build.ts";
@@ -109,6 +110,7 @@ Deno.test("permissions: the compile step passes -P (deno.json's set), never -A o
       "compile",
       "-q",
       "-P",
+      V8_FLAGS,
       "--target",
       t.triple,
       "--output",
@@ -124,7 +126,7 @@ Deno.test("permissions: one set in deno.json, used by `deno task start`; nothing
     ?.default;
   assert.ok(perms, "deno.json has permissions.default");
   assert.deepEqual(Object.keys(perms).sort(), ["env", "net", "read"]);
-  assert.equal(denoJson.tasks.start, "deno run -q -P main.ts");
+  assert.equal(denoJson.tasks.start, `deno run -q -P ${V8_FLAGS} main.ts`);
   assert.equal(denoJson.tasks.build, "deno run -q -A packaging/build.ts");
   // The binary carries deno.json's set; nothing that builds or runs it adds permissions.
   for (
