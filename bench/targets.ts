@@ -1,5 +1,6 @@
 // Bench targets: patroniglue, nginx proxy_cache, HAProxy cache and Patroni direct, each in front of
 // its own simulated Patroni, started on loopback and stopped by the runner.
+import { V8_FLAGS } from "../packaging/build.ts";
 import { FakePatroni } from "../tests/support/fake_patroni.ts";
 
 /** What the runner measures. */
@@ -190,7 +191,8 @@ export function glueCommand(
 ): { cmd: string; args: string[] } {
   return {
     cmd: Deno.execPath(),
-    args: ["run", "-q", "-P", ...denoFlags, "main.ts", "-config", configFile],
+    // As `deno task start` runs it (and the compiled binary): deno.json's permissions, its V8 flags.
+    args: ["run", "-q", "-P", V8_FLAGS, ...denoFlags, "main.ts", "-config", configFile],
   };
 }
 
