@@ -481,7 +481,9 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
         ? undefined
         : { host: (m.host as string | undefined) ?? f.host as string, port: m.port as number },
     },
-    logFormat: topLevel["log-format"] as "text" | "json" ?? "text",
+    logFormat: (topLevel["log-format"] ?? TOP_LEVEL_SCALARS["log-format"].default) as
+      | "text"
+      | "json",
     warnings,
   };
 }
