@@ -8,7 +8,7 @@ import {
   type Node,
   parseDocument,
 } from "yaml";
-import { LOG_FORMAT_PLACEHOLDERS } from "./log.ts";
+import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "./log.ts";
 import {
   GO_CIPHER_SUITES,
   type KeyKind,
@@ -202,7 +202,7 @@ const SCHEMA: Record<string, Record<string, { check: Check; default?: Value }>> 
     keyfile: { check: string },
     "tls-min-version": { check: oneOf(TLS_VERSIONS), default: "TLSv1.2" },
     "tls-ciphers": { check: cipherList },
-    logformat: { check: logformat, default: "%a - %m %U" },
+    logformat: { check: logformat, default: DEFAULT_LOG_FORMAT },
   },
   backend: {
     host: { check: host, default: "127.0.0.1" },

@@ -164,7 +164,7 @@ function changed<T extends object>(a: T, b: T, keys: (keyof T)[]): boolean {
 }
 
 /** Human lines for what differs between two configs (file contents count as changes). */
-export function describeChanges(prev: Config, next: Config): string[] {
+function describeChanges(prev: Config, next: Config): string[] {
   const flat = (c: Config) => {
     const out: Record<string, string> = {};
     const walk = (prefix: string, v: unknown) => {

@@ -328,51 +328,51 @@ const denortCached = await (async () => {
   return await Deno.stat(zip).then(() => true, () => false);
 })();
 
-Deno.test({
-  name: "build without internet: one line naming denort and DENORT_BIN, exit 1, nothing built",
-  ignore: denortCached,
-  async fn() {
-    const dist = await Deno.makeTempDir({ prefix: "pg-dist-" });
-    try {
-      // A proxy that refuses connections stands in for "no internet" on a connected machine too.
-      const out = await run(
-        DENO,
-        ["run", "-q", "-A", "packaging/build.ts", "--target", "linux-amd64", "--dist", dist],
-        { env: envWith({ HTTPS_PROXY: "http://127.0.0.1:1", HTTP_PROXY: "http://127.0.0.1:1" }) },
-      );
-      assert.equal(out.code, 1, out.stderr);
-      assert.equal(out.stdout, "");
-      assert.equal(
-        out.stderr,
-        "build: cannot get denort for x86_64-unknown-linux-gnu: no internet access; set DENORT_BIN to a denort binary\n",
-      );
-      const left = [];
-      for await (const e of Deno.readDir(dist)) left.push(e.name);
-      assert.deepEqual(left, []);
-    } finally {
-      await Deno.remove(dist, { recursive: true });
-    }
-  },
-});
-
-Deno.test("build with DENORT_BIN naming a missing file: one line, exit 1, nothing built", async () => {
+/** Runs the build into an empty dist/; asserts exit 1, exactly `line` on stderr, nothing built. */
+async function expectBuildRefused(
+  args: string[],
+  env: Record<string, string>,
+  line: string,
+): Promise<void> {
   const dist = await Deno.makeTempDir({ prefix: "pg-dist-" });
   try {
-    const out = await run(DENO, ["run", "-q", "-A", "packaging/build.ts", "--dist", dist], {
-      env: envWith({ DENORT_BIN: "/nonexistent" }),
-    });
+    const out = await run(
+      DENO,
+      ["run", "-q", "-A", "packaging/build.ts", ...args, "--dist", dist],
+      {
+        env: envWith(env),
+      },
+    );
     assert.equal(out.code, 1, out.stderr);
     assert.equal(out.stdout, "");
-    assert.equal(
-      out.stderr,
-      `build: DENORT_BIN=/nonexistent: no such file; set it to a denort binary (deno ${Deno.version.deno}) or unset it to download denort\n`,
-    );
+    assert.equal(out.stderr, line + "\n");
     const left = [];
     for await (const e of Deno.readDir(dist)) left.push(e.name);
     assert.deepEqual(left, []);
   } finally {
     await Deno.remove(dist, { recursive: true });
   }
+}
+
+Deno.test({
+  name: "build without internet: one line naming denort and DENORT_BIN, exit 1, nothing built",
+  ignore: denortCached,
+  async fn() {
+    // A proxy that refuses connections stands in for "no internet" on a connected machine too.
+    await expectBuildRefused(
+      ["--target", "linux-amd64"],
+      { HTTPS_PROXY: "http://127.0.0.1:1", HTTP_PROXY: "http://127.0.0.1:1" },
+      "build: cannot get denort for x86_64-unknown-linux-gnu: no internet access; set DENORT_BIN to a denort binary",
+    );
+  },
+});
+
+Deno.test("build with DENORT_BIN naming a missing file: one line, exit 1, nothing built", async () => {
+  await expectBuildRefused(
+    [],
+    { DENORT_BIN: "/nonexistent" },
+    `build: DENORT_BIN=/nonexistent: no such file; set it to a denort binary (deno ${Deno.version.deno}) or unset it to download denort`,
+  );
 });
 
 Deno.test("build with DENORT_BIN naming the deno CLI: refused, since that binary would be deno", async () => {
