@@ -5,7 +5,8 @@ import type { CachedAnswer, CacheResult, HealthCache } from "./cache.ts";
 import type { FrontendConfig } from "./config.ts";
 import { effectiveMinVersion } from "./tls.ts";
 import { formatAccessLine, type Logger } from "./log.ts";
-import { rawTarget, type Route, routeRequest } from "./routes.ts";
+import { type Http1Server, serveHttp1 } from "./http1.ts";
+import { type Route, routeRequest } from "./routes.ts";
 
 /** A request reduced to what routing needs; the target is raw, never normalized. */
 export interface HealthRequest {
@@ -64,30 +65,26 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
     result: CacheResult,
   ) => {
     if (log.enabled("debug")) {
-      log.debug("cache", {
-        key,
-        result,
-        status: answer.status,
-        failure: answer.failure,
-      });
+      log.debug("cache", { key, result, status: answer.status, failure: answer.failure });
     }
     const age = Math.max(0, Math.floor((now() - answer.storedAt) / 1000));
     const res: HealthResponse = {
       status: answer.status,
-      headers: { "content-type": JSON_TYPE, "x-cache": X_CACHE[result], age: String(age) },
+      headers: cacheHeaders(result, age),
       body: req.method === "OPTIONS" ? "" : answer.body,
     };
-    return [res, answer.failure ? "error" : result] as const;
+    return res;
   };
   const failed = (req: HealthRequest, e: unknown) => {
     log.error(`handler failed: ${(e as Error).message}`, { uri: req.target });
-    return [jsonAnswer(500, { error: "internal error" }), "local"] as const;
+    return jsonAnswer(500, { error: "internal error" });
   };
   const finish = (
     req: HealthRequest,
     route: Route,
     started: number,
-    [res, cacheResult]: readonly [HealthResponse, string],
+    res: HealthResponse,
+    cacheResult: string,
   ): HealthResponse => {
     options.onAnswer?.(route, req, res, cacheResult);
     if (log.enabled("info")) {
@@ -106,23 +103,55 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
     }
     return res;
   };
+  const answered = (req: HealthRequest, route: Route, started: number, key: string) =>
+  (
+    { answer, result }: { answer: CachedAnswer; result: CacheResult },
+  ) =>
+    finish(
+      req,
+      route,
+      started,
+      fromCache(req, key, answer, result),
+      answer.failure ? "error" : result,
+    );
   return (req) => {
     const started = log.enabled("info") ? performance.now() : 0;
     const route = routeRequest(req.method, req.target, options.metrics !== undefined);
     try {
       const answer = local(req, route);
-      if (answer || route.kind !== "check") return finish(req, route, started, [answer!, "local"]);
+      if (answer || route.kind !== "check") return finish(req, route, started, answer!, "local");
       const fresh = cache.peek(route.key);
-      if (fresh) return finish(req, route, started, fromCache(req, route.key, fresh, "hit"));
+      if (fresh) {
+        const res = fromCache(req, route.key, fresh, "hit");
+        return finish(req, route, started, res, fresh.failure ? "error" : "hit");
+      }
       return cache.get(route.key).then(
-        ({ answer, result }) =>
-          finish(req, route, started, fromCache(req, route.key, answer, result)),
-        (e) => finish(req, route, started, failed(req, e)),
+        answered(req, route, started, route.key),
+        (e) => finish(req, route, started, failed(req, e), "local"),
       );
     } catch (e) {
-      return finish(req, route, started, failed(req, e));
+      return finish(req, route, started, failed(req, e), "local");
     }
   };
+}
+
+/** Ages worth keeping prebuilt headers for; older answers (a long ttl) get fresh ones. */
+const MEMO_AGES = 64;
+const CACHE_HEADERS = new Map<CacheResult, Readonly<Record<string, string>>[]>();
+
+/** `Content-Type`, `X-Cache` and `Age`: shared, frozen objects, so a hit allocates none. */
+function cacheHeaders(result: CacheResult, age: number): Record<string, string> {
+  let byAge = CACHE_HEADERS.get(result);
+  if (!byAge) CACHE_HEADERS.set(result, byAge = []);
+  const memo = byAge[age];
+  if (memo) return memo;
+  const headers = Object.freeze({
+    "content-type": JSON_TYPE,
+    "x-cache": X_CACHE[result],
+    age: String(age),
+  });
+  if (age < MEMO_AGES) byAge[age] = headers;
+  return headers;
 }
 
 /** The handler of a metrics-only listener: `GET /metrics`, nothing else. */
@@ -155,31 +184,6 @@ function jsonAnswer(status: number, body: unknown): HealthResponse {
   return { status, headers: { "content-type": JSON_TYPE }, body: JSON.stringify(body) };
 }
 
-/** Adapts the handler to `Deno.serve`: `(Request, info) => Response | Promise<Response>`. */
-export function denoHandler(
-  handle: (req: HealthRequest) => HandlerResult,
-): (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Response | Promise<Response> {
-  return (req, info) => {
-    const res = handle({
-      method: req.method,
-      target: rawTarget(req.url),
-      get remote() {
-        return `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
-      },
-      // From the headers: Deno hides a GET's body, and gives OPTIONS a body stream even without one.
-      hasBody: hasBody(req.headers.get("content-length"), req.headers.has("transfer-encoding")),
-    });
-    return res instanceof Promise ? res.then(toResponse) : toResponse(res);
-  };
-}
-
-function toResponse(res: HealthResponse): Response {
-  return new Response(res.body === "" ? null : res.body, {
-    status: res.status,
-    headers: res.headers,
-  });
-}
-
 function hasBody(contentLength: string | null | undefined, chunked: boolean): boolean {
   return chunked || (contentLength != null && contentLength.trim() !== "0");
 }
@@ -195,7 +199,7 @@ export interface Listener {
   setCertificate?(cert: string, key: string): void;
 }
 
-/** Binds `frontend.host:port`: Deno.serve for HTTP, node:https for HTTPS (it enforces the TLS minimum). */
+/** Binds `frontend.host:port`: our HTTP/1.1 server for HTTP, node:https for HTTPS (it enforces the TLS minimum). */
 export function listen(
   frontend: Pick<FrontendConfig, "host" | "port" | "tls" | "tlsMinVersion">,
   handle: (req: HealthRequest) => HandlerResult,
@@ -240,57 +244,29 @@ async function relisten<T>(
   return undefined;
 }
 
-async function listenHttp(
+function listenHttp(
   frontend: Pick<FrontendConfig, "host" | "port">,
   handle: (req: HealthRequest) => HandlerResult,
   log: Logger,
 ): Promise<Listener> {
-  let stopping = false;
-  const timers = new Set<Timer>();
-  const start = async (port: number) => {
-    const ready = Promise.withResolvers<Deno.NetAddr>();
-    const server = Deno.serve({
+  let server: Http1Server;
+  try {
+    server = serveHttp1({
       hostname: frontend.host,
-      port,
-      onListen: (addr) => ready.resolve(addr as Deno.NetAddr),
-      onError: (e) => {
-        log.error(`request failed: ${(e as Error).message}`);
-        return new Response(JSON.stringify({ error: "internal error" }), { status: 500 });
-      },
-    }, denoHandler(handle));
-    const failed = server.finished.then(() => undefined, (e: Error) => e);
-    const addr = await Promise.race([ready.promise, failed]);
-    if (!addr || addr instanceof Error) {
-      throw new Error(
-        `cannot listen on ${frontend.host}:${port}${addr ? `: ${addr.message}` : ""}`,
-      );
-    }
-    return { server, addr, failed };
-  };
-  let current = await start(frontend.port);
-  const url = urlOf("http", current.addr.hostname, current.addr.port);
-  const supervise = (failed: Promise<Error | undefined>) =>
-    failed.then(async (error) => {
-      if (stopping || !error) return;
-      log.error(`listener ${url} stopped accepting: ${error.message}; listening again`);
-      const next = await relisten(() => start(current.addr.port), () => stopping, timers);
-      if (!next) return;
-      current = next;
-      log.notice(`listening again on ${url}`);
-      supervise(next.failed);
-    });
-  supervise(current.failed);
-  return {
-    url,
-    port: current.addr.port,
-    shutdown: async () => {
-      stopping = true;
-      for (const id of timers) clearTimeout(id);
-      try {
-        await current.server.shutdown();
-      } catch { /* the accept loop had already died */ }
-    },
-  };
+      port: frontend.port,
+      onAcceptError: (e) => log.error(`cannot accept connections: ${e.message}; retrying`),
+      onHandlerError: (e) => log.error(`request failed: ${e.message}`),
+    }, handle);
+  } catch (e) {
+    return Promise.reject(
+      new Error(`cannot listen on ${frontend.host}:${frontend.port}: ${(e as Error).message}`),
+    );
+  }
+  return Promise.resolve({
+    url: urlOf("http", server.addr.hostname, server.addr.port),
+    port: server.addr.port,
+    shutdown: () => server.shutdown(),
+  });
 }
 
 async function listenHttps(

@@ -12,17 +12,32 @@ function labelText(labels: Labels): string {
   return parts.length ? `{${parts.join(",")}}` : "";
 }
 
+/** One labelled series of a counter family. */
+interface CounterCell {
+  labels: Labels;
+  value: number;
+}
+
 /** A counter family keyed by its label values. */
 class CounterFamily {
-  readonly values = new Map<string, { labels: Labels; value: number }>();
-  /** Adds `by`; the label text is rendered at scrape time, not on this hot path. */
-  inc(labels: Labels, by = 1): void {
+  readonly values = new Map<string, CounterCell>();
+  /** The cell for `labels`, created at 0; the label text is rendered at scrape time. */
+  cell(labels: Labels): CounterCell {
     let key = "";
     for (const k in labels) key += labels[k] + "\u0000";
-    const entry = this.values.get(key);
-    if (entry) entry.value += by;
-    else this.values.set(key, { labels, value: by });
+    let cell = this.values.get(key);
+    if (!cell) this.values.set(key, cell = { labels, value: 0 });
+    return cell;
   }
+}
+
+/** Cells of `patroniglue_requests_total` by route, method, status, cache: a hit allocates nothing. */
+type RequestCells = Map<string, Map<string, Map<number, Map<string, CounterCell>>>>;
+
+function child<K, V extends Map<unknown, unknown>>(map: Map<K, V>, key: K): V {
+  let value = map.get(key);
+  if (value === undefined) map.set(key, value = new Map() as V);
+  return value;
 }
 
 /** What a scrape reads from the running process. */
@@ -44,6 +59,7 @@ export class Metrics {
   /** 1 when the last backend request succeeded, 0 when it failed, -1 before the first. */
   backendUp = -1;
   readonly #sources: MetricsSources;
+  readonly #requestCells: RequestCells = new Map();
 
   constructor(sources: MetricsSources) {
     this.#sources = sources;
@@ -51,12 +67,18 @@ export class Metrics {
 
   /** Counts one answered request; `route` is a bounded name (the check path, `health`, ...). */
   countRequest(route: string, method: string, status: number, cache: string): void {
-    this.requests.inc({ route, method, status: String(status), cache });
+    const byCache = child(child(child(this.#requestCells, route), method), status);
+    let cell = byCache.get(cache);
+    if (!cell) {
+      cell = this.requests.cell({ route, method, status: String(status), cache });
+      byCache.set(cache, cell);
+    }
+    cell.value++;
   }
 
   /** Counts one backend request and its duration. */
   countBackend(route: string, outcome: BackendOutcome, seconds: number): void {
-    this.backendRequests.inc({ route, outcome: outcome.ok ? "ok" : outcome.failure });
+    this.backendRequests.cell({ route, outcome: outcome.ok ? "ok" : outcome.failure }).value++;
     this.backendUp = outcome.ok ? 1 : 0;
     this.#durationSum += seconds;
     this.#durationCount++;

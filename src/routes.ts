@@ -38,11 +38,20 @@ export type Route =
   | { kind: "metrics" }
   | { kind: "error"; status: 400 | 404 | 405 | 414; message: string; allow?: readonly string[] };
 
-/** The raw request target of a `Request` built by Deno.serve (`req.url` is `scheme://host` + raw target). */
-export function rawTarget(url: string): string {
-  const authority = url.indexOf("://");
-  const slash = authority === -1 ? -1 : url.indexOf("/", authority + 3);
-  return slash === -1 ? "/" : url.slice(slash);
+const HEALTH_ROUTE: Route = { kind: "health" };
+const METRICS_ROUTE: Route = { kind: "metrics" };
+/** The routes of query-less checks, built once: the common request allocates no route. */
+const PLAIN_CHECK_ROUTES: ReadonlyMap<string, Route> = new Map(
+  [...HEALTH_CHECK_PATHS].map((path) => [path, { kind: "check", path, key: path }]),
+);
+
+/** A request target in origin-form: an absolute-form one (`http://host/path`) gives its path, unresolved. */
+export function originForm(target: string): string {
+  if (target[0] === "/") return target;
+  const authority = target.indexOf("://");
+  if (authority === -1) return target;
+  const slash = target.indexOf("/", authority + 3);
+  return slash === -1 ? "/" : target.slice(slash);
 }
 
 /** Maps a method and a raw request target to a route; never decodes or normalizes the path. */
@@ -67,8 +76,9 @@ export function routeRequest(method: string, target: string, metricsOnFrontend: 
   if (!(allowed as readonly string[]).includes(method)) {
     return { kind: "error", status: 405, message: "method not allowed", allow: allowed };
   }
-  if (isMetrics) return { kind: "metrics" };
-  if (path === "/health") return { kind: "health" };
+  if (isMetrics) return METRICS_ROUTE;
+  if (path === "/health") return HEALTH_ROUTE;
+  if (query === "") return PLAIN_CHECK_ROUTES.get(path)!;
   const key = canonicalKey(path, query);
   return typeof key === "string" ? { kind: "check", path, key } : key;
 }

@@ -127,8 +127,8 @@ Deno.test("hardening: malformed requests get a 4xx or a closed connection, never
       `GET /primary HTTP/1.1\r\nHost: x\r\nX: ${"a".repeat(200_000)}\r\n\r\n`,
       /^(HTTP\/1\.[01] 4\d\d|$)/,
     ],
-    // HTTP/2 with prior knowledge (h2c) is spoken by Deno.serve: the answer is a SETTINGS frame.
-    ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", new RegExp("^(HTTP/1\\.[01] 4\\d\\d|\u0000|$)")],
+    // HTTP/2 with prior knowledge (h2c) is not spoken: HTTP/1.0 and 1.1 only.
+    ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", /^HTTP\/1\.1 400 /],
     ["CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
     ["TRACE /primary HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 405 /],
     ["GET http://evil.example/../config HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 404 /],

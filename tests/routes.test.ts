@@ -3,7 +3,7 @@ import {
   canonicalKey,
   HEALTH_CHECK_PATHS,
   MAX_QUERY_PARAMS,
-  rawTarget,
+  originForm,
   routeRequest,
 } from "../src/routes.ts";
 
@@ -82,12 +82,14 @@ Deno.test("routes: raw targets are never normalized, so tricks do not slip throu
   }
 });
 
-Deno.test("routes: the raw target is taken from Deno's req.url without resolving it", () => {
-  assert.equal(rawTarget("http://x/../primary"), "/../primary");
-  assert.equal(rawTarget("http://evil.com/primary?x=1"), "/primary?x=1");
-  assert.equal(rawTarget("http://localhost:8080/"), "/");
-  assert.equal(rawTarget("http://x//x/primary"), "//x/primary");
-  assert.equal(rawTarget("http://x"), "/");
+Deno.test("routes: an absolute-form target gives its path, never resolved", () => {
+  assert.equal(originForm("http://x/../primary"), "/../primary");
+  assert.equal(originForm("http://evil.com/primary?x=1"), "/primary?x=1");
+  assert.equal(originForm("http://localhost:8080/"), "/");
+  assert.equal(originForm("http://x//x/primary"), "//x/primary");
+  assert.equal(originForm("http://x"), "/");
+  assert.equal(originForm("/../primary"), "/../primary");
+  assert.equal(originForm("*"), "*");
 });
 
 Deno.test("routes: query parameters are parsed, sorted and re-encoded into one cache key", () => {

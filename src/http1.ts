@@ -1,0 +1,500 @@
+// HTTP/1.1 server for health checks: bounded request heads, no bodies, deadlines for slow clients.
+import type { HandlerResult, HealthRequest, HealthResponse } from "./frontend.ts";
+import { originForm } from "./routes.ts";
+
+/** Options of {@linkcode serveHttp1}. */
+export interface Http1Options {
+  hostname: string;
+  port: number;
+  /** Time a client has to send a whole request head, from its first byte. @default {10_000} */
+  headTimeoutMs?: number;
+  /** Time a kept-alive connection may wait for its next request. @default {60_000} */
+  idleTimeoutMs?: number;
+  /** Time a client has to take an answer off the wire. @default {10_000} */
+  writeTimeoutMs?: number;
+  /** Largest request head (request line and headers). @default {16_384} */
+  maxHeadBytes?: number;
+  /** Called when accepting fails (e.g. "too many open files"); the server keeps trying. */
+  onAcceptError?: (error: Error) => void;
+  /** Called when the handler's promise rejects; the client gets a 500. */
+  onHandlerError?: (error: Error) => void;
+}
+
+/** A listening {@linkcode serveHttp1} server. */
+export interface Http1Server {
+  readonly addr: Deno.NetAddr;
+  /** Stops accepting, closes idle and half-sent connections, lets answers in progress finish. */
+  shutdown(): Promise<void>;
+}
+
+const MAX_HEADERS = 100;
+/** How long a closing connection's unread input is drained. */
+const LINGER_MS = 1000;
+/** Waits between accept attempts after an error such as EMFILE. */
+const ACCEPT_BACKOFF_MS = [10, 50, 100, 250, 500, 1000];
+const REASONS: Record<number, string> = {
+  200: "OK",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  414: "URI Too Long",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
+
+/** A parsed request head, or why it was refused. */
+type Head =
+  | { ok: true; request: HealthRequest; keepAlive: boolean; http10: boolean }
+  | { ok: false; status: number; message: string };
+
+/** One accepted connection and the deadline the sweeper enforces on it. */
+interface Connection {
+  readonly conn: Deno.TcpConn;
+  /** ms on the server's coarse clock; `Infinity` while the handler works. */
+  deadline: number;
+  /** A request is being answered: shutdown lets it finish. */
+  busy: boolean;
+  closed: boolean;
+  target: TargetMemo;
+  /** Reused for every answer on this connection (one write at a time). */
+  output: { buf: Uint8Array };
+}
+
+const encoder = new TextEncoder();
+const latin1 = new TextDecoder("latin1");
+
+/** Serves `handle` over HTTP/1.0 and 1.1 on `hostname:port`; rejects when the port cannot be bound. */
+export function serveHttp1(
+  options: Http1Options,
+  handle: (req: HealthRequest) => HandlerResult,
+): Http1Server {
+  const headTimeout = options.headTimeoutMs ?? 10_000;
+  const idleTimeout = options.idleTimeoutMs ?? 60_000;
+  const writeTimeout = options.writeTimeoutMs ?? 10_000;
+  const maxHead = options.maxHeadBytes ?? 16_384;
+  const listener = Deno.listen({ hostname: options.hostname, port: options.port });
+  const connections = new Set<Connection>();
+  const serving = new Set<Promise<void>>();
+  let stopping = false;
+  let clock = performance.now();
+  let date = new Date().toUTCString();
+  let backoff: ReturnType<typeof setTimeout> | undefined;
+  let wakeAccept: (() => void) | undefined;
+
+  const close = (c: Connection) => {
+    if (c.closed) return;
+    c.closed = true;
+    try {
+      c.conn.close();
+    } catch { /* already reset */ }
+  };
+  // One timer for every deadline: a coarse clock (and the Date header) ticks once per interval.
+  const sweeper = setInterval(() => {
+    clock = performance.now();
+    date = new Date().toUTCString();
+    for (const c of connections) if (c.deadline <= clock) close(c);
+  }, Math.min(1000, headTimeout, idleTimeout, writeTimeout));
+
+  const write = async (c: Connection, bytes: Uint8Array) => {
+    c.deadline = clock + writeTimeout;
+    for (let off = 0; off < bytes.length;) off += await c.conn.write(bytes.subarray(off));
+  };
+  const answer = (
+    c: Connection,
+    res: HealthResponse,
+    method: string,
+    keepAlive: boolean,
+    http10: boolean,
+  ) => encodeResponse(res, method === "HEAD", keepAlive, http10, date, c.output);
+  const refuse = async (c: Connection, status: number, message: string) => {
+    await write(c, answer(c, errorResponse(status, message), "GET", false, false));
+    await drain(c);
+  };
+  // Closing with unread bytes makes the kernel send a reset, which can destroy the answer before
+  // the client reads it: end our side, then read (and drop) what the client still sends, briefly.
+  const drain = async (c: Connection) => {
+    c.deadline = clock + LINGER_MS;
+    await c.conn.closeWrite();
+    const scratch = new Uint8Array(4096);
+    for (let total = 0; total < 1 << 20;) {
+      const n = await c.conn.read(scratch);
+      if (n === null) return;
+      total += n;
+    }
+  };
+
+  const serveConnection = async (c: Connection) => {
+    let buf = new Uint8Array(1024);
+    let len = 0;
+    let scanned = 0;
+    try {
+      for (;;) {
+        // Read until a whole head is buffered (or refuse the request).
+        let end = -1;
+        c.deadline = clock + (len === 0 ? idleTimeout : headTimeout);
+        for (;;) {
+          while (len >= 2 && buf[0] === 13 && buf[1] === 10) { // empty lines before a request
+            buf.copyWithin(0, 2, len);
+            len -= 2;
+            scanned = 0;
+          }
+          end = findHeadEnd(buf, len, scanned);
+          if (end >= 0) break;
+          if (end === BARE_LF) return await refuse(c, 400, "bare LF in request head");
+          if (!methodPrefixOk(buf, len)) return await refuse(c, 400, "malformed request line");
+          if (len >= maxHead) return await refuse(c, 431, "request head too large");
+          if (stopping && len === 0) return;
+          scanned = Math.max(0, len - 3);
+          if (len === buf.length) buf = grow(buf, Math.min(buf.length * 2, maxHead));
+          const wasEmpty = len === 0;
+          const n = await c.conn.read(buf.subarray(len));
+          if (n === null) return;
+          if (wasEmpty) c.deadline = clock + headTimeout;
+          len += n;
+        }
+        const head = parseHead(buf, end, c.conn.remoteAddr, c.target);
+        buf.copyWithin(0, end + 4, len);
+        len -= end + 4;
+        scanned = 0;
+        if (!head.ok) return await refuse(c, head.status, head.message);
+        c.busy = true;
+        c.deadline = Infinity;
+        let res: HealthResponse;
+        try {
+          const result = handle(head.request);
+          res = result instanceof Promise ? await result : result;
+        } catch (e) {
+          options.onHandlerError?.(e as Error);
+          res = errorResponse(500, "internal error");
+        }
+        // A body is never read, so the connection cannot carry another request after it.
+        const keepAlive = head.keepAlive && !head.request.hasBody && !stopping;
+        await write(c, answer(c, res, head.request.method, keepAlive, head.http10));
+        c.busy = false;
+        if (!keepAlive) return await drain(c);
+      }
+    } catch {
+      // Reset by the client, or closed by the sweeper or shutdown: nothing to answer.
+    } finally {
+      close(c);
+      connections.delete(c);
+    }
+  };
+
+  const acceptLoop = async () => {
+    for (let failures = 0; !stopping;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+        failures = 0;
+      } catch (e) {
+        if (stopping || e instanceof Deno.errors.BadResource) return;
+        if (failures === 0) options.onAcceptError?.(e as Error);
+        const ms = ACCEPT_BACKOFF_MS[Math.min(failures++, ACCEPT_BACKOFF_MS.length - 1)];
+        await new Promise<void>((resolve) => {
+          wakeAccept = resolve;
+          backoff = setTimeout(resolve, ms);
+        });
+        continue;
+      }
+      if (stopping) {
+        conn.close();
+        return;
+      }
+      try {
+        conn.setNoDelay(true);
+      } catch { /* reset already */ }
+      const c: Connection = {
+        conn,
+        deadline: clock + headTimeout,
+        busy: false,
+        closed: false,
+        output: { buf: new Uint8Array(512) },
+        target: { bytes: new Uint8Array(0), text: "" },
+      };
+      connections.add(c);
+      const done = serveConnection(c);
+      serving.add(done);
+      done.finally(() => serving.delete(done));
+    }
+  };
+  const accepting = acceptLoop();
+
+  return {
+    addr: listener.addr,
+    shutdown: async () => {
+      if (stopping) return;
+      stopping = true;
+      clearTimeout(backoff);
+      wakeAccept?.();
+      try {
+        listener.close();
+      } catch { /* closed */ }
+      await accepting;
+      for (const c of connections) if (!c.busy) close(c);
+      await Promise.all(serving);
+      clearInterval(sweeper);
+    },
+  };
+}
+
+const BARE_LF = -2;
+
+/** Offset of the CRLFCRLF ending the head, -1 when not there yet, {@linkcode BARE_LF} for a lone LF. */
+function findHeadEnd(buf: Uint8Array, len: number, from: number): number {
+  for (let i = buf.indexOf(10, from); i !== -1 && i < len; i = buf.indexOf(10, i + 1)) {
+    if (i === 0 || buf[i - 1] !== 13) return BARE_LF;
+    if (i >= 3 && buf[i - 2] === 10 && buf[i - 3] === 13) return i - 3;
+  }
+  return -1;
+}
+
+/** Token characters (RFC 9110), by byte. */
+const TCHAR = new Uint8Array(128);
+for (const ch of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+  TCHAR[ch.charCodeAt(0)] = 1;
+}
+
+/** Whether the bytes so far could start a request line: TLS or binary junk is refused at once. */
+function methodPrefixOk(buf: Uint8Array, len: number): boolean {
+  for (let i = 0; i < len; i++) {
+    const b = buf[i];
+    if (b === 32) return i > 0;
+    if (b >= 128 || TCHAR[b] === 0) return false;
+  }
+  return true;
+}
+
+function grow(buf: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
+  const next = new Uint8Array(size);
+  next.set(buf);
+  return next;
+}
+
+/** Lower-cased names of the header fields that matter here, as bytes. */
+const CONTENT_LENGTH = bytesOf("content-length");
+const TRANSFER_ENCODING = bytesOf("transfer-encoding");
+const CONNECTION = bytesOf("connection");
+const HTTP_1 = bytesOf("HTTP/1.");
+/** Methods whose strings are interned rather than decoded per request. */
+const KNOWN_METHODS = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH", "TRACE"]
+  .map((m) => ({ text: m, bytes: encoder.encode(m) }));
+
+function bytesOf(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+/** Whether `buf[from, from + word.length)` equals `word`, ASCII letters compared case-insensitively. */
+function sameBytes(buf: Uint8Array, from: number, word: Uint8Array, foldCase: boolean): boolean {
+  for (let i = 0; i < word.length; i++) {
+    const b = buf[from + i];
+    if ((foldCase && b >= 65 && b <= 90 ? b | 32 : b) !== word[i]) return false;
+  }
+  return true;
+}
+
+/** The last request target a connection sent, so a repeated check reuses its string. */
+export interface TargetMemo {
+  bytes: Uint8Array;
+  text: string;
+}
+
+/**
+ * Parses `buf[0, end)`, a request head without its final CRLFCRLF, byte by byte. Strict, since a
+ * lenient parser is how request smuggling starts; only the fields that matter become strings.
+ */
+export function parseHead(
+  buf: Uint8Array,
+  end: number,
+  remoteAddr: Deno.NetAddr,
+  memo: TargetMemo = { bytes: new Uint8Array(0), text: "" },
+): Head {
+  const malformed = (what: string): Head => ({
+    ok: false,
+    status: 400,
+    message: `malformed ${what}`,
+  });
+  let lineEnd = buf.indexOf(13);
+  if (lineEnd === -1 || lineEnd > end) lineEnd = end;
+  const sp1 = buf.indexOf(32);
+  const sp2 = sp1 === -1 ? -1 : buf.indexOf(32, sp1 + 1);
+  const sp3 = sp2 === -1 ? -1 : buf.indexOf(32, sp2 + 1);
+  if (
+    sp1 <= 0 || sp2 === -1 || sp2 >= lineEnd || sp2 === sp1 + 1 || (sp3 !== -1 && sp3 < lineEnd)
+  ) {
+    return malformed("request line");
+  }
+  for (let i = 0; i < sp1; i++) {
+    if (buf[i] >= 128 || TCHAR[buf[i]] === 0) return malformed("request line");
+  }
+  for (let i = sp1 + 1; i < sp2; i++) {
+    if (buf[i] < 0x21 || buf[i] > 0x7e) return malformed("request line");
+  }
+  if (lineEnd - sp2 - 1 !== 8 || !sameBytes(buf, sp2 + 1, HTTP_1, false)) {
+    const version = latin1.decode(buf.subarray(sp2 + 1, lineEnd));
+    return /^HTTP\/\d\.\d$/.test(version)
+      ? { ok: false, status: 400, message: "unsupported HTTP version: HTTP/1.0 and HTTP/1.1 only" }
+      : malformed("request line");
+  }
+  const minor = buf[lineEnd - 1];
+  if (minor !== 48 && minor !== 49) {
+    return {
+      ok: false,
+      status: 400,
+      message: "unsupported HTTP version: HTTP/1.0 and HTTP/1.1 only",
+    };
+  }
+  const http10 = minor === 48;
+  let contentLength = -1;
+  let chunked = false;
+  let close = false;
+  let keepAliveAsked = false;
+  let fields = 0;
+  for (let start = lineEnd + 2; start < end;) {
+    let stop = buf.indexOf(13, start);
+    if (stop === -1 || stop > end) stop = end;
+    if (buf[stop + 1] !== 10 && stop < end) return malformed("header field");
+    if (++fields > MAX_HEADERS) {
+      return { ok: false, status: 431, message: `more than ${MAX_HEADERS} header fields` };
+    }
+    let colon = start;
+    while (colon < stop && buf[colon] !== 58) {
+      if (buf[colon] >= 128 || TCHAR[buf[colon]] === 0) return malformed("header field");
+      colon++;
+    }
+    if (colon === start || colon === stop) return malformed("header field");
+    let from = colon + 1, to = stop;
+    for (let i = from; i < to; i++) {
+      const b = buf[i];
+      if ((b < 32 && b !== 9) || b === 127) return malformed("header field");
+    }
+    while (from < to && (buf[from] === 32 || buf[from] === 9)) from++;
+    while (to > from && (buf[to - 1] === 32 || buf[to - 1] === 9)) to--;
+    const nameLength = colon - start;
+    if (nameLength === CONTENT_LENGTH.length && sameBytes(buf, start, CONTENT_LENGTH, true)) {
+      let n = 0;
+      for (let i = from; i < to; i++) {
+        if (buf[i] < 48 || buf[i] > 57 || i - from >= 15) return malformed("Content-Length");
+        n = n * 10 + buf[i] - 48;
+      }
+      if (from === to || (contentLength !== -1 && contentLength !== n)) {
+        return malformed("Content-Length");
+      }
+      contentLength = n;
+    } else if (
+      nameLength === TRANSFER_ENCODING.length && sameBytes(buf, start, TRANSFER_ENCODING, true)
+    ) {
+      chunked = true;
+    } else if (nameLength === CONNECTION.length && sameBytes(buf, start, CONNECTION, true)) {
+      for (const token of latin1.decode(buf.subarray(from, to)).toLowerCase().split(",")) {
+        const t = token.trim();
+        if (t === "close") close = true;
+        else if (t === "keep-alive") keepAliveAsked = true;
+      }
+    }
+    start = stop + 2;
+  }
+  return {
+    ok: true,
+    request: new WireRequest(
+      methodOf(buf, sp1),
+      originForm(targetOf(buf, sp1 + 1, sp2, memo)),
+      chunked || contentLength > 0,
+      remoteAddr,
+    ),
+    keepAlive: !close && (!http10 || keepAliveAsked),
+    http10,
+  };
+}
+
+function methodOf(buf: Uint8Array, length: number): string {
+  for (const m of KNOWN_METHODS) {
+    if (m.bytes.length === length && sameBytes(buf, 0, m.bytes, false)) return m.text;
+  }
+  return latin1.decode(buf.subarray(0, length));
+}
+
+function targetOf(buf: Uint8Array, from: number, to: number, memo: TargetMemo): string {
+  const length = to - from;
+  if (memo.bytes.length === length && sameBytes(buf, from, memo.bytes, false)) return memo.text;
+  memo.bytes = buf.slice(from, to);
+  memo.text = latin1.decode(memo.bytes);
+  return memo.text;
+}
+
+/** A request off the wire; the client address is formatted only when read (logging). */
+class WireRequest implements HealthRequest {
+  constructor(
+    readonly method: string,
+    readonly target: string,
+    readonly hasBody: boolean,
+    readonly remoteAddr: Deno.NetAddr,
+  ) {}
+
+  get remote(): string {
+    const { hostname, port } = this.remoteAddr;
+    return `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  }
+}
+
+function errorResponse(status: number, message: string): HealthResponse {
+  return {
+    status,
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ error: message }),
+  };
+}
+
+/** Encoded bodies by text: a cached answer's body is encoded once, not once per hit. */
+const encodedBodies = new Map<string, Uint8Array>();
+const MAX_ENCODED_BODIES = 256;
+
+function encodeBody(body: string): Uint8Array {
+  let bytes = encodedBodies.get(body);
+  if (!bytes) {
+    if (encodedBodies.size >= MAX_ENCODED_BODIES) encodedBodies.clear();
+    bytes = encoder.encode(body);
+    encodedBodies.set(body, bytes);
+  }
+  return bytes;
+}
+
+/** Largest answer written through a connection's reusable output buffer; bigger ones get their own. */
+const MAX_REUSED_OUTPUT = 16_384;
+
+/** Status line, headers, Content-Length and the body (none for HEAD, which keeps the GET's length). */
+export function encodeResponse(
+  res: HealthResponse,
+  head: boolean,
+  keepAlive: boolean,
+  http10: boolean,
+  date: string,
+  output?: { buf: Uint8Array },
+): Uint8Array {
+  const body = encodeBody(res.body);
+  let text = `HTTP/1.1 ${res.status} ${REASONS[res.status] ?? "Unknown"}\r\ndate: ${date}\r\n`;
+  for (const name in res.headers) text += `${name}: ${res.headers[name]}\r\n`;
+  text += `content-length: ${body.length}\r\n`;
+  if (!keepAlive) text += "connection: close\r\n";
+  else if (http10) text += "connection: keep-alive\r\n";
+  text += "\r\n";
+  const size = text.length + (head ? 0 : body.length);
+  // A fresh buffer per answer costs more than the copy into a reused one (measured: ~12 %).
+  if (output && size > output.buf.length && size <= MAX_REUSED_OUTPUT) {
+    output.buf = new Uint8Array(Math.max(size, output.buf.length * 2));
+  }
+  const out = output && size <= output.buf.length
+    ? output.buf.subarray(0, size)
+    : new Uint8Array(size);
+  encoder.encodeInto(text, out);
+  if (!head) out.set(body, text.length);
+  return out;
+}
