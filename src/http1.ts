@@ -63,7 +63,6 @@ interface Connection {
   /** A request is being answered: shutdown lets it finish. */
   busy: boolean;
   closed: boolean;
-  target: TargetMemo;
   /** Reused for every answer on this connection (one write at a time). */
   output: { buf: Uint8Array };
 }
@@ -160,7 +159,7 @@ export function serveHttp1(
           if (wasEmpty) c.deadline = clock + headTimeout;
           len += n;
         }
-        const head = parseHead(buf, end, c.conn.remoteAddr, c.target);
+        const head = parseHead(buf, end, c.conn.remoteAddr);
         buf.copyWithin(0, end + 4, len);
         len -= end + 4;
         scanned = 0;
@@ -218,7 +217,6 @@ export function serveHttp1(
         busy: false,
         closed: false,
         output: { buf: new Uint8Array(512) },
-        target: { bytes: new Uint8Array(0), text: "" },
       };
       connections.add(c);
       const done = serveConnection(c);
@@ -301,11 +299,9 @@ function sameBytes(buf: Uint8Array, from: number, word: Uint8Array, foldCase: bo
   return true;
 }
 
-/** The last request target a connection sent, so a repeated check reuses its string. */
-export interface TargetMemo {
-  bytes: Uint8Array;
-  text: string;
-}
+/** Request targets seen lately, by a hash of their bytes: a repeated check reuses its string. */
+const TARGETS = new Map<number, { bytes: Uint8Array; text: string }>();
+const MAX_TARGETS = 1024;
 
 /**
  * Parses `buf[0, end)`, a request head without its final CRLFCRLF, byte by byte. Strict, since a
@@ -315,7 +311,6 @@ export function parseHead(
   buf: Uint8Array,
   end: number,
   remoteAddr: Deno.NetAddr,
-  memo: TargetMemo = { bytes: new Uint8Array(0), text: "" },
 ): Head {
   const malformed = (what: string): Head => ({
     ok: false,
@@ -406,7 +401,7 @@ export function parseHead(
     ok: true,
     request: new WireRequest(
       methodOf(buf, sp1),
-      originForm(targetOf(buf, sp1 + 1, sp2, memo)),
+      originForm(targetOf(buf, sp1 + 1, sp2)),
       chunked || contentLength > 0,
       remoteAddr,
     ),
@@ -422,12 +417,18 @@ function methodOf(buf: Uint8Array, length: number): string {
   return latin1.decode(buf.subarray(0, length));
 }
 
-function targetOf(buf: Uint8Array, from: number, to: number, memo: TargetMemo): string {
-  const length = to - from;
-  if (memo.bytes.length === length && sameBytes(buf, from, memo.bytes, false)) return memo.text;
-  memo.bytes = buf.slice(from, to);
-  memo.text = latin1.decode(memo.bytes);
-  return memo.text;
+function targetOf(buf: Uint8Array, from: number, to: number): string {
+  let hash = 0x811c9dc5; // FNV-1a
+  for (let i = from; i < to; i++) hash = Math.imul(hash ^ buf[i], 0x01000193);
+  const known = TARGETS.get(hash);
+  if (known && known.bytes.length === to - from && sameBytes(buf, from, known.bytes, false)) {
+    return known.text;
+  }
+  const bytes = buf.slice(from, to);
+  const text = latin1.decode(bytes);
+  if (TARGETS.size >= MAX_TARGETS) TARGETS.clear();
+  TARGETS.set(hash, { bytes, text });
+  return text;
 }
 
 /** A request off the wire; the client address is formatted only when read (logging). */
