@@ -1,6 +1,6 @@
 // Backend: the client to Patroni's REST API; every failure becomes a typed outcome, never an exception.
-import http from "node:http";
-import https from "node:https";
+import type { ClientRequest } from "node:http";
+import type { Agent } from "node:https";
 import type { BackendConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 
@@ -27,12 +27,18 @@ class BackendError extends Error {
  * Asks Patroni; bounded by `timeout`, never follows redirects. One connection per request:
  * Patroni (HTTP/1.0) closes each one anyway, and Deno's client re-sends a request that timed out
  * on a kept-alive connection (denoland/deno#36786), which would double the load on a frozen Patroni.
+ * Plain HTTP goes over `Deno.connect`; HTTPS over `node:https`, loaded only then (it accepts a
+ * self-signed CA:TRUE `cafile` and `insecure`, which the runtime's own TLS client does not).
  */
 export class PatroniClient {
   readonly origin: string;
   readonly #config: BackendConfig;
-  readonly #agent: http.Agent;
-  readonly #inFlight = new Set<http.ClientRequest>();
+  #agent?: Promise<{ https: typeof import("node:https"); agent: Agent }>;
+  /** How to cancel each request in flight. */
+  readonly #inFlight = new Set<(e: BackendError) => void>();
+  /** Requests waiting for one of the {@linkcode MAX_BACKEND_SOCKETS} connections (plain HTTP). */
+  readonly #queue: (() => void)[] = [];
+  #connections = 0;
   readonly #log?: Logger;
   #closed = false;
   /** "up", "down" or undefined before the first answer; changes are logged once. */
@@ -45,17 +51,22 @@ export class PatroniClient {
     this.origin = `${config.scheme}://${
       config.host.includes(":") ? `[${config.host}]` : config.host
     }:${config.port}`;
-    const agentOptions = { keepAlive: false, maxSockets: MAX_BACKEND_SOCKETS };
-    this.#agent = config.scheme === "https"
-      ? new https.Agent({
-        ...agentOptions,
+  }
+
+  #httpsAgent() {
+    const config = this.#config;
+    return this.#agent ??= import("node:https").then(({ default: https }) => ({
+      https,
+      agent: new https.Agent({
+        keepAlive: false,
+        maxSockets: MAX_BACKEND_SOCKETS,
         rejectUnauthorized: !config.insecure,
         // Never undefined: the runtime's own system-root lookup needs --allow-sys.
         ca: config.ca?.pem ?? [],
         cert: config.client?.cert,
         key: config.client?.key,
-      })
-      : new http.Agent(agentOptions);
+      }),
+    }));
   }
 
   /** Requests in flight right now. */
@@ -104,73 +115,115 @@ export class PatroniClient {
     }
   }
 
+  /** One request, settled (with a BackendError on failure) at the deadline at the latest. */
   #request(target: string, deadline: number): Promise<BackendOutcome> {
     if (this.#closed) throw new BackendError("error", "shutting down");
-    const module = this.#config.scheme === "https" ? https : http;
     return new Promise<BackendOutcome>((resolve, reject) => {
-      const req = module.request({
-        agent: this.#agent,
+      let settled = false;
+      const cleanups: (() => void)[] = [];
+      const settle = (outcome: BackendOutcome | BackendError) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#inFlight.delete(cancel);
+        for (const f of cleanups) f();
+        if (outcome instanceof BackendError) reject(outcome);
+        else resolve(outcome);
+      };
+      // Settles at once, whatever the transport is doing: a frozen Patroni never holds a check.
+      const cancel = (e: BackendError) => settle(e);
+      const timer = setTimeout(
+        () => cancel(new BackendError("timeout", `no answer within ${this.#config.timeout}s`)),
+        Math.max(0, deadline - Date.now()),
+      );
+      this.#inFlight.add(cancel);
+      const onCleanup = (f: () => void) => settled ? f() : cleanups.push(f);
+      const answer = (status: number, bytes: Uint8Array) => settle(checkAnswer(status, bytes));
+      const fail = (e: unknown) =>
+        settle(e instanceof BackendError ? e : new BackendError(...classifyPair(e)));
+      (this.#config.scheme === "https"
+        ? this.#requestHttps(target, onCleanup, answer)
+        : this.#requestPlain(target, onCleanup, answer)).catch(fail);
+    });
+  }
+
+  /** Plain HTTP/1.1 over one `Deno.connect` connection, closed by either side after the answer. */
+  async #requestPlain(
+    target: string,
+    onCleanup: (f: () => void) => void,
+    answer: (status: number, bytes: Uint8Array) => void,
+  ): Promise<void> {
+    let cancelled = false;
+    if (this.#connections >= MAX_BACKEND_SOCKETS) {
+      await new Promise<void>((resolve) => {
+        this.#queue.push(resolve);
+        onCleanup(() => {
+          cancelled = true;
+          const i = this.#queue.indexOf(resolve);
+          if (i !== -1) this.#queue.splice(i, 1);
+        });
+      });
+      if (cancelled) return this.#queue.shift()?.(); // pass on the slot it was handed
+    }
+    this.#connections++;
+    const open: { conn?: Deno.TcpConn } = {};
+    onCleanup(() => {
+      cancelled = true;
+      try {
+        open.conn?.close();
+      } catch { /* closed */ }
+      this.#connections--;
+      this.#queue.shift()?.();
+    });
+    const conn = open.conn = await Deno.connect({
+      hostname: this.#config.host,
+      port: this.#config.port,
+    });
+    if (cancelled) return conn.close();
+    const host = this.#config.host.includes(":") ? `[${this.#config.host}]` : this.#config.host;
+    const request = `GET ${target} HTTP/1.1\r\nHost: ${host}:${this.#config.port}\r\n` +
+      "Accept: application/json\r\nUser-Agent: patroniglue\r\nConnection: close\r\n\r\n";
+    const bytes = new TextEncoder().encode(request);
+    for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+    const { status, body } = await readAnswer(conn);
+    answer(status, body);
+  }
+
+  async #requestHttps(
+    target: string,
+    onCleanup: (f: () => void) => void,
+    answer: (status: number, bytes: Uint8Array) => void,
+  ): Promise<void> {
+    const { https, agent } = await this.#httpsAgent();
+    let req: ClientRequest | undefined;
+    onCleanup(() => req?.destroy());
+    await new Promise<void>((resolve, reject) => {
+      req = https.request({
+        agent,
         host: this.#config.host,
         port: this.#config.port,
         method: "GET",
         path: target,
         headers: { accept: "application/json", "user-agent": "patroniglue" },
       });
-      this.#inFlight.add(req);
-      let abortReason: BackendError | undefined;
-      // Settles at once: a request still queued for a socket may never emit "error" on destroy.
-      const abort = (e: BackendError) => {
-        abortReason ??= e;
-        req.destroy(e);
-        fail(e);
-      };
-      const timer = setTimeout(
-        () => abort(new BackendError("timeout", `no answer within ${this.#config.timeout}s`)),
-        Math.max(0, deadline - Date.now()),
-      );
-      const done = () => {
-        clearTimeout(timer);
-        this.#inFlight.delete(req);
-      };
-      const fail = (e: Error) => {
-        done();
-        reject(abortReason ?? e);
-      };
-      req.on("error", fail);
+      req.on("error", reject);
       req.on("response", (res) => {
-        const status = res.statusCode ?? 0;
         const chunks: Uint8Array[] = [];
         let size = 0;
         res.on("data", (chunk: Uint8Array) => {
           size += chunk.length;
           if (size > MAX_BODY_BYTES) {
-            abort(new BackendError("invalid", `answer larger than ${MAX_BODY_BYTES} bytes`));
+            reject(new BackendError("invalid", `answer larger than ${MAX_BODY_BYTES} bytes`));
           } else {
             chunks.push(chunk);
           }
         });
-        res.on("error", fail);
-        res.on("aborted", () => fail(new BackendError("invalid", "answer cut short")));
+        res.on("error", reject);
+        res.on("aborted", () => reject(new BackendError("invalid", "answer cut short")));
         res.on("end", () => {
-          done();
           if (!res.complete) return reject(new BackendError("invalid", "answer cut short"));
-          if (status !== 200 && status !== 503) {
-            return reject(
-              new BackendError(
-                "invalid",
-                `unexpected status ${status}${
-                  status >= 300 && status < 400 ? " (redirects are not followed)" : ""
-                }`,
-              ),
-            );
-          }
-          const body = new TextDecoder().decode(concat(chunks, size));
-          try {
-            if (body !== "") JSON.parse(body);
-          } catch {
-            return reject(new BackendError("invalid", "answer is not JSON"));
-          }
-          resolve({ ok: true, status, body });
+          answer(res.statusCode ?? 0, concat(chunks, size));
+          resolve();
         });
       });
       req.end();
@@ -180,9 +233,8 @@ export class PatroniClient {
   /** Cancels every request in flight. */
   close(): void {
     this.#closed = true;
-    for (const req of this.#inFlight) req.destroy(new BackendError("error", "shutting down"));
-    this.#inFlight.clear();
-    this.#agent.destroy();
+    for (const cancel of [...this.#inFlight]) cancel(new BackendError("error", "shutting down"));
+    this.#agent?.then(({ agent }) => agent.destroy());
   }
 }
 
@@ -194,6 +246,116 @@ function concat(chunks: Uint8Array[], size: number): Uint8Array {
     offset += c.length;
   }
   return out;
+}
+
+/** The outcome for a complete answer: 200/503 with a JSON (or empty) body, or why not. */
+function checkAnswer(status: number, bytes: Uint8Array): BackendOutcome | BackendError {
+  if (status !== 200 && status !== 503) {
+    const redirect = status >= 300 && status < 400 ? " (redirects are not followed)" : "";
+    return new BackendError("invalid", `unexpected status ${status}${redirect}`);
+  }
+  const body = new TextDecoder().decode(bytes);
+  try {
+    if (body !== "") JSON.parse(body);
+  } catch {
+    return new BackendError("invalid", "answer is not JSON");
+  }
+  return { ok: true, status, body };
+}
+
+/** Most bytes of a status line and headers accepted from Patroni. */
+const MAX_HEAD_BYTES = 16 * 1024;
+
+/** Reads one HTTP/1.x answer: Content-Length, chunked, or (Patroni's HTTP/1.0) closed at the end. */
+async function readAnswer(conn: Deno.Conn): Promise<{ status: number; body: Uint8Array }> {
+  const invalid = (message: string) => new BackendError("invalid", message);
+  let buf = new Uint8Array(4096);
+  let len = 0;
+  let bodyStart = -1;
+  let status = 0;
+  let contentLength = -1;
+  let chunked = false;
+  for (;;) {
+    if (len === buf.length) {
+      const next = new Uint8Array(buf.length * 2);
+      next.set(buf);
+      buf = next;
+    }
+    const n = await conn.read(buf.subarray(len));
+    if (n === null) break;
+    len += n;
+    if (bodyStart === -1) {
+      const end = headEnd(buf, len);
+      if (end === -1) {
+        if (len > MAX_HEAD_BYTES) throw invalid("malformed answer: head too large");
+        continue;
+      }
+      const lines = new TextDecoder("latin1").decode(buf.subarray(0, end)).split("\r\n");
+      const statusLine = lines[0].match(/^HTTP\/1\.[01] (\d{3})(?: |$)/);
+      if (!statusLine) throw invalid("malformed answer: no HTTP/1.x status line");
+      status = Number(statusLine[1]);
+      for (const line of lines.slice(1)) {
+        const colon = line.indexOf(":");
+        const name = line.slice(0, colon).toLowerCase();
+        const value = line.slice(colon + 1).trim();
+        if (name === "content-length") {
+          if (!/^\d{1,15}$/.test(value)) throw invalid("malformed answer: bad Content-Length");
+          contentLength = Number(value);
+        } else if (name === "transfer-encoding") chunked = /chunked/i.test(value);
+      }
+      bodyStart = end + 4;
+    }
+    if (len - bodyStart > MAX_BODY_BYTES + (chunked ? 64 * 1024 : 0)) {
+      throw invalid(`answer larger than ${MAX_BODY_BYTES} bytes`);
+    }
+    if (!chunked && contentLength >= 0 && len - bodyStart >= contentLength) break;
+  }
+  if (bodyStart === -1) {
+    throw invalid(len === 0 ? "no answer (connection closed)" : "answer cut short");
+  }
+  const body = buf.subarray(bodyStart, len);
+  if (chunked) return { status, body: dechunk(body) };
+  if (contentLength === -1) return { status, body };
+  if (body.length < contentLength) throw invalid("answer cut short");
+  return { status, body: body.subarray(0, contentLength) };
+}
+
+/** Offset of the CRLFCRLF ending a head, or -1. */
+function headEnd(buf: Uint8Array, len: number): number {
+  for (let i = buf.indexOf(13); i !== -1 && i + 3 < len; i = buf.indexOf(13, i + 1)) {
+    if (buf[i + 1] === 10 && buf[i + 2] === 13 && buf[i + 3] === 10) return i;
+  }
+  return -1;
+}
+
+/** The payload of a complete chunked body (trailers ignored). */
+function dechunk(bytes: Uint8Array): Uint8Array {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (let at = 0;;) {
+    const eol = bytes.indexOf(13, at);
+    if (eol === -1 || bytes[eol + 1] !== 10) throw new BackendError("invalid", "answer cut short");
+    const sizeText = new TextDecoder().decode(bytes.subarray(at, eol)).split(";")[0].trim();
+    if (!/^[0-9a-fA-F]{1,8}$/.test(sizeText)) {
+      throw new BackendError("invalid", "malformed answer: bad chunk size");
+    }
+    const n = parseInt(sizeText, 16);
+    if (n === 0) return concat(parts, size);
+    const from = eol + 2;
+    if (from + n + 2 > bytes.length) throw new BackendError("invalid", "answer cut short");
+    parts.push(bytes.subarray(from, from + n));
+    size += n;
+    if (size > MAX_BODY_BYTES) {
+      throw new BackendError("invalid", `answer larger than ${MAX_BODY_BYTES} bytes`);
+    }
+    at = from + n + 2;
+  }
+}
+
+/** {@linkcode classify} as constructor arguments of a BackendError. */
+function classifyPair(e: unknown): [BackendFailure, string] {
+  const { failure, error } = classify(e);
+  return [failure, error];
 }
 
 function classify(e: unknown): { failure: BackendFailure; error: string } {

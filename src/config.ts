@@ -1,18 +1,11 @@
 // Configuration: the YAML file -> a typed, validated Config with defaults; every key is declared here.
-import {
-  type Document,
-  isAlias,
-  isMap,
-  isScalar,
-  LineCounter,
-  type Node,
-  parseDocument,
-} from "yaml";
+import { parseYaml, toValue, YamlError, type YamlNode } from "./yaml.ts";
 import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "./log.ts";
 import {
   GO_CIPHER_SUITES,
   type KeyKind,
   keyKindOf,
+  loadPemSupport,
   offerableSuites,
   parseCertificates,
   parsePrivateKey,
@@ -242,37 +235,32 @@ export async function loadConfig(file: string): Promise<Config> {
 
 /** Validates YAML text as a configuration, reading the PEM files it names. */
 export async function parseConfig(text: string, file: string): Promise<Config> {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, version: "1.1", uniqueKeys: true });
-  const problems: string[] = [];
-  const at = (node: Node | null | undefined) => {
-    if (!node?.range) return file;
-    const { line, col } = lines.linePos(node.range[0]);
-    return `${file}:${line}:${col}`;
-  };
-  for (const err of [...doc.errors, ...doc.warnings]) {
-    const pos = err.linePos?.[0];
-    const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
-    problems.push(`${where}: YAML syntax: ${err.message.split("\n")[0]}`);
+  let root: YamlNode | null;
+  try {
+    root = parseYaml(text);
+  } catch (e) {
+    if (!(e instanceof YamlError)) throw e;
+    throw new ConfigError([`${file}:${e.line}:${e.col}: YAML syntax: ${e.message}`], file);
   }
-  if (problems.length) throw new ConfigError(problems, file);
+  const problems: string[] = [];
+  const at = (node: YamlNode | null | undefined) =>
+    node ? `${file}:${node.line}:${node.col}` : file;
 
   const values: Record<string, Record<string, Value>> = {};
-  const nodes: Record<string, Node | undefined> = {};
+  const nodes: Record<string, YamlNode | undefined> = {};
   for (const section of Object.keys(SCHEMA)) values[section] = {};
   const topLevel: Record<string, Value> = {};
 
-  const root = doc.contents;
-  if (root !== null && !(isScalar(root) && root.value === null) && !isMap(root)) {
+  if (root !== null && !(root.kind === "scalar" && root.value === null) && root.kind !== "map") {
     throw new ConfigError([`${at(root)}: the configuration must be a mapping of sections`]);
   }
-  for (const pair of isMap(root) ? root.items : []) {
+  for (const pair of root?.kind === "map" ? root.items : []) {
     const name = keyName(pair.key);
-    const keyNode = pair.key as Node;
-    const valueNode = pair.value as Node | null;
+    const keyNode = pair.key;
+    const valueNode = pair.value;
     if (name in TOP_LEVEL_SCALARS) {
       try {
-        topLevel[name] = TOP_LEVEL_SCALARS[name].check(plainValue(valueNode, doc));
+        topLevel[name] = TOP_LEVEL_SCALARS[name].check(toValue(valueNode) as Value);
       } catch (e) {
         problems.push(`${at(valueNode ?? keyNode)}: ${name}: ${reason(e)}`);
       }
@@ -283,27 +271,27 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
       problems.push(`${at(keyNode)}: unknown section '${name}'${suggest(name, knownTopLevel())}`);
       continue;
     }
-    if (valueNode === null || (isScalar(valueNode) && valueNode.value === null)) continue;
-    if (!isMap(valueNode)) {
+    if (valueNode === null || (valueNode.kind === "scalar" && valueNode.value === null)) continue;
+    if (valueNode.kind !== "map") {
       problems.push(`${at(valueNode)}: ${name}: must be a mapping of keys`);
       continue;
     }
     for (const item of valueNode.items) {
       const key = keyName(item.key);
       const path = `${name}.${key}`;
-      const node = item.value as Node | null;
+      const node = item.value;
       const spec = schema[key];
       if (!spec) {
         problems.push(
-          `${at(item.key as Node)}: unknown key '${path}'${suggest(key, Object.keys(schema))}`,
+          `${at(item.key)}: unknown key '${path}'${suggest(key, Object.keys(schema))}`,
         );
         continue;
       }
       try {
-        values[name][key] = spec.check(plainValue(node, doc));
-        nodes[path] = node ?? (item.key as Node);
+        values[name][key] = spec.check(toValue(node) as Value);
+        nodes[path] = node ?? item.key;
       } catch (e) {
-        problems.push(`${at(node ?? (item.key as Node))}: ${path}: ${reason(e)}`);
+        problems.push(`${at(node ?? item.key)}: ${path}: ${reason(e)}`);
       }
     }
   }
@@ -361,6 +349,7 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
   };
   const readPem = async (path: string, filename: string): Promise<string | undefined> => {
     try {
+      await loadPemSupport();
       return await Deno.readTextFile(filename);
     } catch (e) {
       problems.push(`${where(path)}: cannot read ${filename}: ${reason(e)}`);
@@ -488,21 +477,9 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
   };
 }
 
-/** A YAML node as a plain value; throws (caught as a problem) on what YAML cannot resolve. */
-function plainValue(node: Node | null, doc: Document): Value {
-  if (node === null || node === undefined) return null;
-  if (isAlias(node)) {
-    const target = node.resolve(doc);
-    if (!target) throw new RangeError(`alias *${node.source} is not defined`);
-    return plainValue(target as Node, doc);
-  }
-  return isScalar(node) ? node.value : node.toJSON();
-}
-
-/** A mapping key as text (`<<`, YAML's merge key, included). */
-function keyName(key: unknown): string {
-  if (!isScalar(key)) return key == null ? "" : "(a mapping or list as a key)";
-  return typeof key.value === "symbol" ? key.value.description ?? "?" : String(key.value);
+/** A mapping key as text. */
+function keyName(key: YamlNode): string {
+  return key.kind === "scalar" ? String(key.value) : "(a mapping or list as a key)";
 }
 
 function knownTopLevel(): string[] {

@@ -1,6 +1,6 @@
 // Frontend: the request handler (route -> cache -> answer) and the HTTP/HTTPS listeners.
-import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Server as HttpsServer } from "node:https";
 import type { CachedAnswer, CacheResult, HealthCache } from "./cache.ts";
 import type { FrontendConfig } from "./config.ts";
 import { effectiveMinVersion } from "./tls.ts";
@@ -24,6 +24,8 @@ export interface HealthResponse {
   headers: Record<string, string>;
   /** The GET body; listeners drop it on the wire for HEAD (keeping Content-Length); empty for OPTIONS. */
   body: string;
+  /** Set when the same object answers other requests too: a listener may keep its encoding. */
+  reused?: boolean;
 }
 
 /** What the handler needs besides the request. */
@@ -58,6 +60,8 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
     if (route.kind === "metrics") return metricsAnswer(options.metrics!());
     return undefined;
   };
+  // A hit's answer, per cached answer and age in seconds: hits allocate nothing.
+  const hits = new WeakMap<CachedAnswer, { age: number; res: HealthResponse }>();
   const fromCache = (
     req: HealthRequest,
     key: string,
@@ -68,11 +72,20 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
       log.debug("cache", { key, result, status: answer.status, failure: answer.failure });
     }
     const age = Math.max(0, Math.floor((now() - answer.storedAt) / 1000));
+    const options = req.method === "OPTIONS";
+    if (result === "hit" && !options) {
+      const memo = hits.get(answer);
+      if (memo?.age === age) return memo.res;
+    }
     const res: HealthResponse = {
       status: answer.status,
       headers: cacheHeaders(result, age),
-      body: req.method === "OPTIONS" ? "" : answer.body,
+      body: options ? "" : answer.body,
     };
+    if (result === "hit" && !options) {
+      res.reused = true;
+      hits.set(answer, { age, res });
+    }
     return res;
   };
   const failed = (req: HealthRequest, e: unknown) => {
@@ -274,6 +287,8 @@ async function listenHttps(
   handle: (req: HealthRequest) => HandlerResult,
   log: Logger,
 ): Promise<Listener> {
+  // Loaded only for an HTTPS frontend: Node compatibility costs ~10 MiB RSS.
+  const { default: https } = await import("node:https");
   let secure = { cert: frontend.tls!.cert, key: frontend.tls!.key };
   let stopping = false;
   const timers = new Set<Timer>();
@@ -315,7 +330,7 @@ async function listenHttps(
   let server = await start(frontend.port);
   const addr = server.address() as { address: string; port: number };
   const url = urlOf("https", addr.address, addr.port);
-  const close = (s: https.Server) =>
+  const close = (s: HttpsServer) =>
     new Promise<void>((resolve) => {
       s.close(() => resolve());
       s.closeIdleConnections?.();

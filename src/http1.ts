@@ -50,10 +50,15 @@ const REASONS: Record<number, string> = {
   505: "HTTP Version Not Supported",
 };
 
-/** A parsed request head, or why it was refused. */
-type Head =
-  | { ok: true; request: HealthRequest; keepAlive: boolean; http10: boolean }
-  | { ok: false; status: number; message: string };
+/** Why a request head was refused. */
+export class HeadError {
+  constructor(readonly status: number, readonly message: string) {}
+}
+
+const MALFORMED_REQUEST_LINE = new HeadError(400, "malformed request line");
+const MALFORMED_HEADER = new HeadError(400, "malformed header field");
+const MALFORMED_LENGTH = new HeadError(400, "malformed Content-Length");
+const BAD_VERSION = new HeadError(400, "unsupported HTTP version: HTTP/1.0 and HTTP/1.1 only");
 
 /** One accepted connection and the deadline the sweeper enforces on it. */
 interface Connection {
@@ -104,7 +109,9 @@ export function serveHttp1(
 
   const write = async (c: Connection, bytes: Uint8Array) => {
     c.deadline = clock + writeTimeout;
-    for (let off = 0; off < bytes.length;) off += await c.conn.write(bytes.subarray(off));
+    for (let off = 0; off < bytes.length;) {
+      off += await c.conn.write(off === 0 ? bytes : bytes.subarray(off));
+    }
   };
   const answer = (
     c: Connection,
@@ -112,7 +119,15 @@ export function serveHttp1(
     method: string,
     keepAlive: boolean,
     http10: boolean,
-  ) => encodeResponse(res, method === "HEAD", keepAlive, http10, date, c.output);
+  ) => {
+    const head = method === "HEAD";
+    if (!res.reused) return encodeResponse(res, head, keepAlive, http10, date, c.output);
+    // A shared answer (a cache hit) is encoded once per second and framing, then only written.
+    const flags = (head ? 1 : 0) | (keepAlive ? 2 : 0) | (http10 ? 4 : 0);
+    let memo = ENCODED.get(res);
+    if (memo?.date !== date) ENCODED.set(res, memo = { date, byFlags: [] });
+    return memo.byFlags[flags] ??= encodeResponse(res, head, keepAlive, http10, date);
+  };
   const refuse = async (c: Connection, status: number, message: string) => {
     await write(c, answer(c, errorResponse(status, message), "GET", false, false));
     await drain(c);
@@ -154,29 +169,29 @@ export function serveHttp1(
           scanned = Math.max(0, len - 3);
           if (len === buf.length) buf = grow(buf, Math.min(buf.length * 2, maxHead));
           const wasEmpty = len === 0;
-          const n = await c.conn.read(buf.subarray(len));
+          const n = await c.conn.read(len === 0 ? buf : buf.subarray(len));
           if (n === null) return;
           if (wasEmpty) c.deadline = clock + headTimeout;
           len += n;
         }
-        const head = parseHead(buf, end, c.conn.remoteAddr);
+        const req = parseHead(buf, end, c.conn.remoteAddr);
         buf.copyWithin(0, end + 4, len);
         len -= end + 4;
         scanned = 0;
-        if (!head.ok) return await refuse(c, head.status, head.message);
+        if (req instanceof HeadError) return await refuse(c, req.status, req.message);
         c.busy = true;
         c.deadline = Infinity;
         let res: HealthResponse;
         try {
-          const result = handle(head.request);
+          const result = handle(req);
           res = result instanceof Promise ? await result : result;
         } catch (e) {
           options.onHandlerError?.(e as Error);
           res = errorResponse(500, "internal error");
         }
         // A body is never read, so the connection cannot carry another request after it.
-        const keepAlive = head.keepAlive && !head.request.hasBody && !stopping;
-        await write(c, answer(c, res, head.request.method, keepAlive, head.http10));
+        const keepAlive = req.keepAlive && !req.hasBody && !stopping;
+        await write(c, answer(c, res, req.method, keepAlive, req.http10));
         c.busy = false;
         if (!keepAlive) return await drain(c);
       }
@@ -311,12 +326,7 @@ export function parseHead(
   buf: Uint8Array,
   end: number,
   remoteAddr: Deno.NetAddr,
-): Head {
-  const malformed = (what: string): Head => ({
-    ok: false,
-    status: 400,
-    message: `malformed ${what}`,
-  });
+): WireRequest | HeadError {
   let lineEnd = buf.indexOf(13);
   if (lineEnd === -1 || lineEnd > end) lineEnd = end;
   const sp1 = buf.indexOf(32);
@@ -325,28 +335,20 @@ export function parseHead(
   if (
     sp1 <= 0 || sp2 === -1 || sp2 >= lineEnd || sp2 === sp1 + 1 || (sp3 !== -1 && sp3 < lineEnd)
   ) {
-    return malformed("request line");
+    return MALFORMED_REQUEST_LINE;
   }
   for (let i = 0; i < sp1; i++) {
-    if (buf[i] >= 128 || TCHAR[buf[i]] === 0) return malformed("request line");
+    if (buf[i] >= 128 || TCHAR[buf[i]] === 0) return MALFORMED_REQUEST_LINE;
   }
   for (let i = sp1 + 1; i < sp2; i++) {
-    if (buf[i] < 0x21 || buf[i] > 0x7e) return malformed("request line");
+    if (buf[i] < 0x21 || buf[i] > 0x7e) return MALFORMED_REQUEST_LINE;
   }
   if (lineEnd - sp2 - 1 !== 8 || !sameBytes(buf, sp2 + 1, HTTP_1, false)) {
     const version = latin1.decode(buf.subarray(sp2 + 1, lineEnd));
-    return /^HTTP\/\d\.\d$/.test(version)
-      ? { ok: false, status: 400, message: "unsupported HTTP version: HTTP/1.0 and HTTP/1.1 only" }
-      : malformed("request line");
+    return /^HTTP\/\d\.\d$/.test(version) ? BAD_VERSION : MALFORMED_REQUEST_LINE;
   }
   const minor = buf[lineEnd - 1];
-  if (minor !== 48 && minor !== 49) {
-    return {
-      ok: false,
-      status: 400,
-      message: "unsupported HTTP version: HTTP/1.0 and HTTP/1.1 only",
-    };
-  }
+  if (minor !== 48 && minor !== 49) return BAD_VERSION;
   const http10 = minor === 48;
   let contentLength = -1;
   let chunked = false;
@@ -356,20 +358,20 @@ export function parseHead(
   for (let start = lineEnd + 2; start < end;) {
     let stop = buf.indexOf(13, start);
     if (stop === -1 || stop > end) stop = end;
-    if (buf[stop + 1] !== 10 && stop < end) return malformed("header field");
+    if (buf[stop + 1] !== 10 && stop < end) return MALFORMED_HEADER;
     if (++fields > MAX_HEADERS) {
-      return { ok: false, status: 431, message: `more than ${MAX_HEADERS} header fields` };
+      return new HeadError(431, `more than ${MAX_HEADERS} header fields`);
     }
     let colon = start;
     while (colon < stop && buf[colon] !== 58) {
-      if (buf[colon] >= 128 || TCHAR[buf[colon]] === 0) return malformed("header field");
+      if (buf[colon] >= 128 || TCHAR[buf[colon]] === 0) return MALFORMED_HEADER;
       colon++;
     }
-    if (colon === start || colon === stop) return malformed("header field");
+    if (colon === start || colon === stop) return MALFORMED_HEADER;
     let from = colon + 1, to = stop;
     for (let i = from; i < to; i++) {
       const b = buf[i];
-      if ((b < 32 && b !== 9) || b === 127) return malformed("header field");
+      if ((b < 32 && b !== 9) || b === 127) return MALFORMED_HEADER;
     }
     while (from < to && (buf[from] === 32 || buf[from] === 9)) from++;
     while (to > from && (buf[to - 1] === 32 || buf[to - 1] === 9)) to--;
@@ -377,11 +379,11 @@ export function parseHead(
     if (nameLength === CONTENT_LENGTH.length && sameBytes(buf, start, CONTENT_LENGTH, true)) {
       let n = 0;
       for (let i = from; i < to; i++) {
-        if (buf[i] < 48 || buf[i] > 57 || i - from >= 15) return malformed("Content-Length");
+        if (buf[i] < 48 || buf[i] > 57 || i - from >= 15) return MALFORMED_LENGTH;
         n = n * 10 + buf[i] - 48;
       }
       if (from === to || (contentLength !== -1 && contentLength !== n)) {
-        return malformed("Content-Length");
+        return MALFORMED_LENGTH;
       }
       contentLength = n;
     } else if (
@@ -397,17 +399,14 @@ export function parseHead(
     }
     start = stop + 2;
   }
-  return {
-    ok: true,
-    request: new WireRequest(
-      methodOf(buf, sp1),
-      originForm(targetOf(buf, sp1 + 1, sp2)),
-      chunked || contentLength > 0,
-      remoteAddr,
-    ),
-    keepAlive: !close && (!http10 || keepAliveAsked),
+  return new WireRequest(
+    methodOf(buf, sp1),
+    originForm(targetOf(buf, sp1 + 1, sp2)),
+    chunked || contentLength > 0,
+    remoteAddr,
+    !close && (!http10 || keepAliveAsked),
     http10,
-  };
+  );
 }
 
 function methodOf(buf: Uint8Array, length: number): string {
@@ -432,12 +431,15 @@ function targetOf(buf: Uint8Array, from: number, to: number): string {
 }
 
 /** A request off the wire; the client address is formatted only when read (logging). */
-class WireRequest implements HealthRequest {
+export class WireRequest implements HealthRequest {
   constructor(
     readonly method: string,
     readonly target: string,
     readonly hasBody: boolean,
     readonly remoteAddr: Deno.NetAddr,
+    /** Whether the connection may carry another request after this one. */
+    readonly keepAlive: boolean,
+    readonly http10: boolean,
   ) {}
 
   get remote(): string {
@@ -453,6 +455,9 @@ function errorResponse(status: number, message: string): HealthResponse {
     body: JSON.stringify({ error: message }),
   };
 }
+
+/** Encoded shared answers, by framing flags, for the current Date header. */
+const ENCODED = new WeakMap<HealthResponse, { date: string; byFlags: Uint8Array[] }>();
 
 /** Encoded bodies by text: a cached answer's body is encoded once, not once per hit. */
 const encodedBodies = new Map<string, Uint8Array>();

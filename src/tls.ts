@@ -1,5 +1,18 @@
 // TLS facts: accepted versions and Go cipher-suite names, what this runtime offers, PEM checks.
-import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import type { KeyObject, X509Certificate } from "node:crypto";
+
+/** node:crypto, loaded only when a PEM file is configured: Node compatibility costs ~10 MiB RSS. */
+let crypto: typeof import("node:crypto") | undefined;
+
+/** Loads what {@linkcode parseCertificates} and {@linkcode parsePrivateKey} need; call it first. */
+export async function loadPemSupport(): Promise<void> {
+  crypto ??= await import("node:crypto");
+}
+
+function nodeCrypto(): typeof import("node:crypto") {
+  if (!crypto) throw new Error("loadPemSupport() was not awaited");
+  return crypto;
+}
 
 /** The original's `tls-min-version` values. */
 export const TLS_VERSIONS = ["SSLv3.0", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"] as const;
@@ -82,7 +95,7 @@ export function parseCertificates(pem: string): CertificateInfo {
   if (!blocks) throw new Error("no PEM certificate found (expected -----BEGIN CERTIFICATE-----)");
   const certs = blocks.map((block) => {
     try {
-      return new X509Certificate(block);
+      return new (nodeCrypto().X509Certificate)(block);
     } catch (e) {
       throw new Error(`invalid PEM certificate: ${(e as Error).message}`);
     }
@@ -96,7 +109,7 @@ export function parsePrivateKey(pem: string): KeyObject {
     throw new Error("no PEM private key found (expected -----BEGIN ... PRIVATE KEY-----)");
   }
   try {
-    return createPrivateKey(pem);
+    return nodeCrypto().createPrivateKey(pem);
   } catch (e) {
     throw new Error(`invalid PEM private key: ${(e as Error).message}`);
   }

@@ -162,6 +162,54 @@ Deno.test("backend: HTTP/1.0 without Content-Length, closed to end the body (wha
   }
 });
 
+Deno.test("backend: answers framed by Content-Length or chunked, in pieces, with a Host header", async (t) => {
+  const cases: [string, string[], string][] = [
+    [
+      "Content-Length, in pieces",
+      ["HTTP/1.1 200 OK\r\nContent-Le", 'ngth: 8\r\n\r\n{"a":', "12}"],
+      '{"a":12}',
+    ],
+    [
+      "chunked",
+      [
+        'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n',
+        "3;x=1\r\n:1}\r\n0\r\n\r\n",
+      ],
+      '{"a":1}',
+    ],
+    ["empty body", ["HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"], ""],
+  ];
+  for (const [name, pieces, body] of cases) {
+    await t.step(name, async () => {
+      let host = "";
+      await using server = rawServer(async (conn, request) => {
+        host = request.match(/^Host: (.*)\r$/m)?.[1] ?? "";
+        for (const piece of pieces) {
+          await send(conn, piece);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      });
+      const c = client(server.port);
+      try {
+        const outcome = await c.fetchPatroniStatus("/primary");
+        assert.equal(outcome.ok && outcome.body, body, JSON.stringify(outcome));
+        assert.equal(host, `127.0.0.1:${server.port}`);
+      } finally {
+        c.close();
+      }
+    });
+  }
+  await t.step("a connection closed without an answer", async () => {
+    await using server = rawServer(async () => {});
+    const c = client(server.port);
+    try {
+      assert.match(failure(await c.fetchPatroniStatus("/primary")), /^invalid: no answer/);
+    } finally {
+      c.close();
+    }
+  });
+});
+
 Deno.test("backend: HTTPS with a self-signed cafile (CA:TRUE leaf), a CA, insecure, and a wrong CA", async (t) => {
   const cases: [string, string, Partial<BackendConfig>, boolean][] = [
     ["self-signed certificate as cafile", "self", {

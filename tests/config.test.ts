@@ -133,8 +133,11 @@ Deno.test("config: unknown scheme, TLS version, cipher and log format", async ()
 });
 
 Deno.test("config: YAML merge keys and aliases never escape as exceptions", async () => {
-  await problem("cache:\n  ttl: {<<: 1}\n", /^c\.yml:2:8: cache\.ttl: Merge sources must be maps/);
-  await problem("frontend:\n  port: *nope\n", /frontend\.port: alias \*nope is not defined/);
+  await problem("cache:\n  ttl: {<<: 1}\n", /^c\.yml:2:8: cache\.ttl: must be a number/);
+  await problem(
+    "frontend:\n  port: *nope\n",
+    /^c\.yml:2:9: YAML syntax: alias \*nope is not defined/,
+  );
   await problem("frontend:\n  <<: {port: 1}\n", /unknown key 'frontend\.<<'/);
   await problem("frontend:\n  port: {a: 1}\n", /frontend\.port: .*got \{"a":1\}/);
 });
