@@ -129,8 +129,9 @@ class Parser {
       if (/^%/.test(body)) throw new YamlError("YAML directives are not supported", n, 1);
       if (/^---(\s|$)/.test(body)) {
         if (this.lines.length) throw new YamlError("only one YAML document is allowed", n, 1);
-        const rest = body.slice(3).trim();
-        if (rest) this.lines.push({ n, indent: body.indexOf(rest), text: rest });
+        const rest = `   ${body.slice(3)}`.trimEnd(); // the marker blanked: columns stay right
+        const indent = rest.length - rest.trimStart().length;
+        if (indent < rest.length) this.lines.push({ n, indent, text: rest });
         return;
       }
       if (/^\.\.\.(\s|$)/.test(body)) {

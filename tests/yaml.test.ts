@@ -11,6 +11,8 @@ const CORPUS = [
   "",
   "# only a comment\n",
   "---\nfrontend:\n  port: 8080\n...\n",
+  "--- [a, b]\n",
+  "--- # a comment\nx: 1\n",
   "frontend:\n  host: localhost\n  port: 8080\n  certfile: /etc/a b/c.pem # comment\n",
   "backend:\n  insecure: yes\n  scheme: 'https'\n  host: \"::1\"\n",
   "a: on\nb: Off\nc: NO\nd: y\ne: ~\nf: null\ng:\nh: TRUE\n",
