@@ -75,7 +75,7 @@ interface Connection {
 const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
 
-/** Serves `handle` over HTTP/1.0 and 1.1 on `hostname:port`; rejects when the port cannot be bound. */
+/** Serves `handle` over HTTP/1.0 and 1.1 on `hostname:port`; throws when the port cannot be bound. */
 export function serveHttp1(
   options: Http1Options,
   handle: (req: HealthRequest) => HandlerResult,
