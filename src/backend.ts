@@ -2,6 +2,7 @@
 import type { ClientRequest } from "node:http";
 import type { Agent } from "node:https";
 import type { BackendConfig } from "./config.ts";
+import { BARE_LF, findHeadEnd, grow } from "./http1.ts";
 import type { Logger } from "./log.ts";
 
 /** Why a backend request failed. */
@@ -110,8 +111,8 @@ export class PatroniClient {
     try {
       return await this.#request(target, Date.now() + this.#config.timeout * 1000);
     } catch (e) {
-      if (e instanceof BackendError) return { ok: false, failure: e.failure, error: e.message };
-      return { ok: false, ...classify(e) };
+      const { failure, message } = e instanceof BackendError ? e : classify(e);
+      return { ok: false, failure, error: message };
     }
   }
 
@@ -139,8 +140,7 @@ export class PatroniClient {
       this.#inFlight.add(cancel);
       const onCleanup = (f: () => void) => settled ? f() : cleanups.push(f);
       const answer = (status: number, bytes: Uint8Array) => settle(checkAnswer(status, bytes));
-      const fail = (e: unknown) =>
-        settle(e instanceof BackendError ? e : new BackendError(...classifyPair(e)));
+      const fail = (e: unknown) => settle(e instanceof BackendError ? e : classify(e));
       (this.#config.scheme === "https"
         ? this.#requestHttps(target, onCleanup, answer)
         : this.#requestPlain(target, onCleanup, answer)).catch(fail);
@@ -276,16 +276,13 @@ async function readAnswer(conn: Deno.Conn): Promise<{ status: number; body: Uint
   let contentLength = -1;
   let chunked = false;
   for (;;) {
-    if (len === buf.length) {
-      const next = new Uint8Array(buf.length * 2);
-      next.set(buf);
-      buf = next;
-    }
+    if (len === buf.length) buf = grow(buf, buf.length * 2);
     const n = await conn.read(buf.subarray(len));
     if (n === null) break;
     len += n;
     if (bodyStart === -1) {
-      const end = headEnd(buf, len);
+      const end = findHeadEnd(buf, len, 0);
+      if (end === BARE_LF) throw invalid("malformed answer: bare LF in the head");
       if (end === -1) {
         if (len > MAX_HEAD_BYTES) throw invalid("malformed answer: head too large");
         continue;
@@ -320,14 +317,6 @@ async function readAnswer(conn: Deno.Conn): Promise<{ status: number; body: Uint
   return { status, body: body.subarray(0, contentLength) };
 }
 
-/** Offset of the CRLFCRLF ending a head, or -1. */
-function headEnd(buf: Uint8Array, len: number): number {
-  for (let i = buf.indexOf(13); i !== -1 && i + 3 < len; i = buf.indexOf(13, i + 1)) {
-    if (buf[i + 1] === 10 && buf[i + 2] === 13 && buf[i + 3] === 10) return i;
-  }
-  return -1;
-}
-
 /** The payload of a complete chunked body (trailers ignored). */
 function dechunk(bytes: Uint8Array): Uint8Array {
   const parts: Uint8Array[] = [];
@@ -352,28 +341,23 @@ function dechunk(bytes: Uint8Array): Uint8Array {
   }
 }
 
-/** {@linkcode classify} as constructor arguments of a BackendError. */
-function classifyPair(e: unknown): [BackendFailure, string] {
-  const { failure, error } = classify(e);
-  return [failure, error];
-}
-
-function classify(e: unknown): { failure: BackendFailure; error: string } {
+/** A runtime or socket error as the failure it stands for. */
+function classify(e: unknown): BackendError {
   const err = e as NodeJS.ErrnoException;
   const code = err?.code ?? "";
   const message = err?.message ?? String(e);
   if (code === "ECONNREFUSED" || /refused/i.test(message)) {
-    return { failure: "refused", error: `connection refused: ${message}` };
+    return new BackendError("refused", `connection refused: ${message}`);
   }
-  if (code === "ETIMEDOUT") return { failure: "timeout", error: message };
+  if (code === "ETIMEDOUT") return new BackendError("timeout", message);
   if (
     /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(code) ||
     /certificate|tls|ssl|handshake/i.test(message)
   ) {
-    return { failure: "tls", error: `TLS: ${message}` };
+    return new BackendError("tls", `TLS: ${message}`);
   }
   if (code.startsWith("HPE_") || /parse/i.test(message)) {
-    return { failure: "invalid", error: `malformed answer: ${message}` };
+    return new BackendError("invalid", `malformed answer: ${message}`);
   }
-  return { failure: "error", error: message };
+  return new BackendError("error", message);
 }

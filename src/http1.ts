@@ -259,10 +259,11 @@ export function serveHttp1(
   };
 }
 
-const BARE_LF = -2;
+/** What {@linkcode findHeadEnd} returns for a lone LF. */
+export const BARE_LF = -2;
 
 /** Offset of the CRLFCRLF ending the head, -1 when not there yet, {@linkcode BARE_LF} for a lone LF. */
-function findHeadEnd(buf: Uint8Array, len: number, from: number): number {
+export function findHeadEnd(buf: Uint8Array, len: number, from: number): number {
   for (let i = buf.indexOf(10, from); i !== -1 && i < len; i = buf.indexOf(10, i + 1)) {
     if (i === 0 || buf[i - 1] !== 13) return BARE_LF;
     if (i >= 3 && buf[i - 2] === 10 && buf[i - 3] === 13) return i - 3;
@@ -286,7 +287,8 @@ function methodPrefixOk(buf: Uint8Array, len: number): boolean {
   return true;
 }
 
-function grow(buf: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
+/** A copy of `buf` in a larger buffer of `size` bytes. */
+export function grow(buf: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
   const next = new Uint8Array(size);
   next.set(buf);
   return next;

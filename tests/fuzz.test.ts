@@ -14,6 +14,7 @@ import {
 } from "../src/routes.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import { configText, freePort, GlueProcess, writeConfig } from "./support/glue.ts";
+import { concat } from "./support/tools.ts";
 
 function envInt(name: string, fallback: number): number {
   let raw: string | undefined;
@@ -789,15 +790,6 @@ Deno.test(`fuzz: routeRequest on random methods and targets (seed ${SEED})`, () 
 // ---------------------------------------------------------------------------------------------
 // c. Black box: random raw requests over TCP to a running patroniglue.
 
-const concat = (parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
 /** Bytes of a string, one byte per code unit (so that 0x80-0xff go on the wire as such). */
 const raw = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff);
 

@@ -74,7 +74,8 @@ const fakeCompile = async (t: Target, output: string) => {
 };
 
 /** A temporary repository root holding the files shipped beside the binary. */
-async function fixtureRoot(): Promise<string> {
+/** A scratch repository root (what build() packs) with `dist` inside; removed on dispose. */
+async function fixtureRoot(): Promise<{ root: string; dist: string } & AsyncDisposable> {
   const root = await Deno.makeTempDir({ prefix: "pg-root-" });
   await Deno.writeTextFile(`${root}/config.yml.example`, "frontend:\n  port: 8080\n");
   await Deno.mkdir(`${root}/packaging`);
@@ -82,7 +83,11 @@ async function fixtureRoot(): Promise<string> {
     `${ROOT}/packaging/patroniglue.service`,
     `${root}/packaging/patroniglue.service`,
   );
-  return root;
+  return {
+    root,
+    dist: `${root}/dist`,
+    [Symbol.asyncDispose]: () => Deno.remove(root, { recursive: true }),
+  };
 }
 
 Deno.test("targets: linux and macOS on amd64 and arm64, named like the Go original", () => {
@@ -147,127 +152,100 @@ Deno.test("permissions: one set in deno.json, used by `deno task start`; nothing
 });
 
 Deno.test("build: a fake compile step gives a directory, a .tar.gz per target and SHA256SUMS", async () => {
-  const root = await fixtureRoot();
-  const dist = `${root}/dist`;
+  await using fixture = await fixtureRoot();
+  const { root, dist } = fixture;
   const lines: string[] = [];
-  try {
-    const result = await build({
-      root,
-      dist,
-      version: "1.2.3",
-      targets: TARGETS,
-      compile: fakeCompile,
-      mtime: 1700000000,
-      log: (l) => lines.push(l),
-    });
-    const names = TARGETS.map((t) => distName("1.2.3", t));
-    assert.deepEqual(result.archives, names.map((n) => `${n}.tar.gz`));
-    assert.equal(lines.length, TARGETS.length + 1);
+  const opts = { root, dist, version: "1.2.3", targets: TARGETS, compile: fakeCompile };
+  const result = await build({ ...opts, mtime: 1700000000, log: (l) => lines.push(l) });
+  const names = TARGETS.map((t) => distName("1.2.3", t));
+  assert.deepEqual(result.archives, names.map((n) => `${n}.tar.gz`));
+  assert.equal(lines.length, TARGETS.length + 1);
 
-    // SHA256SUMS: `sha256sum` format, sorted, one line per archive, right hashes.
-    const sums = await Deno.readTextFile(`${dist}/SHA256SUMS`);
-    assert.equal(sums, result.sums);
-    const sumLines = sums.trimEnd().split("\n");
-    assert.deepEqual(sumLines.map((l) => l.split("  ")[1]), [...result.archives].sort());
-    for (const line of sumLines) {
-      const [hash, name] = line.split("  ");
-      assert.match(hash, /^[0-9a-f]{64}$/);
-      assert.equal(hash, await sha256File(`${dist}/${name}`));
-    }
-    if (await onPath("sha256sum")) {
-      const check = await run("sha256sum", ["-c", "SHA256SUMS"], { cwd: dist });
-      assert.equal(check.code, 0, check.stdout + check.stderr);
-    }
-
-    // Each archive: one directory named like the archive, the binary (0755) and the extras.
-    for (const [i, t] of TARGETS.entries()) {
-      const listing = await run("tar", ["-tvzf", `${dist}/${names[i]}.tar.gz`]);
-      assert.equal(listing.code, 0, listing.stderr);
-      const entries = listing.stdout.trim().split("\n").map((l) => l.split(/\s+/));
-      assert.deepEqual(entries.map((e) => e.at(-1)), [
-        `${names[i]}/`,
-        `${names[i]}/patroniglue`,
-        `${names[i]}/config.yml.example`,
-        `${names[i]}/patroniglue.service`,
-      ]);
-      assert.deepEqual(entries.map((e) => e[0]), [
-        "drwxr-xr-x",
-        "-rwxr-xr-x",
-        "-rw-r--r--",
-        "-rw-r--r--",
-      ]);
-      assert.ok(entries.every((e) => /^root\/root$|^0\/0$/.test(e[1])), listing.stdout);
-      const out = await Deno.makeTempDir({ dir: root });
-      const extract = await run("tar", ["-xzf", `${dist}/${names[i]}.tar.gz`, "-C", out]);
-      assert.equal(extract.code, 0, extract.stderr);
-      assert.equal(
-        await Deno.readTextFile(`${out}/${names[i]}/patroniglue`),
-        `${STUB}# ${t.triple}\n`,
-      );
-      assert.equal(
-        await Deno.readTextFile(`${out}/${names[i]}/patroniglue.service`),
-        await Deno.readTextFile(`${ROOT}/packaging/patroniglue.service`),
-      );
-    }
-
-    // Same inputs and SOURCE_DATE_EPOCH, same bytes: the checksums reproduce.
-    const again = await build({
-      root,
-      dist,
-      version: "1.2.3",
-      targets: TARGETS,
-      compile: fakeCompile,
-      mtime: 1700000000,
-      log: () => {},
-    });
-    assert.equal(again.sums, result.sums);
-  } finally {
-    await Deno.remove(root, { recursive: true });
+  // SHA256SUMS: `sha256sum` format, sorted, one line per archive, right hashes.
+  const sums = await Deno.readTextFile(`${dist}/SHA256SUMS`);
+  assert.equal(sums, result.sums);
+  const sumLines = sums.trimEnd().split("\n");
+  assert.deepEqual(sumLines.map((l) => l.split("  ")[1]), [...result.archives].sort());
+  for (const line of sumLines) {
+    const [hash, name] = line.split("  ");
+    assert.match(hash, /^[0-9a-f]{64}$/);
+    assert.equal(hash, await sha256File(`${dist}/${name}`));
   }
+  if (await onPath("sha256sum")) {
+    const check = await run("sha256sum", ["-c", "SHA256SUMS"], { cwd: dist });
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+  }
+
+  // Each archive: one directory named like the archive, the binary (0755) and the extras.
+  for (const [i, t] of TARGETS.entries()) {
+    const listing = await run("tar", ["-tvzf", `${dist}/${names[i]}.tar.gz`]);
+    assert.equal(listing.code, 0, listing.stderr);
+    const entries = listing.stdout.trim().split("\n").map((l) => l.split(/\s+/));
+    assert.deepEqual(entries.map((e) => e.at(-1)), [
+      `${names[i]}/`,
+      `${names[i]}/patroniglue`,
+      `${names[i]}/config.yml.example`,
+      `${names[i]}/patroniglue.service`,
+    ]);
+    assert.deepEqual(entries.map((e) => e[0]), [
+      "drwxr-xr-x",
+      "-rwxr-xr-x",
+      "-rw-r--r--",
+      "-rw-r--r--",
+    ]);
+    assert.ok(entries.every((e) => /^root\/root$|^0\/0$/.test(e[1])), listing.stdout);
+    const out = await Deno.makeTempDir({ dir: root });
+    const extract = await run("tar", ["-xzf", `${dist}/${names[i]}.tar.gz`, "-C", out]);
+    assert.equal(extract.code, 0, extract.stderr);
+    assert.equal(
+      await Deno.readTextFile(`${out}/${names[i]}/patroniglue`),
+      `${STUB}# ${t.triple}\n`,
+    );
+    assert.equal(
+      await Deno.readTextFile(`${out}/${names[i]}/patroniglue.service`),
+      await Deno.readTextFile(`${ROOT}/packaging/patroniglue.service`),
+    );
+  }
+
+  // Same inputs and SOURCE_DATE_EPOCH, same bytes: the checksums reproduce.
+  const again = await build({ ...opts, mtime: 1700000000, log: () => {} });
+  assert.equal(again.sums, result.sums);
 });
 
 Deno.test("build: one --target at a time; SHA256SUMS lists every archive of this version", async () => {
-  const root = await fixtureRoot();
-  const dist = `${root}/dist`;
-  try {
-    await Deno.mkdir(dist);
-    await Deno.writeTextFile(`${dist}/patroniglue-0.0.9-linux-amd64.tar.gz`, "older version");
-    const opts = { root, dist, version: "1.2.3", compile: fakeCompile, log: () => {} };
-    await build({ ...opts, targets: [target("linux-arm64")] });
-    const { sums } = await build({ ...opts, targets: [target("darwin-amd64")] });
-    assert.deepEqual(sums.trimEnd().split("\n").map((l) => l.split("  ")[1]), [
-      "patroniglue-1.2.3-darwin-amd64.tar.gz",
-      "patroniglue-1.2.3-linux-arm64.tar.gz",
-    ]);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
+  await using fixture = await fixtureRoot();
+  const { root, dist } = fixture;
+  await Deno.mkdir(dist);
+  await Deno.writeTextFile(`${dist}/patroniglue-0.0.9-linux-amd64.tar.gz`, "older version");
+  const opts = { root, dist, version: "1.2.3", compile: fakeCompile, log: () => {} };
+  await build({ ...opts, targets: [target("linux-arm64")] });
+  const { sums } = await build({ ...opts, targets: [target("darwin-amd64")] });
+  assert.deepEqual(sums.trimEnd().split("\n").map((l) => l.split("  ")[1]), [
+    "patroniglue-1.2.3-darwin-amd64.tar.gz",
+    "patroniglue-1.2.3-linux-arm64.tar.gz",
+  ]);
 });
 
 Deno.test("build: a failed compile leaves nothing for that target and no SHA256SUMS", async () => {
-  const root = await fixtureRoot();
-  const dist = `${root}/dist`;
-  try {
-    await assert.rejects(
-      build({
-        root,
-        dist,
-        version: "1.2.3",
-        targets: [target("linux-amd64")],
-        compile: async (t, output) => {
-          await Deno.writeTextFile(output, "half a binary");
-          throw new BuildError(`cannot get denort for ${t.triple}: no internet access`);
-        },
-        log: () => {},
-      }),
-      BuildError,
-    );
-    const left = [];
-    for await (const e of Deno.readDir(dist)) left.push(e.name);
-    assert.deepEqual(left, []);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
+  await using fixture = await fixtureRoot();
+  const { root, dist } = fixture;
+  await assert.rejects(
+    build({
+      root,
+      dist,
+      version: "1.2.3",
+      targets: [target("linux-amd64")],
+      compile: async (t, output) => {
+        await Deno.writeTextFile(output, "half a binary");
+        throw new BuildError(`cannot get denort for ${t.triple}: no internet access`);
+      },
+      log: () => {},
+    }),
+    BuildError,
+  );
+  const left = [];
+  for await (const e of Deno.readDir(dist)) left.push(e.name);
+  assert.deepEqual(left, []);
 });
 
 // What deno 2.9.6 prints when it cannot download denort (recorded on this machine).

@@ -5,6 +5,7 @@
 // Everything runs from a fresh temp dir and is torn down by recorded PIDs (plus each node's
 // data/postmaster.pid, since Patroni detaches PostgreSQL). Needs root: PostgreSQL runs as
 // `postgres` through setpriv. Debian packages: patroni postgresql-15 etcd-server haproxy.
+import { concat } from "../support/tools.ts";
 
 const PGBIN = "/usr/lib/postgresql/15/bin";
 const PYTHON = "/usr/bin/python3"; // Debian's python has python3-etcd and psycopg2
@@ -291,16 +292,6 @@ export async function http(
     clearTimeout(timer);
     close();
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }
 
 function dechunk(s: string): string {

@@ -11,3 +11,14 @@ export function hasProgram(program: string, args = ["--version"]): boolean {
 
 /** The openssl command line, for TLS handshakes with a chosen protocol version. */
 export const HAS_OPENSSL: boolean = hasProgram("openssl", ["version"]);
+
+/** The chunks as one byte array. */
+export function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
