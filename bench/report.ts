@@ -30,11 +30,14 @@ function table(head: string[], rows: string[][]): string {
   return [line(head), line(head.map(() => "---")), ...rows.map(line)].join("\n");
 }
 
-/** RSS growth over the soak: the last sample minus the one a fifth of the way in (KiB). */
+/** RSS growth over the soak (KiB): the peak of its last fifth minus the peak of its second fifth
+ * (the first fifth is warm-up). Peaks, not single samples: a GC sawtooth is not growth. */
 export function soakGrowth(samples: [number, number, number][]): number {
   const n = samples.length;
   if (n < 5) return NaN;
-  return samples[n - 1][1] - samples[Math.floor(n / 5)][1];
+  const peak = (from: number, to: number) =>
+    Math.max(...samples.slice(Math.floor(from), Math.floor(to)).map((s) => s[1]));
+  return peak(n * 4 / 5, n) - peak(n / 5, n * 2 / 5);
 }
 
 interface Verdict {
@@ -401,7 +404,7 @@ Soak: ${soak.seconds} s of the mix on patroniglue (${int(soak.wrk.rps)} req/s, p
           ms(soak.wrk.p99)
         }).
 RSS at start ${mib(kib[0])}, max ${mib(Math.max(...kib))}, end ${mib(kib[kib.length - 1])};
-growth (end − RSS a fifth of the way in) ${(growth / 1024).toFixed(1)} MiB.
+growth (peak of the last fifth − peak of the second fifth) ${(growth / 1024).toFixed(1)} MiB.
 Backend GETs per ttl during the soak: ${path}.
 
 RSS over the soak (MiB): ${trace}

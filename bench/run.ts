@@ -54,7 +54,7 @@ const USAGE = `usage: deno task bench [options]
   --out FILE         the report (default BENCHMARKS.md)
   --chart FILE       the chart (default bench/chart.png)
   --deno-flags=".." extra deno run flags for patroniglue (note the =), e.g.
-                     --deno-flags="--v8-flags=--max-semi-space-size=4,--max-opt=2"
+                     --deno-flags="--cached-only"
   --json FILE        also save the raw results as JSON
   --render FILE      measure nothing: rewrite the report and chart from results saved by --json`;
 

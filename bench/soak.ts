@@ -3,6 +3,7 @@
 // Usage: deno run -A bench/soak.ts [--minutes 10] [--ttl 1] [--timeout 1] [--clients 50]
 // Exits 1 on an inconsistent or failed answer, a crash, an unclean stop, or RSS growth over 20%
 // from the 1-minute mark (half the run, if shorter) to the end.
+import { V8_FLAGS } from "../packaging/build.ts";
 import { FakePatroni, type FakeRole } from "../tests/support/fake_patroni.ts";
 import { configText, freePort, GlueProcess, writeConfig } from "../tests/support/glue.ts";
 
@@ -65,7 +66,8 @@ const backendPort = fake.port;
 const file = await writeConfig(
   configText(port, backendPort, { backend: `  timeout: ${TIMEOUT}`, cache: `  ttl: ${TTL}` }),
 );
-const glue = await GlueProcess.start(["-config", file]);
+// As operators run it: with the V8 flags of `deno task start` and the compiled binary.
+const glue = await GlueProcess.start(["-config", file], undefined, [V8_FLAGS]);
 const url = glue.url;
 console.log(
   `soak: ${MINUTES} min, ${CLIENTS} clients, ttl ${TTL}s, timeout ${TIMEOUT}s; patroniglue pid ${glue.pid} on ${url}, backend :${backendPort}`,

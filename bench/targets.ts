@@ -21,7 +21,7 @@ export interface BenchSettings {
   root: string;
   /** A scratch directory for configs, caches and logs. */
   tmp: string;
-  /** Extra `deno run` flags for patroniglue (e.g. `--v8-flags=--max-semi-space-size=4,--max-opt=2`). */
+  /** Extra `deno run` flags for patroniglue (e.g. `--v8-flags=--optimize-for-size,--max-opt=2`). */
   denoFlags?: string[];
 }
 

@@ -12,6 +12,7 @@ import {
   writeConfig,
 } from "./support/glue.ts";
 import { send } from "./support/raw_server.ts";
+import { V8_FLAGS } from "../packaging/build.ts";
 
 async function startGlue(
   fake: FakePatroni,
@@ -150,6 +151,15 @@ Deno.test("cli: checks are forwarded with status, body and cache headers", async
     "",
   ]);
   assert.equal(fake.count("/read-only"), 1);
+});
+
+Deno.test("cli: with the V8 flags of `deno task start` and the binary, it starts and answers", async () => {
+  await using fake = await FakePatroni.start();
+  const file = await writeConfig(configText(freePort(), fake.port));
+  await using glue = await GlueProcess.start(["-config", file], undefined, [V8_FLAGS]);
+  const res = await get(`${glue.url}/primary`);
+  assert.equal(res.status, 200);
+  assert.equal(JSON.parse(res.body).role, "master");
 });
 
 Deno.test("cli: /health, 404, 405 with Allow, and nothing else reaches Patroni", async () => {

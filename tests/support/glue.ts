@@ -64,9 +64,13 @@ export class GlueProcess {
   }
 
   /** Spawns `main.ts args` and waits for its "listening on" line (or, when quiet, for `port` to accept). */
-  static async start(args: string[], port?: number): Promise<GlueProcess> {
+  static async start(
+    args: string[],
+    port?: number,
+    denoFlags: string[] = [],
+  ): Promise<GlueProcess> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-q", "-P", "main.ts", ...args],
+      args: ["run", "-q", "-P", ...denoFlags, "main.ts", ...args],
       cwd: ROOT,
       stdin: "null",
       stdout: "null",
