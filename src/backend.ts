@@ -111,7 +111,7 @@ export class PatroniClient {
     try {
       return await this.#request(target, Date.now() + this.#config.timeout * 1000);
     } catch (e) {
-      const { failure, message } = e instanceof BackendError ? e : classify(e);
+      const { failure, message } = classify(e);
       return { ok: false, failure, error: message };
     }
   }
@@ -140,7 +140,7 @@ export class PatroniClient {
       this.#inFlight.add(cancel);
       const onCleanup = (f: () => void) => settled ? f() : cleanups.push(f);
       const answer = (status: number, bytes: Uint8Array) => settle(checkAnswer(status, bytes));
-      const fail = (e: unknown) => settle(e instanceof BackendError ? e : classify(e));
+      const fail = (e: unknown) => settle(classify(e));
       (this.#config.scheme === "https"
         ? this.#requestHttps(target, onCleanup, answer)
         : this.#requestPlain(target, onCleanup, answer)).catch(fail);
@@ -341,8 +341,9 @@ function dechunk(bytes: Uint8Array): Uint8Array {
   }
 }
 
-/** A runtime or socket error as the failure it stands for. */
+/** A runtime or socket error as the failure it stands for (a BackendError stays as it is). */
 function classify(e: unknown): BackendError {
+  if (e instanceof BackendError) return e;
   const err = e as NodeJS.ErrnoException;
   const code = err?.code ?? "";
   const message = err?.message ?? String(e);

@@ -5,7 +5,7 @@ import type { CachedAnswer, CacheResult, HealthCache } from "./cache.ts";
 import type { FrontendConfig } from "./config.ts";
 import { effectiveMinVersion } from "./tls.ts";
 import { formatAccessLine, type Logger } from "./log.ts";
-import { type Http1Server, serveHttp1 } from "./http1.ts";
+import { type Http1Server, JSON_TYPE, jsonAnswer, serveHttp1 } from "./http1.ts";
 import { type Route, routeRequest } from "./routes.ts";
 
 /** A request reduced to what routing needs; the target is raw, never normalized. */
@@ -42,7 +42,6 @@ export interface HandlerOptions {
   now?: () => number;
 }
 
-const JSON_TYPE = "application/json";
 const METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 const X_CACHE: Record<string, string> = { hit: "HIT", miss: "MISS", coalesced: "COALESCED" };
 
@@ -62,27 +61,20 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
   };
   // A hit's answer, per cached answer and age in seconds: hits allocate nothing.
   const hits = new WeakMap<CachedAnswer, { age: number; res: HealthResponse }>();
-  const fromCache = (
-    req: HealthRequest,
-    key: string,
-    answer: CachedAnswer,
-    result: CacheResult,
-  ) => {
-    if (log.enabled("debug")) {
-      log.debug("cache", { key, result, status: answer.status, failure: answer.failure });
-    }
+  const cacheAnswer = (req: HealthRequest, answer: CachedAnswer, result: CacheResult) => {
     const age = Math.max(0, Math.floor((now() - answer.storedAt) / 1000));
     const options = req.method === "OPTIONS";
-    if (result === "hit" && !options) {
+    const shared = result === "hit" && !options;
+    if (shared) {
       const memo = hits.get(answer);
       if (memo?.age === age) return memo.res;
     }
     const res: HealthResponse = {
       status: answer.status,
-      headers: cacheHeaders(result, age),
+      headers: { "content-type": JSON_TYPE, "x-cache": X_CACHE[result], age: String(age) },
       body: options ? "" : answer.body,
     };
-    if (result === "hit" && !options) {
+    if (shared) {
       res.reused = true;
       hits.set(answer, { age, res });
     }
@@ -116,17 +108,25 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
     }
     return res;
   };
-  const answered = (req: HealthRequest, route: Route, started: number, key: string) =>
-  (
-    { answer, result }: { answer: CachedAnswer; result: CacheResult },
-  ) =>
-    finish(
-      req,
-      route,
-      started,
-      fromCache(req, key, answer, result),
-      answer.failure ? "error" : result,
-    );
+  /** Answers from the cache; an answer that records a backend failure counts as "error". */
+  const fromCache = (
+    req: HealthRequest,
+    route: Extract<Route, { kind: "check" }>,
+    started: number,
+    answer: CachedAnswer,
+    result: CacheResult,
+  ) => {
+    if (log.enabled("debug")) {
+      log.debug("cache", {
+        key: route.key,
+        result,
+        status: answer.status,
+        failure: answer.failure,
+      });
+    }
+    const res = cacheAnswer(req, answer, result);
+    return finish(req, route, started, res, answer.failure ? "error" : result);
+  };
   return (req) => {
     const started = log.enabled("info") ? performance.now() : 0;
     const route = routeRequest(req.method, req.target, options.metrics !== undefined);
@@ -134,37 +134,15 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
       const answer = local(req, route);
       if (answer || route.kind !== "check") return finish(req, route, started, answer!, "local");
       const fresh = cache.peek(route.key);
-      if (fresh) {
-        const res = fromCache(req, route.key, fresh, "hit");
-        return finish(req, route, started, res, fresh.failure ? "error" : "hit");
-      }
+      if (fresh) return fromCache(req, route, started, fresh, "hit");
       return cache.get(route.key).then(
-        answered(req, route, started, route.key),
+        ({ answer, result }) => fromCache(req, route, started, answer, result),
         (e) => finish(req, route, started, failed(req, e), "local"),
       );
     } catch (e) {
       return finish(req, route, started, failed(req, e), "local");
     }
   };
-}
-
-/** Ages worth keeping prebuilt headers for; older answers (a long ttl) get fresh ones. */
-const MEMO_AGES = 64;
-const CACHE_HEADERS = new Map<CacheResult, Readonly<Record<string, string>>[]>();
-
-/** `Content-Type`, `X-Cache` and `Age`: shared, frozen objects, so a hit allocates none. */
-function cacheHeaders(result: CacheResult, age: number): Record<string, string> {
-  let byAge = CACHE_HEADERS.get(result);
-  if (!byAge) CACHE_HEADERS.set(result, byAge = []);
-  const memo = byAge[age];
-  if (memo) return memo;
-  const headers = Object.freeze({
-    "content-type": JSON_TYPE,
-    "x-cache": X_CACHE[result],
-    age: String(age),
-  });
-  if (age < MEMO_AGES) byAge[age] = headers;
-  return headers;
 }
 
 /** The handler of a metrics-only listener: `GET /metrics`, nothing else. */
@@ -191,10 +169,6 @@ function errorAnswer(route: Extract<Route, { kind: "error" }>): HealthResponse {
   const res = jsonAnswer(route.status, { error: route.message });
   if (route.allow) res.headers.allow = route.allow.join(", ");
   return res;
-}
-
-function jsonAnswer(status: number, body: unknown): HealthResponse {
-  return { status, headers: { "content-type": JSON_TYPE }, body: JSON.stringify(body) };
 }
 
 function hasBody(contentLength: string | null | undefined, chunked: boolean): boolean {

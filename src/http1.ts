@@ -129,7 +129,7 @@ export function serveHttp1(
     return memo.byFlags[flags] ??= encodeResponse(res, head, keepAlive, http10, date);
   };
   const refuse = async (c: Connection, status: number, message: string) => {
-    await write(c, answer(c, errorResponse(status, message), "GET", false, false));
+    await write(c, answer(c, jsonAnswer(status, { error: message }), "GET", false, false));
     await drain(c);
   };
   // Closing with unread bytes makes the kernel send a reset, which can destroy the answer before
@@ -187,7 +187,7 @@ export function serveHttp1(
           res = result instanceof Promise ? await result : result;
         } catch (e) {
           options.onHandlerError?.(e as Error);
-          res = errorResponse(500, "internal error");
+          res = jsonAnswer(500, { error: "internal error" });
         }
         // A body is never read, so the connection cannot carry another request after it.
         const keepAlive = req.keepAlive && !req.hasBody && !stopping;
@@ -450,30 +450,16 @@ export class WireRequest implements HealthRequest {
   }
 }
 
-function errorResponse(status: number, message: string): HealthResponse {
-  return {
-    status,
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ error: message }),
-  };
+/** The media type of every answer but /metrics. */
+export const JSON_TYPE = "application/json";
+
+/** An answer whose body is `body` as JSON. */
+export function jsonAnswer(status: number, body: unknown): HealthResponse {
+  return { status, headers: { "content-type": JSON_TYPE }, body: JSON.stringify(body) };
 }
 
 /** Encoded shared answers, by framing flags, for the current Date header. */
 const ENCODED = new WeakMap<HealthResponse, { date: string; byFlags: Uint8Array[] }>();
-
-/** Encoded bodies by text: a cached answer's body is encoded once, not once per hit. */
-const encodedBodies = new Map<string, Uint8Array>();
-const MAX_ENCODED_BODIES = 256;
-
-function encodeBody(body: string): Uint8Array {
-  let bytes = encodedBodies.get(body);
-  if (!bytes) {
-    if (encodedBodies.size >= MAX_ENCODED_BODIES) encodedBodies.clear();
-    bytes = encoder.encode(body);
-    encodedBodies.set(body, bytes);
-  }
-  return bytes;
-}
 
 /** Largest answer written through a connection's reusable output buffer; bigger ones get their own. */
 const MAX_REUSED_OUTPUT = 16_384;
@@ -487,7 +473,7 @@ export function encodeResponse(
   date: string,
   output?: { buf: Uint8Array },
 ): Uint8Array {
-  const body = encodeBody(res.body);
+  const body = encoder.encode(res.body);
   let text = `HTTP/1.1 ${res.status} ${REASONS[res.status] ?? "Unknown"}\r\ndate: ${date}\r\n`;
   for (const name in res.headers) text += `${name}: ${res.headers[name]}\r\n`;
   text += `content-length: ${body.length}\r\n`;

@@ -193,11 +193,7 @@ class Parser {
       if (key.kind === "scalar" && typeof key.value === "string" && key.value.startsWith("? ")) {
         throw new YamlError("complex mapping keys are not supported", l.n, col + 1);
       }
-      const name = String(toValue(key));
-      if (seen.has(name)) {
-        throw new YamlError(`duplicate key '${name}' (keys must be unique)`, l.n, col + 1);
-      }
-      seen.add(name);
+      addUniqueKey(seen, key);
       this.i++;
       node.items.push({ key, value: this.valueAfter(l, colon + 1, indent, true) });
     }
@@ -383,11 +379,7 @@ class Parser {
             space();
             item = text[k] === "," || text[k] === "}" ? null : value();
           }
-          const name = String(toValue(key));
-          if (seen.has(name)) {
-            throw new YamlError(`duplicate key '${name}' (keys must be unique)`, key.line, key.col);
-          }
-          seen.add(name);
+          addUniqueKey(seen, key);
           node.items.push({ key, value: item });
         });
         return node;
@@ -416,6 +408,15 @@ class Parser {
     if (k < text.length) fail("unexpected text after ] or }", k);
     return node;
   }
+}
+
+/** Records a mapping key; a key seen before in the same mapping is an error at its position. */
+function addUniqueKey(seen: Set<string>, key: YamlNode): void {
+  const name = String(toValue(key));
+  if (seen.has(name)) {
+    throw new YamlError(`duplicate key '${name}' (keys must be unique)`, key.line, key.col);
+  }
+  seen.add(name);
 }
 
 function nullAt(l: Line, indent: number): YamlNode {
