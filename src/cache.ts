@@ -1,8 +1,8 @@
 // Cache: TTL entries per canonical key, single flight, failures cached too, bounded size, sweep.
 import type { BackendFailure, BackendOutcome } from "./backend.ts";
 
-/** An answer as served to clients. */
-export interface CachedAnswer {
+/** What the cache keeps per key: Patroni's status and body (or a failure as a 503), and when. */
+export interface CacheEntry {
   status: number;
   body: string;
   /** When the backend answered (ms on the cache clock). */
@@ -28,8 +28,8 @@ export interface HealthCacheOptions {
 
 /** Answers per key from memory while fresh, else from exactly one backend request. */
 export class HealthCache {
-  readonly #entries = new Map<string, CachedAnswer>();
-  readonly #inFlight = new Map<string, Promise<CachedAnswer>>();
+  readonly #entries = new Map<string, CacheEntry>();
+  readonly #inFlight = new Map<string, Promise<CacheEntry>>();
   readonly #ttlMs: number;
   readonly #maxEntries: number;
   readonly #fetch: (key: string) => Promise<BackendOutcome>;
@@ -53,30 +53,30 @@ export class HealthCache {
   }
 
   /** The fresh entry for `key`, if there is one (synchronous: the hot path of a cache hit). */
-  peek(key: string): CachedAnswer | undefined {
+  peek(key: string): CacheEntry | undefined {
     const entry = this.#entries.get(key);
     return entry && this.#now() - entry.storedAt < this.#ttlMs ? entry : undefined;
   }
 
   /** The answer for `key`: fresh from memory, joined to a request in flight, or fetched now. */
-  async get(key: string): Promise<{ answer: CachedAnswer; result: CacheResult }> {
+  async get(key: string): Promise<{ entry: CacheEntry; result: CacheResult }> {
     const entry = this.peek(key);
-    if (entry) return { answer: entry, result: "hit" };
+    if (entry) return { entry, result: "hit" };
     const pending = this.#inFlight.get(key);
-    if (pending) return { answer: await pending, result: "coalesced" };
+    if (pending) return { entry: await pending, result: "coalesced" };
     const request = this.#refresh(key);
     this.#inFlight.set(key, request);
     try {
-      return { answer: await request, result: "miss" };
+      return { entry: await request, result: "miss" };
     } finally {
       this.#inFlight.delete(key);
     }
   }
 
-  async #refresh(key: string): Promise<CachedAnswer> {
+  async #refresh(key: string): Promise<CacheEntry> {
     const outcome = await this.#fetch(key);
     const storedAt = this.#now();
-    const answer: CachedAnswer = outcome.ok
+    const entry: CacheEntry = outcome.ok
       ? { status: outcome.status, body: outcome.body, storedAt }
       : {
         status: 503,
@@ -90,9 +90,9 @@ export class HealthCache {
       if (this.#entries.size >= this.#maxEntries) {
         this.#entries.delete(this.#entries.keys().next().value!);
       }
-      this.#entries.set(key, answer);
+      this.#entries.set(key, entry);
     }
-    return answer;
+    return entry;
   }
 
   /** Frees expired entries; expiry itself is exact on read, this only returns memory. */
@@ -105,10 +105,5 @@ export class HealthCache {
       freed++;
     }
     return freed;
-  }
-
-  /** Drops every entry (the next request for each key goes to the backend). */
-  clear(): void {
-    this.#entries.clear();
   }
 }

@@ -1,11 +1,11 @@
 // Frontend: the request handler (route -> cache -> answer) and the HTTP/HTTPS listeners.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Server as HttpsServer } from "node:https";
-import type { CachedAnswer, CacheResult, HealthCache } from "./cache.ts";
+import type { CacheEntry, CacheResult, HealthCache } from "./cache.ts";
 import type { FrontendConfig } from "./config.ts";
 import { effectiveMinVersion } from "./tls.ts";
 import { formatAccessLine, type Logger } from "./log.ts";
-import { type Http1Server, JSON_TYPE, jsonAnswer, serveHttp1 } from "./http1.ts";
+import { type Http1Server, JSON_TYPE, jsonResponse, serveHttp1 } from "./http1.ts";
 import { type Route, routeRequest } from "./routes.ts";
 
 /** A request reduced to what routing needs; the target is raw, never normalized. */
@@ -54,14 +54,14 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
   const now = options.now ?? (() => performance.now());
   const local = (req: HealthRequest, route: Route): HealthResponse | undefined => {
     if (route.kind === "error") return errorAnswer(route);
-    if (req.hasBody) return jsonAnswer(413, { error: "request body not allowed" });
-    if (route.kind === "health") return jsonAnswer(200, { healthy: true });
+    if (req.hasBody) return jsonResponse(413, { error: "request body not allowed" });
+    if (route.kind === "health") return jsonResponse(200, { healthy: true });
     if (route.kind === "metrics") return metricsAnswer(options.metrics!());
     return undefined;
   };
   // A hit's answer, per cached answer and age in seconds: hits allocate nothing.
-  const hits = new WeakMap<CachedAnswer, { age: number; res: HealthResponse }>();
-  const cacheAnswer = (req: HealthRequest, answer: CachedAnswer, result: CacheResult) => {
+  const hits = new WeakMap<CacheEntry, { age: number; res: HealthResponse }>();
+  const cacheAnswer = (req: HealthRequest, answer: CacheEntry, result: CacheResult) => {
     const age = Math.max(0, Math.floor((now() - answer.storedAt) / 1000));
     const options = req.method === "OPTIONS";
     const shared = result === "hit" && !options;
@@ -82,7 +82,7 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
   };
   const failed = (req: HealthRequest, e: unknown) => {
     log.error(`handler failed: ${(e as Error).message}`, { uri: req.target });
-    return jsonAnswer(500, { error: "internal error" });
+    return jsonResponse(500, { error: "internal error" });
   };
   const finish = (
     req: HealthRequest,
@@ -113,7 +113,7 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
     req: HealthRequest,
     route: Extract<Route, { kind: "check" }>,
     started: number,
-    answer: CachedAnswer,
+    answer: CacheEntry,
     result: CacheResult,
   ) => {
     if (log.enabled("debug")) {
@@ -136,7 +136,7 @@ export function createHandler(options: HandlerOptions): (req: HealthRequest) => 
       const fresh = cache.peek(route.key);
       if (fresh) return fromCache(req, route, started, fresh, "hit");
       return cache.get(route.key).then(
-        ({ answer, result }) => fromCache(req, route, started, answer, result),
+        ({ entry, result }) => fromCache(req, route, started, entry, result),
         (e) => finish(req, route, started, failed(req, e), "local"),
       );
     } catch (e) {
@@ -156,7 +156,7 @@ export function metricsHandler(
         ? metricsAnswer(render())
         : route.kind === "error"
         ? errorAnswer(route)
-        : jsonAnswer(404, { error: "not found" }),
+        : jsonResponse(404, { error: "not found" }),
     );
   };
 }
@@ -166,7 +166,7 @@ function metricsAnswer(body: string): HealthResponse {
 }
 
 function errorAnswer(route: Extract<Route, { kind: "error" }>): HealthResponse {
-  const res = jsonAnswer(route.status, { error: route.message });
+  const res = jsonResponse(route.status, { error: route.message });
   if (route.allow) res.headers.allow = route.allow.join(", ");
   return res;
 }

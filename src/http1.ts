@@ -129,7 +129,7 @@ export function serveHttp1(
     return memo.byFlags[flags] ??= encodeResponse(res, head, keepAlive, http10, date);
   };
   const refuse = async (c: Connection, status: number, message: string) => {
-    await write(c, answer(c, jsonAnswer(status, { error: message }), "GET", false, false));
+    await write(c, answer(c, jsonResponse(status, { error: message }), "GET", false, false));
     await drain(c);
   };
   // Closing with unread bytes makes the kernel send a reset, which can destroy the answer before
@@ -187,7 +187,7 @@ export function serveHttp1(
           res = result instanceof Promise ? await result : result;
         } catch (e) {
           options.onHandlerError?.(e as Error);
-          res = jsonAnswer(500, { error: "internal error" });
+          res = jsonResponse(500, { error: "internal error" });
         }
         // A body is never read, so the connection cannot carry another request after it.
         const keepAlive = req.keepAlive && !req.hasBody && !stopping;
@@ -454,7 +454,7 @@ export class WireRequest implements HealthRequest {
 export const JSON_TYPE = "application/json";
 
 /** An answer whose body is `body` as JSON. */
-export function jsonAnswer(status: number, body: unknown): HealthResponse {
+export function jsonResponse(status: number, body: unknown): HealthResponse {
   return { status, headers: { "content-type": JSON_TYPE }, body: JSON.stringify(body) };
 }
 

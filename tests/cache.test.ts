@@ -4,13 +4,13 @@ import { HealthCache } from "../src/cache.ts";
 
 /** A backend whose answers the test releases one by one. */
 function controlledBackend() {
-  const calls: { key: string; answer: PromiseWithResolvers<BackendOutcome> }[] = [];
+  const calls: { key: string; reply: PromiseWithResolvers<BackendOutcome> }[] = [];
   return {
     calls,
     fetch(key: string) {
-      const answer = Promise.withResolvers<BackendOutcome>();
-      calls.push({ key, answer });
-      return answer.promise;
+      const reply = Promise.withResolvers<BackendOutcome>();
+      calls.push({ key, reply });
+      return reply.promise;
     },
   };
 }
@@ -27,16 +27,16 @@ Deno.test("cache: an answer is fresh for exactly ttl from the moment the backend
   const cache = new HealthCache({ ttl: 1, fetch: backend.fetch, now: () => now });
   const first = cache.get("/primary");
   now = 1500; // the backend takes 500 ms to answer
-  backend.calls[0].answer.resolve(ok(200));
+  backend.calls[0].reply.resolve(ok(200));
   assert.equal((await first).result, "miss");
   now = 2499;
   const hit = await cache.get("/primary");
-  assert.deepEqual([hit.result, hit.answer.status, hit.answer.storedAt], ["hit", 200, 1500]);
+  assert.deepEqual([hit.result, hit.entry.status, hit.entry.storedAt], ["hit", 200, 1500]);
   now = 2500;
   const expired = cache.get("/primary");
   assert.equal(backend.calls.length, 2, "expired exactly at storedAt + ttl");
-  backend.calls[1].answer.resolve(ok(503));
-  assert.deepEqual([(await expired).result, (await expired).answer.status], ["miss", 503]);
+  backend.calls[1].reply.resolve(ok(503));
+  assert.deepEqual([(await expired).result, (await expired).entry.status], ["miss", 503]);
 });
 
 Deno.test("cache: concurrent requests for a cold key share one backend request", async () => {
@@ -45,10 +45,10 @@ Deno.test("cache: concurrent requests for a cold key share one backend request",
   const pending = Array.from({ length: 50 }, () => cache.get("/replica?lag=1MB"));
   assert.equal(backend.calls.length, 1);
   assert.equal(cache.inFlight, 1);
-  backend.calls[0].answer.resolve(ok(200, "replica"));
+  backend.calls[0].reply.resolve(ok(200, "replica"));
   const results = await Promise.all(pending);
   assert.equal(results[0].result, "miss");
-  assert.ok(results.slice(1).every((r) => r.result === "coalesced" && r.answer.status === 200));
+  assert.ok(results.slice(1).every((r) => r.result === "coalesced" && r.entry.status === 200));
   assert.equal(cache.inFlight, 0);
 });
 
@@ -78,16 +78,16 @@ Deno.test("cache: a failure is a 503 with an error body, cached for ttl, never a
     fetch: () => Promise.resolve(outcomes[calls++]),
     now: () => now,
   });
-  assert.equal((await cache.get("/primary")).answer.status, 200);
+  assert.equal((await cache.get("/primary")).entry.status, 200);
   now = 1000;
   const failed = await cache.get("/primary");
-  assert.equal(failed.answer.status, 503);
-  assert.equal(failed.answer.failure, "timeout");
-  assert.deepEqual(JSON.parse(failed.answer.body), { error: "no answer within 2s" });
+  assert.equal(failed.entry.status, 503);
+  assert.equal(failed.entry.failure, "timeout");
+  assert.deepEqual(JSON.parse(failed.entry.body), { error: "no answer within 2s" });
   now = 1999;
   assert.deepEqual([(await cache.get("/primary")).result, calls], ["hit", 2]);
   now = 2000;
-  assert.equal((await cache.get("/primary")).answer.status, 200);
+  assert.equal((await cache.get("/primary")).entry.status, 200);
   assert.equal(calls, 3);
 });
 
@@ -96,12 +96,12 @@ Deno.test("cache: ttl 0 stores nothing but still coalesces", async () => {
   const cache = new HealthCache({ ttl: 0, fetch: backend.fetch, now: () => 0 });
   const a = cache.get("/primary"), b = cache.get("/primary");
   assert.equal(backend.calls.length, 1);
-  backend.calls[0].answer.resolve(ok(200));
+  backend.calls[0].reply.resolve(ok(200));
   assert.deepEqual([(await a).result, (await b).result], ["miss", "coalesced"]);
   assert.equal(cache.size, 0);
   const c = cache.get("/primary");
   assert.equal(backend.calls.length, 2);
-  backend.calls[1].answer.resolve(ok(200));
+  backend.calls[1].reply.resolve(ok(200));
   await c;
 });
 
