@@ -1,6 +1,29 @@
-// Configuration: the YAML file -> a typed, validated Config with defaults; every key is declared here.
-import { parseYaml, toValue, YamlError, type YamlNode } from "./yaml.ts";
+// Configuration: every key declared once, the YAML file -> a validated Config, and what changed between two.
+import { parseYaml, YamlError, type YamlNode } from "./yaml.ts";
 import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "./log.ts";
+import { routeRequest } from "./routes.ts";
+import {
+  bool,
+  type Check,
+  fail,
+  fileNames,
+  type FileSchema,
+  type FileValues,
+  host,
+  input,
+  integer,
+  key,
+  type KeyPath,
+  oneOf,
+  port,
+  readFile,
+  reason,
+  seconds,
+  type Settings,
+  settings,
+  show,
+  text,
+} from "./schema.ts";
 import {
   GO_CIPHER_SUITES,
   type KeyKind,
@@ -11,8 +34,98 @@ import {
   parsePrivateKey,
   runtimeSuites,
   TLS_VERSIONS,
-  type TlsVersionName,
 } from "./tls.ts";
+
+/** Go crypto/tls cipher-suite names, as a list or one string separated by spaces, commas or colons. */
+const cipherList: Check<string[]> = (v) => {
+  const names: unknown = typeof v === "string" ? v.split(/[\s,:]+/).filter(Boolean) : v;
+  if (!Array.isArray(names) || names.length === 0) {
+    return fail("must be a list of Go cipher-suite names");
+  }
+  return names.map((name) =>
+    typeof name === "string" && GO_CIPHER_SUITES.has(name) ? name : fail(
+      `unknown cipher suite ${show(name)} (Go crypto/tls names, e.g. TLS_AES_128_GCM_SHA256)`,
+    )
+  );
+};
+
+/** An access-log format using only the known placeholders. */
+const logformat: Check<string> = (v) => {
+  const s = text(v);
+  const bad = s.match(/%./g)?.find((p) => !LOG_FORMAT_PLACEHOLDERS.some((known) => known === p));
+  return bad ? fail(`unknown placeholder ${bad} (known: ${LOG_FORMAT_PLACEHOLDERS.join(" ")})`) : s;
+};
+
+/** A request target that the router forwards to Patroni as a health check; kept as written. */
+const healthCheck: Check<string> = (v) => {
+  const target = text(v);
+  const route = routeRequest("GET", target, false);
+  if (route.kind === "check") return target;
+  const why = route.kind === "error" ? ` (${route.message})` : "";
+  return fail(
+    `must be one of Patroni's health checks, such as /primary or /replica?lag=1MB: got ${
+      show(target)
+    }${why}`,
+  );
+};
+
+/** Every key of the file, declared once: its check, its default, and whether Config holds it as itself. */
+const SCHEMA = {
+  frontend: {
+    host: key(host, "localhost"),
+    port: key(port, 80),
+    /** With keyfile: HTTPS, read into `tls`. */
+    certfile: input(text),
+    keyfile: input(text),
+    "tls-min-version": key(oneOf(TLS_VERSIONS), "TLSv1.2"),
+    /** Validated only: the runtime cannot restrict its suites. */
+    "tls-ciphers": input(cipherList),
+    /** Access-log format (`%a %m %U %s %D %C`). */
+    logformat: key(logformat, DEFAULT_LOG_FORMAT),
+  },
+  backend: {
+    host: key(host, "127.0.0.1"),
+    port: key(port, 8008),
+    scheme: key(oneOf(["http", "https"]), "http"),
+    /** Skip certificate checks. */
+    insecure: key(bool, false),
+    /** Trusted CAs, read into `ca` (else the system bundle, for https). */
+    cafile: input(text),
+    /** With keyfile: a client certificate, read into `client`. */
+    certfile: input(text),
+    keyfile: input(text),
+    /** Seconds per backend request. */
+    timeout: key(seconds(0, false), 2),
+  },
+  cache: {
+    /** Seconds an entry (a status or a failure) is served; 0 disables caching, not coalescing. */
+    ttl: key(seconds(0, true), 1),
+    /** Seconds between sweeps that free expired entries. */
+    interval: key(seconds(0, false), 0.25),
+    "max-entries": key(integer(1, 1_000_000), 1000),
+  },
+  metrics: {
+    enabled: key(bool, true),
+    /** With port: a listener of its own, `listener` (host defaults to frontend.host). */
+    host: input(host),
+    port: input(port),
+  },
+  agent: {
+    /** Default: the effective frontend.host. */
+    host: key(host),
+    /** The agent-check listener runs only when it is set. */
+    port: key(port),
+    /** The check answered when the client sends no line. */
+    check: key(healthCheck, "/primary"),
+    /** The word for a healthy member in another role. */
+    mismatch: key(oneOf(["maint", "drain"]), "maint"),
+  },
+  "log-format": key(oneOf(["text", "json"]), "text"),
+} satisfies FileSchema;
+
+type Schema = typeof SCHEMA;
+type Path = KeyPath<Schema>;
+type Values = FileValues<Schema>;
 
 /** A certificate and its key, read from `certfile`/`keyfile`. */
 export interface KeyPair {
@@ -23,67 +136,48 @@ export interface KeyPair {
   keyKind: KeyKind;
 }
 
-/** `frontend:` where and how patroniglue listens. */
-export interface FrontendConfig {
-  /** @default {"localhost"} */
+/** A listener's address. */
+export interface ListenAddress {
   host: string;
-  /** @default {80} */
   port: number;
-  /** HTTPS when set (from `certfile` and `keyfile`). @default {undefined} */
+}
+
+/** `frontend:` where and how patroniglue listens. */
+export interface FrontendConfig extends Settings<Schema["frontend"]> {
+  /** HTTPS when set (from `certfile` and `keyfile`). */
   tls?: KeyPair;
-  /** @default {"TLSv1.2"} */
-  tlsMinVersion: TlsVersionName;
-  /** Go cipher-suite names; undefined means the runtime's defaults. @default {undefined} */
-  tlsCiphers?: string[];
-  /** Access-log format (`%a %m %U %s %D %C`). @default {"%a - %m %U"} */
-  logformat: string;
 }
 
 /** `backend:` the Patroni REST API. */
-export interface BackendConfig {
-  /** @default {"127.0.0.1"} */
-  host: string;
-  /** @default {8008} */
-  port: number;
-  /** @default {"http"} */
-  scheme: "http" | "https";
-  /** Skip certificate checks. @default {false} */
-  insecure: boolean;
-  /** Trusted CAs (or a self-signed certificate) PEM, from `cafile`, else the system bundle for https. @default {undefined} */
+export interface BackendConfig extends Settings<Schema["backend"]> {
+  /** Trusted CAs (or a self-signed certificate) PEM, from `cafile`, else the system bundle for https. */
   ca?: { cafile: string; pem: string };
-  /** Client certificate for Patroni's `verify_client`. @default {undefined} */
+  /** Client certificate for Patroni's `verify_client`. */
   client?: KeyPair;
-  /** Seconds per backend request. @default {2} */
-  timeout: number;
 }
 
-/** `cache:` how long answers live. */
-export interface CacheConfig {
-  /** Seconds an answer (or a failure) is served; 0 disables caching, not coalescing. @default {1} */
-  ttl: number;
-  /** Seconds between sweeps that free expired entries. @default {0.25} */
-  interval: number;
-  /** Entries kept at most. @default {1000} */
-  maxEntries: number;
-}
+/** `cache:` how long entries live. */
+export type CacheConfig = Settings<Schema["cache"]>;
 
 /** `metrics:` the Prometheus endpoint. */
-export interface MetricsConfig {
-  /** @default {true} */
-  enabled: boolean;
-  /** A separate listener when `port` is set; otherwise `/metrics` is on the frontend. @default {undefined} */
-  listener?: { host: string; port: number };
+export interface MetricsConfig extends Settings<Schema["metrics"]> {
+  /** A separate listener when `port` is set; otherwise `/metrics` is on the frontend. */
+  listener?: ListenAddress;
 }
 
+/** `agent:` the HAProxy agent-check listener, host and port resolved. */
+export type AgentConfig = { [K in keyof AgentSettings]-?: NonNullable<AgentSettings[K]> };
+type AgentSettings = Settings<Schema["agent"]>;
+
 /** The whole validated configuration. */
-export interface Config {
+export interface Config extends Settings<Schema> {
   file: string;
   frontend: FrontendConfig;
   backend: BackendConfig;
   cache: CacheConfig;
   metrics: MetricsConfig;
-  /** `log-format`: text or json. @default {"text"} */
-  logFormat: "text" | "json";
+  /** Set when `agent.port` is. */
+  agent?: AgentConfig;
   /** Things worth a warning at start (never errors). */
   warnings: string[];
 }
@@ -107,121 +201,6 @@ export class ConfigError extends Error {
 /** Problems reported at most (a broken file can have thousands). */
 const MAX_PROBLEMS = 20;
 
-type Value = unknown;
-type Check = (value: Value) => Value;
-
-const fail = (message: string): never => {
-  throw new RangeError(message);
-};
-const show = (v: Value): string => {
-  if (typeof v === "string") return JSON.stringify(v);
-  if (v === null || typeof v !== "object") return String(v);
-  try {
-    return JSON.stringify(v);
-  } catch {
-    return Array.isArray(v) ? "a list" : "a mapping";
-  }
-};
-
-const string: Check = (v) =>
-  typeof v === "string" && v !== "" ? v : fail(`must be a non-empty string: got ${show(v)}`);
-const host: Check = (v) => {
-  const s = string(v) as string;
-  if (s.includes("://")) fail(`must be a host name or IP address, not a URL: got ${show(s)}`);
-  if (!/^(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z._:%-]+)$/.test(s)) {
-    fail(`must be a host name or IP address: got ${show(s)}`);
-  }
-  return s.startsWith("[") ? s.slice(1, -1) : s;
-};
-const port: Check = (v) =>
-  Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535
-    ? v
-    : fail(`must be an integer from 1 to 65535: got ${show(v)}`);
-const bool: Check = (v) =>
-  typeof v === "boolean" ? v : fail(`must be true or false: got ${show(v)}`);
-const seconds = (min: number, inclusive: boolean): Check => (v) => {
-  if (typeof v !== "number" || !Number.isFinite(v)) {
-    return fail(`must be a number of seconds: got ${show(v)}`);
-  }
-  if (inclusive ? v < min : v <= min) {
-    return fail(`must be ${inclusive ? "at least" : "more than"} ${min} seconds: got ${v}`);
-  }
-  return v <= 86400 ? v : fail(`must be at most 86400 seconds: got ${v}`);
-};
-const oneOf = (choices: readonly string[]): Check => (v) =>
-  typeof v === "string" && choices.includes(v)
-    ? v
-    : fail(`must be one of ${choices.join(", ")}: got ${show(v)}`);
-const cipherList: Check = (v) => {
-  const names = typeof v === "string" ? v.split(/[\s,:]+/).filter(Boolean) : v;
-  if (!Array.isArray(names) || names.length === 0) {
-    return fail("must be a list of Go cipher-suite names");
-  }
-  for (const name of names) {
-    if (typeof name !== "string" || !GO_CIPHER_SUITES.has(name)) {
-      fail(`unknown cipher suite ${show(name)} (Go crypto/tls names, e.g. TLS_AES_128_GCM_SHA256)`);
-    }
-  }
-  return names;
-};
-const logformat: Check = (v) => {
-  const s = string(v) as string;
-  const bad = s.match(/%./g)?.find((p) =>
-    !(LOG_FORMAT_PLACEHOLDERS as readonly string[]).includes(p)
-  );
-  return bad ? fail(`unknown placeholder ${bad} (known: ${LOG_FORMAT_PLACEHOLDERS.join(" ")})`) : s;
-};
-const entryCount: Check = (v) =>
-  Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1_000_000
-    ? v
-    : fail(`must be an integer from 1 to 1000000: got ${show(v)}`);
-
-/** Where Go's crypto/x509 looks for the system's CA bundle on Linux, BSD and macOS. */
-const SYSTEM_CA_BUNDLES = [
-  "/etc/ssl/certs/ca-certificates.crt",
-  "/etc/pki/tls/certs/ca-bundle.crt",
-  "/etc/ssl/ca-bundle.pem",
-  "/etc/pki/tls/cacert.pem",
-  "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-  "/etc/ssl/cert.pem",
-];
-
-/** Every key of the file, with its check and default; the one place a key is declared. */
-const SCHEMA: Record<string, Record<string, { check: Check; default?: Value }>> = {
-  frontend: {
-    host: { check: host, default: "localhost" },
-    port: { check: port, default: 80 },
-    certfile: { check: string },
-    keyfile: { check: string },
-    "tls-min-version": { check: oneOf(TLS_VERSIONS), default: "TLSv1.2" },
-    "tls-ciphers": { check: cipherList },
-    logformat: { check: logformat, default: DEFAULT_LOG_FORMAT },
-  },
-  backend: {
-    host: { check: host, default: "127.0.0.1" },
-    port: { check: port, default: 8008 },
-    scheme: { check: oneOf(["http", "https"]), default: "http" },
-    insecure: { check: bool, default: false },
-    cafile: { check: string },
-    certfile: { check: string },
-    keyfile: { check: string },
-    timeout: { check: seconds(0, false), default: 2 },
-  },
-  cache: {
-    ttl: { check: seconds(0, true), default: 1 },
-    interval: { check: seconds(0, false), default: 0.25 },
-    "max-entries": { check: entryCount, default: 1000 },
-  },
-  metrics: {
-    enabled: { check: bool, default: true },
-    host: { check: host },
-    port: { check: port },
-  },
-};
-const TOP_LEVEL_SCALARS: Record<string, { check: Check; default: Value }> = {
-  "log-format": { check: oneOf(["text", "json"]), default: "text" },
-};
-
 /** Reads and validates a configuration file; throws {@linkcode ConfigError} naming every problem. */
 export async function loadConfig(file: string): Promise<Config> {
   let text: string;
@@ -235,277 +214,344 @@ export async function loadConfig(file: string): Promise<Config> {
 
 /** Validates YAML text as a configuration, reading the PEM files it names. */
 export async function parseConfig(text: string, file: string): Promise<Config> {
-  let root: YamlNode | null;
+  const reading = readFile(SCHEMA, parseDocument(text, file), file);
+  const report = new Report(file, reading.positions, reading.problems);
+  const files = await loadFiles(reading.values, report);
+  const facts: Facts = {
+    values: reading.values,
+    files,
+    written: (path) => reading.positions.has(path),
+  };
+  for (const rule of RULES) report.add(rule(facts));
+  if (report.problems.length) throw new ConfigError(report.problems, file);
+  return assemble(file, reading.values, files, report.warnings);
+}
+
+function parseDocument(text: string, file: string): YamlNode | null {
   try {
-    root = parseYaml(text);
+    return parseYaml(text);
   } catch (e) {
     if (!(e instanceof YamlError)) throw e;
     throw new ConfigError([`${file}:${e.line}:${e.col}: YAML syntax: ${e.message}`], file);
   }
-  const problems: string[] = [];
-  const at = (node: YamlNode | null | undefined) =>
-    node ? `${file}:${node.line}:${node.col}` : file;
+}
 
-  const values: Record<string, Record<string, Value>> = {};
-  const nodes: Record<string, YamlNode | undefined> = {};
-  for (const section of Object.keys(SCHEMA)) values[section] = {};
-  const topLevel: Record<string, Value> = {};
-
-  if (root !== null && !(root.kind === "scalar" && root.value === null) && root.kind !== "map") {
-    throw new ConfigError([`${at(root)}: the configuration must be a mapping of sections`]);
-  }
-  for (const pair of root?.kind === "map" ? root.items : []) {
-    const name = keyName(pair.key);
-    const keyNode = pair.key;
-    const valueNode = pair.value;
-    if (name in TOP_LEVEL_SCALARS) {
-      try {
-        topLevel[name] = TOP_LEVEL_SCALARS[name].check(toValue(valueNode) as Value);
-      } catch (e) {
-        problems.push(`${at(valueNode ?? keyNode)}: ${name}: ${reason(e)}`);
-      }
-      continue;
-    }
-    const schema = SCHEMA[name];
-    if (!schema) {
-      problems.push(`${at(keyNode)}: unknown section '${name}'${suggest(name, knownTopLevel())}`);
-      continue;
-    }
-    if (valueNode === null || (valueNode.kind === "scalar" && valueNode.value === null)) continue;
-    if (valueNode.kind !== "map") {
-      problems.push(`${at(valueNode)}: ${name}: must be a mapping of keys`);
-      continue;
-    }
-    for (const item of valueNode.items) {
-      const key = keyName(item.key);
-      const path = `${name}.${key}`;
-      const node = item.value;
-      const spec = schema[key];
-      if (!spec) {
-        problems.push(
-          `${at(item.key)}: unknown key '${path}'${suggest(key, Object.keys(schema))}`,
-        );
-        continue;
-      }
-      try {
-        values[name][key] = spec.check(toValue(node) as Value);
-        nodes[path] = node ?? item.key;
-      } catch (e) {
-        problems.push(`${at(node ?? item.key)}: ${path}: ${reason(e)}`);
-      }
-    }
-  }
-  for (const [section, schema] of Object.entries(SCHEMA)) {
-    for (const [key, spec] of Object.entries(schema)) {
-      if (values[section][key] === undefined && spec.default !== undefined) {
-        values[section][key] = spec.default;
-      }
-    }
-  }
-  const where = (path: string) => `${nodes[path] ? at(nodes[path]) : file}: ${path}`;
-  const warnings: string[] = [];
-  const f = values.frontend, b = values.backend, c = values.cache, m = values.metrics;
-
-  const readPair = async (section: string): Promise<KeyPair | undefined> => {
-    const v = values[section];
-    if (v.certfile === undefined && v.keyfile === undefined) return undefined;
-    if (v.certfile === undefined || v.keyfile === undefined) {
-      const [have, missing] = v.certfile === undefined
-        ? ["keyfile", "certfile"]
-        : ["certfile", "keyfile"];
-      problems.push(`${where(`${section}.${have}`)}: is set but ${section}.${missing} is not`);
-      return undefined;
-    }
-    const cert = await readPem(`${section}.certfile`, v.certfile as string);
-    const key = await readPem(`${section}.keyfile`, v.keyfile as string);
-    if (cert === undefined || key === undefined) return undefined;
-    try {
-      const { leaf } = parseCertificates(cert);
-      const keyObject = parsePrivateKey(key);
-      if (!leaf.checkPrivateKey(keyObject)) {
-        problems.push(
-          `${
-            where(`${section}.keyfile`)
-          }: ${v.keyfile} does not match the certificate in ${v.certfile}`,
-        );
-        return undefined;
-      }
-      if (Date.parse(leaf.validTo) < Date.now()) {
-        warnings.push(`${section}.certfile: ${v.certfile} expired on ${leaf.validTo}`);
-      }
-      return {
-        certfile: v.certfile as string,
-        keyfile: v.keyfile as string,
-        cert,
-        key,
-        keyKind: keyKindOf(leaf),
-      };
-    } catch (e) {
-      const isKey = /private key/.test(reason(e));
-      const path = `${section}.${isKey ? "keyfile" : "certfile"}`;
-      problems.push(`${where(path)}: ${isKey ? v.keyfile : v.certfile}: ${reason(e)}`);
-      return undefined;
-    }
-  };
-  const readPem = async (path: string, filename: string): Promise<string | undefined> => {
-    try {
-      await loadPemSupport();
-      return await Deno.readTextFile(filename);
-    } catch (e) {
-      problems.push(`${where(path)}: cannot read ${filename}: ${reason(e)}`);
-      return undefined;
-    }
-  };
-
-  const tls = await readPair("frontend");
-  const client = await readPair("backend");
-  let ca: BackendConfig["ca"];
-  if (b.cafile !== undefined) {
-    const pem = await readPem("backend.cafile", b.cafile as string);
-    if (pem !== undefined) {
-      try {
-        parseCertificates(pem);
-        ca = { cafile: b.cafile as string, pem };
-      } catch (e) {
-        problems.push(`${where("backend.cafile")}: ${b.cafile}: ${reason(e)}`);
-      }
-    }
-  }
-  if (b.scheme === "https" && b.insecure !== true && b.cafile === undefined) {
-    // The system's roots, read where Go reads them (the runtime would need --allow-sys for its own).
-    for (const bundle of SYSTEM_CA_BUNDLES) {
-      try {
-        ca = { cafile: bundle, pem: await Deno.readTextFile(bundle) };
-        break;
-      } catch { /* not on this system */ }
-    }
-    if (!ca) {
-      problems.push(
-        `${where("backend.scheme")}: https without backend.cafile, and no system CA bundle found (${
-          SYSTEM_CA_BUNDLES.join(", ")
-        }); set backend.cafile`,
-      );
-    }
-  }
-  if (b.insecure === true && b.cafile !== undefined) {
-    problems.push(
-      `${
-        where("backend.insecure")
-      }: is true, which disables the check that backend.cafile asks for; set one of them`,
-    );
-  }
-  if (b.scheme === "http") {
-    for (const key of ["insecure", "cafile", "certfile", "keyfile"]) {
-      if (b[key] !== undefined && b[key] !== false) {
-        warnings.push(`backend.${key} has no effect with scheme http`);
-      }
-    }
-  }
-  const ciphers = f["tls-ciphers"] as string[] | undefined;
-  if (tls === undefined) {
-    for (const key of ["tls-min-version", "tls-ciphers"]) {
-      if (nodes[`frontend.${key}`]) {
-        warnings.push(`frontend.${key} has no effect without frontend.certfile and keyfile`);
-      }
-    }
-  } else {
-    const min = f["tls-min-version"] as TlsVersionName;
-    if (nodes["frontend.tls-min-version"] && min !== "TLSv1.2" && min !== "TLSv1.3") {
-      warnings.push(
-        `frontend.tls-min-version ${min}: TLS 1.0 and 1.1 are never offered by this runtime; the minimum is TLSv1.2`,
-      );
-    }
-    if (ciphers) {
-      const offered = offerableSuites(ciphers, tls.keyKind);
-      const runtime = runtimeSuites(tls.keyKind);
-      if (offered.length === 0) {
-        problems.push(
-          `${
-            where("frontend.tls-ciphers")
-          }: none of these suites can be offered with a ${tls.keyKind} key by this runtime; it offers ${
-            runtime.join(", ")
-          }`,
-        );
-      } else if (runtime.length !== ciphers.length || offered.length !== ciphers.length) {
-        warnings.push(
-          `frontend.tls-ciphers cannot restrict suites under this runtime; offered: ${
-            runtime.join(", ")
-          }`,
-        );
-      }
-    }
-  }
-  if (m.port === undefined && m.host !== undefined) {
-    problems.push(`${where("metrics.host")}: is set but metrics.port is not`);
-  }
-  if (problems.length) throw new ConfigError(problems, file);
-
+/** The Config a valid reading gives: settings as they are, inputs turned into what they name. */
+function assemble(file: string, values: Values, files: LoadedFiles, warnings: string[]): Config {
+  const { frontend, backend, cache, metrics, agent } = values;
   return {
     file,
-    frontend: {
-      host: f.host as string,
-      port: f.port as number,
-      tls,
-      tlsMinVersion: f["tls-min-version"] as TlsVersionName,
-      tlsCiphers: ciphers,
-      logformat: f.logformat as string,
-    },
-    backend: {
-      host: b.host as string,
-      port: b.port as number,
-      scheme: b.scheme as "http" | "https",
-      insecure: b.insecure as boolean,
-      ca,
-      client,
-      timeout: b.timeout as number,
-    },
-    cache: {
-      ttl: c.ttl as number,
-      interval: c.interval as number,
-      maxEntries: c["max-entries"] as number,
-    },
+    ...settings(SCHEMA, values),
+    frontend: { ...settings(SCHEMA.frontend, frontend), tls: files.tls },
+    backend: { ...settings(SCHEMA.backend, backend), ca: files.ca, client: files.client },
+    cache: settings(SCHEMA.cache, cache),
     metrics: {
-      enabled: m.enabled as boolean,
-      listener: m.port === undefined
+      ...settings(SCHEMA.metrics, metrics),
+      listener: metrics.port === undefined
         ? undefined
-        : { host: (m.host as string | undefined) ?? f.host as string, port: m.port as number },
+        : { host: metrics.host ?? frontend.host, port: metrics.port },
     },
-    logFormat: (topLevel["log-format"] ?? TOP_LEVEL_SCALARS["log-format"].default) as
-      | "text"
-      | "json",
+    agent: agent.port === undefined
+      ? undefined
+      : { ...settings(SCHEMA.agent, agent), host: agent.host ?? frontend.host, port: agent.port },
     warnings,
   };
 }
 
-/** A mapping key as text. */
-function keyName(key: YamlNode): string {
-  return key.kind === "scalar" ? String(key.value) : "(a mapping or list as a key)";
-}
+/** Problems (each at a key's position) and warnings, collected over the whole validation. */
+class Report {
+  readonly warnings: string[] = [];
+  constructor(
+    readonly file: string,
+    readonly positions: ReadonlyMap<string, YamlNode>,
+    readonly problems: string[],
+  ) {}
 
-function knownTopLevel(): string[] {
-  return [...Object.keys(SCHEMA), ...Object.keys(TOP_LEVEL_SCALARS)];
-}
-
-function reason(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
-/** ` (did you mean 'port'?)` when a known name is one or two edits away. */
-function suggest(name: string, known: string[]): string {
-  const close = known.find((k) => editDistance(name, k) <= 2);
-  return close ? ` (did you mean '${close}'?)` : ` (known: ${known.join(", ")})`;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const next = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = row[j];
-      row[j] = next;
-    }
+  /** `file:line:col: path: message`, or `file: path: message` for a key the file does not write. */
+  problem(path: Path, message: string): void {
+    const node = this.positions.get(path);
+    const at = node ? `${this.file}:${node.line}:${node.col}` : this.file;
+    this.problems.push(`${at}: ${path}: ${message}`);
   }
-  return row[b.length];
+
+  warning(message: string): void {
+    this.warnings.push(message);
+  }
+
+  add(finding: Finding): void {
+    if (finding === undefined) return;
+    if ("problem" in finding) this.problem(finding.at, finding.problem);
+    else this.warning(finding.warning);
+  }
+}
+
+// Loading the files a config names.
+
+/** What the files a config names hold. */
+type LoadedFiles = Pick<FrontendConfig, "tls"> & Pick<BackendConfig, "ca" | "client">;
+
+/** Where Go's crypto/x509 looks for the system's CA bundle on Linux, BSD and macOS. */
+const SYSTEM_CA_BUNDLES = [
+  "/etc/ssl/certs/ca-certificates.crt",
+  "/etc/pki/tls/certs/ca-bundle.crt",
+  "/etc/ssl/ca-bundle.pem",
+  "/etc/pki/tls/cacert.pem",
+  "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+  "/etc/ssl/cert.pem",
+];
+
+/** Reads the frontend's and the client's key pairs and the trusted CAs; what fails is reported. */
+async function loadFiles(values: Values, report: Report): Promise<LoadedFiles> {
+  const { backend } = values;
+  const tls = await loadKeyPair("frontend", values.frontend, report);
+  const client = await loadKeyPair("backend", backend, report);
+  let ca: LoadedFiles["ca"];
+  if (backend.cafile !== undefined) {
+    ca = await loadCaFile(backend.cafile, report);
+  } else if (backend.scheme === "https" && !backend.insecure) {
+    ca = await loadSystemBundle(report);
+  }
+  return { tls, client, ca };
+}
+
+/** A certificate and its matching key; undefined unless both files are named. */
+async function loadKeyPair(
+  section: "frontend" | "backend",
+  { certfile, keyfile }: { certfile?: string; keyfile?: string },
+  report: Report,
+): Promise<KeyPair | undefined> {
+  if (certfile === undefined || keyfile === undefined) return undefined;
+  const certPath: Path = `${section}.certfile`, keyPath: Path = `${section}.keyfile`;
+  const cert = await readPem(certPath, certfile, (pem) => parseCertificates(pem).leaf, report);
+  const key = await readPem(keyPath, keyfile, parsePrivateKey, report);
+  if (cert === undefined || key === undefined) return undefined;
+  if (!cert.parsed.checkPrivateKey(key.parsed)) {
+    report.problem(keyPath, `${keyfile} does not match the certificate in ${certfile}`);
+    return undefined;
+  }
+  const { validTo } = cert.parsed;
+  if (Date.parse(validTo) < Date.now()) {
+    report.warning(`${certPath}: ${certfile} expired on ${validTo}`);
+  }
+  return { certfile, keyfile, cert: cert.pem, key: key.pem, keyKind: keyKindOf(cert.parsed) };
+}
+
+async function loadCaFile(cafile: string, report: Report): Promise<LoadedFiles["ca"]> {
+  const ca = await readPem("backend.cafile", cafile, parseCertificates, report);
+  return ca && { cafile, pem: ca.pem };
+}
+
+/** The system's roots, read where Go reads them (the runtime would need --allow-sys for its own). */
+async function loadSystemBundle(report: Report): Promise<LoadedFiles["ca"]> {
+  for (const bundle of SYSTEM_CA_BUNDLES) {
+    try {
+      return { cafile: bundle, pem: await Deno.readTextFile(bundle) };
+    } catch { /* not on this system */ }
+  }
+  report.problem(
+    "backend.scheme",
+    `https without backend.cafile, and no system CA bundle found (${
+      SYSTEM_CA_BUNDLES.join(", ")
+    }); set backend.cafile`,
+  );
+  return undefined;
+}
+
+/** A PEM file's text and what `parse` makes of it; undefined, the reason reported at `path`, if either fails. */
+async function readPem<T>(
+  path: Path,
+  filename: string,
+  parse: (pem: string) => T,
+  report: Report,
+): Promise<{ pem: string; parsed: T } | undefined> {
+  let pem: string;
+  try {
+    await loadPemSupport();
+    pem = await Deno.readTextFile(filename);
+  } catch (e) {
+    report.problem(path, `cannot read ${filename}: ${reason(e)}`);
+    return undefined;
+  }
+  try {
+    return { pem, parsed: parse(pem) };
+  } catch (e) {
+    report.problem(path, `${filename}: ${reason(e)}`);
+    return undefined;
+  }
+}
+
+// Cross-field rules: each looks at the values (and the files read) and gives a problem or a warning.
+
+/** What a rule sees. */
+interface Facts {
+  /** Every key's value, defaults applied. */
+  values: Values;
+  files: LoadedFiles;
+  /** Whether the file writes `path` (valid or not). */
+  written(path: Path): boolean;
+}
+type Finding = { at: Path; problem: string } | { warning: string } | undefined;
+type Rule = (facts: Facts) => Finding;
+
+/** `certfile` and `keyfile`: both or neither (the original silently fell back to HTTP). */
+const bothOrNeither = (section: "frontend" | "backend"): Rule => ({ written }) => {
+  const cert = written(`${section}.certfile`);
+  if (cert === written(`${section}.keyfile`)) return undefined;
+  const have = cert ? "certfile" : "keyfile", missing = cert ? "keyfile" : "certfile";
+  return { at: `${section}.${have}`, problem: `is set but ${section}.${missing} is not` };
+};
+
+const insecureWithCafile: Rule = ({ values: { backend } }) =>
+  backend.insecure && backend.cafile !== undefined
+    ? {
+      at: "backend.insecure",
+      problem: "is true, which disables the check that backend.cafile asks for; set one of them",
+    }
+    : undefined;
+
+const noEffectWithHttp =
+  (name: "insecure" | "cafile" | "certfile" | "keyfile"): Rule => ({ values: { backend } }) =>
+    backend.scheme === "http" && backend[name] !== undefined && backend[name] !== false
+      ? { warning: `backend.${name} has no effect with scheme http` }
+      : undefined;
+
+const needsCertificate = (name: "tls-min-version" | "tls-ciphers"): Rule => ({ files, written }) =>
+  files.tls === undefined && written(`frontend.${name}`)
+    ? { warning: `frontend.${name} has no effect without frontend.certfile and keyfile` }
+    : undefined;
+
+const versionBelowRuntime: Rule = ({ values: { frontend }, files, written }) => {
+  const min = frontend["tls-min-version"];
+  if (!files.tls || !written("frontend.tls-min-version")) return undefined;
+  return min === "TLSv1.2" || min === "TLSv1.3" ? undefined : {
+    warning:
+      `frontend.tls-min-version ${min}: TLS 1.0 and 1.1 are never offered by this runtime; the minimum is TLSv1.2`,
+  };
+};
+
+/** tls-ciphers none of which the runtime offers refuse the start; a list that differs from its set warns. */
+const ciphersOffered: Rule = ({ values: { frontend }, files }) => {
+  const ciphers = frontend["tls-ciphers"];
+  if (!files.tls || !ciphers) return undefined;
+  const offered = offerableSuites(ciphers, files.tls.keyKind);
+  const runtime = runtimeSuites(files.tls.keyKind);
+  if (offered.length === 0) {
+    return {
+      at: "frontend.tls-ciphers",
+      problem:
+        `none of these suites can be offered with a ${files.tls.keyKind} key by this runtime; it offers ${
+          runtime.join(", ")
+        }`,
+    };
+  }
+  return runtime.length !== ciphers.length || offered.length !== ciphers.length
+    ? {
+      warning: `frontend.tls-ciphers cannot restrict suites under this runtime; offered: ${
+        runtime.join(", ")
+      }`,
+    }
+    : undefined;
+};
+
+/** A key of a listener section written without the port that starts the listener. */
+const needsPort =
+  (path: "metrics.host" | "agent.host" | "agent.check" | "agent.mismatch"): Rule =>
+  (
+    { written },
+  ) => {
+    const section = path.startsWith("metrics") ? "metrics" : "agent";
+    return written(path) && !written(`${section}.port`)
+      ? { at: path, problem: `is set but ${section}.port is not` }
+      : undefined;
+  };
+
+/** The address of each listener the values start, by the key that names its port. */
+function listeners(
+  { frontend, metrics, agent }: Values,
+): [Path, ListenAddress][] {
+  const out: [Path, ListenAddress][] = [["frontend.port", frontend]];
+  if (metrics.enabled && metrics.port !== undefined) {
+    out.push(["metrics.port", { host: metrics.host ?? frontend.host, port: metrics.port }]);
+  }
+  if (agent.port !== undefined) {
+    out.push(["agent.port", { host: agent.host ?? frontend.host, port: agent.port }]);
+  }
+  return out;
+}
+
+/** Two listeners on one host and port would fail to bind. */
+const distinctListener = (path: "metrics.port" | "agent.port"): Rule => ({ values }) => {
+  const all = listeners(values);
+  const index = all.findIndex(([p]) => p === path);
+  if (index === -1) return undefined;
+  const [, mine] = all[index];
+  const other = all.slice(0, index).find(([, a]) => a.host === mine.host && a.port === mine.port);
+  return other
+    ? {
+      at: path,
+      problem: `${mine.port} on ${mine.host} is also ${other[0]}; each listener needs its own port`,
+    }
+    : undefined;
+};
+
+/** Every cross-field rule, in the order their findings are reported. */
+const RULES: readonly Rule[] = [
+  bothOrNeither("frontend"),
+  bothOrNeither("backend"),
+  insecureWithCafile,
+  noEffectWithHttp("insecure"),
+  noEffectWithHttp("cafile"),
+  noEffectWithHttp("certfile"),
+  noEffectWithHttp("keyfile"),
+  needsCertificate("tls-min-version"),
+  needsCertificate("tls-ciphers"),
+  versionBelowRuntime,
+  ciphersOffered,
+  needsPort("metrics.host"),
+  needsPort("agent.host"),
+  needsPort("agent.check"),
+  needsPort("agent.mismatch"),
+  distinctListener("metrics.port"),
+  distinctListener("agent.port"),
+];
+
+// What changed between two configs, as the reload log says it.
+
+/** Config path of each setting -> its name in the file (`cache.maxEntries` -> `cache.max-entries`). */
+const FILE_NAMES = fileNames(SCHEMA);
+
+/**
+ * One line per value that differs, by its name in the file (`cache.ttl: 1 -> 0.5`,
+ * `agent.port: unset -> 5000`); a changed certificate, key or CA bundle is
+ * `frontend.tls: file content changed`.
+ */
+export function describeChanges(prev: Config, next: Config): string[] {
+  const [a, b] = [flatten(prev), flatten(next)];
+  const changed = [...new Set([...a.keys(), ...b.keys()])].filter((p) => a.get(p) !== b.get(p));
+  const named = changed.map((p): [string, string] => [FILE_NAMES.get(p) ?? p, p])
+    .sort(([x], [y]) => x < y ? -1 : x > y ? 1 : 0);
+  return [
+    ...new Set(named.map(([name, p]) => {
+      const content = /^(.*)\.(cert|key|pem)$/.exec(name);
+      return content
+        ? `${content[1]}: file content changed`
+        : `${name}: ${a.get(p) ?? "unset"} -> ${b.get(p) ?? "unset"}`;
+    })),
+  ];
+}
+
+/** Every leaf value of a config (but its file name and warnings) as JSON, by dotted path. */
+function flatten(config: Config): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (path: string, v: unknown): void => {
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k, x] of Object.entries(v)) walk(path ? `${path}.${k}` : k, x);
+    } else if (v !== undefined) {
+      out.set(path, JSON.stringify(v));
+    }
+  };
+  for (const [k, v] of Object.entries(config)) {
+    if (k !== "file" && k !== "warnings") walk(k, v);
+  }
+  return out;
 }

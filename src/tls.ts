@@ -81,10 +81,9 @@ export function offerableSuites(names: readonly string[], keyKind: KeyKind): str
   return names.map((n) => LEGACY_ALIASES[n] ?? n).filter((n) => runtime.has(n));
 }
 
-/** A parsed certificate chain (leaf first). */
+/** A parsed certificate chain (every certificate in it checked): its leaf. */
 export interface CertificateInfo {
   leaf: X509Certificate;
-  count: number;
 }
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
@@ -100,7 +99,7 @@ export function parseCertificates(pem: string): CertificateInfo {
       throw new Error(`invalid PEM certificate: ${(e as Error).message}`);
     }
   });
-  return { leaf: certs[0], count: certs.length };
+  return { leaf: certs[0] };
 }
 
 /** Parses a PEM private key; throws a readable message when it is missing or bad. */
