@@ -1,5 +1,12 @@
-// Cache: TTL entries per canonical key, single flight, failures cached too, bounded size, sweep.
+// Cache: entries per key for ttl, single flight, bounded; routes in use refreshed ahead, staggered; contradicted entries ended.
 import type { BackendFailure, BackendOutcome } from "./backend.ts";
+
+/** The member's role, state and timeline as a Patroni body reported them. */
+export interface MemberFacts {
+  role: string;
+  state: string;
+  timeline?: number;
+}
 
 /** What the cache keeps per key: Patroni's status and body (or a failure as a 503), and when. */
 export interface CacheEntry {
@@ -7,44 +14,100 @@ export interface CacheEntry {
   body: string;
   /** When the backend answered (ms on the cache clock). */
   storedAt: number;
-  /** Set when the answer stands for a backend failure. */
+  /** Set when the entry stands for a backend failure. */
   failure?: BackendFailure;
+  /** Parsed from the body when it is a JSON object with a string `role` and `state`. */
+  member?: MemberFacts;
 }
 
-/** How an answer was obtained: a fresh entry, a new backend request, or one already in flight. */
+/** How a check was served: a fresh entry, a new backend request, or one already in flight. */
 export type CacheResult = "hit" | "miss" | "coalesced";
 
 /** Options for {@linkcode HealthCache}. */
 export interface HealthCacheOptions {
-  /** Seconds an answer stays fresh; 0 stores nothing but still coalesces. */
+  /** Seconds an entry stays fresh; 0 stores nothing (and refreshes nothing) but still coalesces. */
   ttl: number;
   /** Entries kept at most; the oldest go first. @default {1000} */
   maxEntries?: number;
-  /** Asks the backend for `key`. */
+  /** Asks the backend for `key`; it must settle within the backend timeout. */
   fetch: (key: string) => Promise<BackendOutcome>;
   /** Monotonic clock in ms (wall-clock jumps must not stretch freshness). @default {performance.now} */
   now?: () => number;
+  /** Starts the scheduling timer. @default {setTimeout, unref'd} */
+  setTimer?: (fn: () => void, ms: number) => unknown;
+  /** Cancels the scheduling timer, given what `setTimer` returned. @default {clearTimeout} */
+  clearTimer?: (id: unknown) => void;
+  /** Called when a refresh ahead of expiry starts for `key`. @default {undefined} */
+  onRefreshAhead?: (key: string) => void;
+  /** Called when `key`'s entry ends because `byKey`'s body contradicted it. @default {undefined} */
+  onInvalidate?: (key: string, byKey: string) => void;
 }
 
-/** Answers per key from memory while fresh, else from exactly one backend request. */
+/** Latency samples kept: the lead is the slowest of the last few fetches. */
+const SAMPLES = 8;
+/** Margin on the slowest recent fetch: a fetch a little slower still, a timer a little late. */
+const MARGIN_RATIO = 0.05, MARGIN_MS = 2;
+/** Plans closer than this share of the even spacing are pulled apart. */
+const CROWDED = 0.75;
+
+interface Slot {
+  key: string;
+  entry: CacheEntry;
+  expiresAt: number;
+  /** Order in which the fetch that produced the entry started. */
+  seq: number;
+  /** Checked since stored: refreshed ahead only if so. */
+  used: boolean;
+  /** When its refresh ahead is planned (while it is in #plans). */
+  refreshAt: number;
+}
+
+interface Flight {
+  promise: Promise<CacheEntry>;
+  /** A check is waiting on it (a miss or a coalesced check). */
+  waited: boolean;
+}
+
+/** Entries per key from memory while fresh, else from exactly one backend request. */
 export class HealthCache {
-  readonly #entries = new Map<string, CacheEntry>();
-  readonly #inFlight = new Map<string, Promise<CacheEntry>>();
+  readonly #slots = new Map<string, Slot>();
+  readonly #inFlight = new Map<string, Flight>();
+  #plans: Slot[] = [];
+  readonly #samples: number[] = [];
+  #sampled = 0;
+  #seq = 0;
+  /** The newest member facts and the start order of the fetch that last reported them. */
+  #facts?: { member: MemberFacts; seq: number };
+  #timer?: unknown;
+  #timerAt = Infinity;
+  #closed = false;
   readonly #ttlMs: number;
   readonly #maxEntries: number;
   readonly #fetch: (key: string) => Promise<BackendOutcome>;
   readonly #now: () => number;
+  readonly #setTimer: (fn: () => void, ms: number) => unknown;
+  readonly #clearTimer: (id: unknown) => void;
+  readonly #onRefreshAhead?: (key: string) => void;
+  readonly #onInvalidate?: (key: string, byKey: string) => void;
 
   constructor(options: HealthCacheOptions) {
     this.#ttlMs = options.ttl * 1000;
     this.#maxEntries = options.maxEntries ?? 1000;
     this.#fetch = options.fetch;
     this.#now = options.now ?? (() => performance.now());
+    this.#setTimer = options.setTimer ?? ((fn, ms) => {
+      const id = setTimeout(fn, ms);
+      Deno.unrefTimer(id);
+      return id;
+    });
+    this.#clearTimer = options.clearTimer ?? ((id) => clearTimeout(id as number));
+    this.#onRefreshAhead = options.onRefreshAhead;
+    this.#onInvalidate = options.onInvalidate;
   }
 
   /** Entries held (fresh or not yet swept). */
   get size(): number {
-    return this.#entries.size;
+    return this.#slots.size;
   }
 
   /** Backend requests in flight. */
@@ -54,56 +117,195 @@ export class HealthCache {
 
   /** The fresh entry for `key`, if there is one (synchronous: the hot path of a cache hit). */
   peek(key: string): CacheEntry | undefined {
-    const entry = this.#entries.get(key);
-    return entry && this.#now() - entry.storedAt < this.#ttlMs ? entry : undefined;
+    const slot = this.#slots.get(key);
+    if (!slot || this.#now() >= slot.expiresAt) return undefined;
+    slot.used = true;
+    return slot.entry;
   }
 
-  /** The answer for `key`: fresh from memory, joined to a request in flight, or fetched now. */
+  /** The entry for `key`: fresh from memory, joined to a request in flight, or fetched now. */
   async get(key: string): Promise<{ entry: CacheEntry; result: CacheResult }> {
     const entry = this.peek(key);
     if (entry) return { entry, result: "hit" };
     const pending = this.#inFlight.get(key);
-    if (pending) return { entry: await pending, result: "coalesced" };
-    const request = this.#refresh(key);
-    this.#inFlight.set(key, request);
-    try {
-      return { entry: await request, result: "miss" };
-    } finally {
-      this.#inFlight.delete(key);
+    if (pending) {
+      pending.waited = true;
+      return { entry: await pending.promise, result: "coalesced" };
     }
-  }
-
-  async #refresh(key: string): Promise<CacheEntry> {
-    const outcome = await this.#fetch(key);
-    const storedAt = this.#now();
-    const entry: CacheEntry = outcome.ok
-      ? { status: outcome.status, body: outcome.body, storedAt }
-      : {
-        status: 503,
-        body: JSON.stringify({ error: outcome.error }),
-        storedAt,
-        failure: outcome.failure,
-      };
-    this.#entries.delete(key);
-    if (this.#ttlMs > 0) {
-      if (this.#entries.size >= this.#maxEntries) this.sweep();
-      if (this.#entries.size >= this.#maxEntries) {
-        this.#entries.delete(this.#entries.keys().next().value!);
-      }
-      this.#entries.set(key, entry);
-    }
-    return entry;
+    return { entry: await this.#start(key, true).promise, result: "miss" };
   }
 
   /** Frees expired entries; expiry itself is exact on read, this only returns memory. */
   sweep(): number {
     const now = this.#now();
     let freed = 0;
-    for (const [key, entry] of this.#entries) {
-      if (now - entry.storedAt < this.#ttlMs) break;
-      this.#entries.delete(key);
+    for (const slot of this.#slots.values()) {
+      if (now < slot.expiresAt) break;
+      this.#drop(slot.key);
       freed++;
     }
+    if (freed) this.#arm();
     return freed;
   }
+
+  /** Stops refreshing ahead: cancels the timer and every planned refresh (fetches in flight end). */
+  close(): void {
+    this.#closed = true;
+    this.#plans = [];
+    this.#arm();
+  }
+
+  /** Same as {@linkcode close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #start(key: string, waited: boolean): Flight {
+    const flight: Flight = { promise: undefined!, waited };
+    flight.promise = this.#run(key, flight).finally(() => this.#inFlight.delete(key));
+    this.#inFlight.set(key, flight);
+    return flight;
+  }
+
+  /** One fetch (two if its body is contradicted by a fetch started later and a check waits). */
+  async #run(key: string, flight: Flight): Promise<CacheEntry> {
+    for (let attempt = 1;; attempt++) {
+      const seq = ++this.#seq;
+      const startedAt = this.#now();
+      const outcome = await this.#fetch(key);
+      const storedAt = this.#now();
+      // A timeout measures the timeout, not Patroni's speed.
+      if (outcome.ok || outcome.failure !== "timeout") this.#sample(storedAt - startedAt);
+      const entry: CacheEntry = outcome.ok
+        ? { status: outcome.status, body: outcome.body, storedAt, member: memberOf(outcome.body) }
+        : {
+          status: 503,
+          body: JSON.stringify({ error: outcome.error }),
+          storedAt,
+          failure: outcome.failure,
+        };
+      if (this.#learn(key, entry.member, seq)) {
+        this.#store(key, entry, seq);
+        return entry;
+      }
+      if (!flight.waited || attempt === 2) return entry;
+    }
+  }
+
+  /** Records a body's member facts; false when a fetch started later reported other facts. */
+  #learn(key: string, member: MemberFacts | undefined, seq: number): boolean {
+    if (!member) return true;
+    const known = this.#facts;
+    if (known && seq < known.seq) return sameFacts(member, known.member);
+    this.#facts = { member, seq };
+    if (known && sameFacts(member, known.member)) return true;
+    // Facts changed: end every entry stored before that does not carry them, unknown facts too.
+    for (const slot of this.#slots.values()) {
+      if (slot.key === key || slot.seq > seq) continue;
+      if (slot.entry.member && sameFacts(slot.entry.member, member)) continue;
+      this.#drop(slot.key);
+      this.#onInvalidate?.(slot.key, key);
+    }
+    return true;
+  }
+
+  /** Called from #run, inside the key's flight. */
+  #store(key: string, entry: CacheEntry, seq: number): void {
+    this.#drop(key);
+    if (this.#ttlMs <= 0) return this.#arm();
+    if (this.#slots.size >= this.#maxEntries) this.sweep();
+    if (this.#slots.size >= this.#maxEntries) this.#drop(this.#slots.keys().next().value!);
+    const expiresAt = entry.storedAt + this.#ttlMs;
+    const slot: Slot = {
+      key,
+      entry,
+      expiresAt,
+      seq,
+      used: false,
+      refreshAt: expiresAt - this.#lead(),
+    };
+    this.#slots.set(key, slot);
+    if (!this.#closed) {
+      this.#plans.push(slot);
+      this.#stagger();
+    }
+    this.#arm();
+  }
+
+  /** How long before expiry a refresh starts; at most ttl/2, so one slow fetch cannot make it poll. */
+  #lead(): number {
+    const slowest = this.#samples.reduce((a, b) => Math.max(a, b), 0);
+    return Math.min(this.#ttlMs / 2, slowest * (1 + MARGIN_RATIO) + MARGIN_MS);
+  }
+
+  #sample(ms: number): void {
+    this.#samples[this.#sampled++ % SAMPLES] = ms;
+  }
+
+  /** Pulls crowded plans earlier so that k routes in use are refreshed ttl/k apart. */
+  #stagger(): void {
+    const plans = this.#plans.sort((a, b) => a.refreshAt - b.refreshAt);
+    // Routes in use: planned ones, and those being fetched (the storing flight is one of them).
+    const gap = this.#ttlMs / (plans.length + this.#inFlight.size - 1);
+    const now = this.#now();
+    for (let i = plans.length - 2; i >= 0; i--) {
+      const later = plans[i + 1].refreshAt;
+      if (later - plans[i].refreshAt < gap * CROWDED && later - gap > now) {
+        plans[i].refreshAt = later - gap;
+      }
+    }
+  }
+
+  /** Starts the refreshes due, for entries checked since stored; others leave the plan. */
+  #fire(): void {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    const now = this.#now();
+    const due = this.#plans.filter((slot) => slot.refreshAt <= now);
+    this.#plans = this.#plans.filter((slot) => slot.refreshAt > now);
+    for (const slot of due) {
+      if (!slot.used || this.#slots.get(slot.key) !== slot || this.#inFlight.has(slot.key)) {
+        continue;
+      }
+      this.#onRefreshAhead?.(slot.key);
+      this.#start(slot.key, false).promise.catch(() => {});
+    }
+    this.#arm();
+  }
+
+  /** Keeps one timer, set for the earliest plan; none when nothing is planned. */
+  #arm(): void {
+    const next = this.#plans.reduce((t, slot) => Math.min(t, slot.refreshAt), Infinity);
+    if (next === this.#timerAt) return;
+    if (this.#timer !== undefined) this.#clearTimer(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = next;
+    if (next === Infinity) return;
+    this.#timer = this.#setTimer(() => this.#fire(), Math.max(0, next - this.#now()));
+  }
+
+  #drop(key: string): void {
+    const slot = this.#slots.get(key);
+    if (!slot) return;
+    this.#slots.delete(key);
+    const i = this.#plans.indexOf(slot);
+    if (i >= 0) this.#plans.splice(i, 1);
+  }
+}
+
+function memberOf(body: string): MemberFacts | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  const { role, state, timeline } = value as Record<string, unknown>;
+  if (typeof role !== "string" || typeof state !== "string") return undefined;
+  return typeof timeline === "number" ? { role, state, timeline } : { role, state };
+}
+
+function sameFacts(a: MemberFacts, b: MemberFacts): boolean {
+  return a.role === b.role && a.state === b.state && a.timeline === b.timeline;
 }
