@@ -53,6 +53,9 @@ export interface MetricsSources {
 export class Metrics {
   readonly requests = new CounterFamily();
   readonly backendRequests = new CounterFamily();
+  readonly refreshesAhead = new CounterFamily();
+  readonly invalidations = new CounterFamily();
+  readonly agentChecks = new CounterFamily();
   readonly #durationBuckets = new Array<number>(DURATION_BUCKETS.length).fill(0);
   #durationSum = 0;
   #durationCount = 0;
@@ -86,6 +89,21 @@ export class Metrics {
     if (i !== -1) this.#durationBuckets[i]++;
   }
 
+  /** Counts one background refresh of `route` ahead of its entry's expiry. */
+  countRefreshAhead(route: string): void {
+    this.refreshesAhead.cell({ route }).value++;
+  }
+
+  /** Counts one entry of `route` ended because a fresh body of `by` contradicted it. */
+  countInvalidation(route: string, by: string): void {
+    this.invalidations.cell({ route, by }).value++;
+  }
+
+  /** Counts one agent check of `check` answered with `word` (`up`, `maint`, `drain`, `down`). */
+  countAgentCheck(check: string, word: string): void {
+    this.agentChecks.cell({ check, word }).value++;
+  }
+
   /** The text exposition format, version 0.0.4. */
   render(): string {
     const out: string[] = [];
@@ -106,6 +124,21 @@ export class Metrics {
       "patroniglue_backend_requests_total",
       "Requests sent to Patroni, by route and outcome (ok, timeout, refused, tls, invalid, error).",
       this.backendRequests,
+    );
+    counter(
+      "patroniglue_cache_refreshes_ahead_total",
+      "Background refreshes of a route in use, started before its entry expired, by route.",
+      this.refreshesAhead,
+    );
+    counter(
+      "patroniglue_cache_invalidations_total",
+      "Entries ended early because a fresher body of another route reported another role, state or timeline, by route and by.",
+      this.invalidations,
+    );
+    counter(
+      "patroniglue_agent_checks_total",
+      "HAProxy agent checks answered, by check and word (up, maint, drain, down).",
+      this.agentChecks,
     );
     const h = "patroniglue_backend_request_duration_seconds";
     family(h, "histogram", "Time Patroni took to answer (or to fail).");
