@@ -4,12 +4,32 @@ import { dirname, relative } from "node:path";
 import {
   type BackendLoad,
   type CheckLatency,
+  type FreshnessRaw,
   type LoadStats,
   MIX_PATHS,
   type Results,
+  type StuckTlsResult,
 } from "./types.ts";
-import type { TargetName } from "./targets.ts";
+import type { TargetName, TlsTargetName } from "./targets.ts";
 import { median } from "./stats.ts";
+import {
+  P95_FACTOR,
+  P95_SLACK_MS,
+  RSS_GROWTH_RATIO,
+  stuckTlsBars,
+  stuckTlsCost,
+  TLS_CHECK_EVERY_MS,
+} from "./stuck_tls.ts";
+import {
+  CHECK_EVERY_MS,
+  freshnessBars,
+  freshnessFigures,
+  freshnessLimits,
+  SLOT_MS,
+  TRAILING_SLACK_MS,
+  WAITED_MS,
+  WARM_MS,
+} from "./freshness.ts";
 
 /** Bars the issue sets; the soak's "no growth" is read as at most this many MiB. */
 export const RSS_LIMIT_MIB = 64;
@@ -22,8 +42,14 @@ const ms = (x: number, digits = 2) =>
 const int = (x: number) => Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "—";
 const mib = (kib: number | undefined) => kib ? `${(kib / 1024).toFixed(1)} MiB` : "—";
 const ratio = (x: number) => Number.isFinite(x) ? `${x.toFixed(2)}×` : "—";
-const verdict = (ok: boolean | undefined) =>
-  ok === undefined ? "not measured" : ok ? "PASS" : "**MISS**";
+/** PASS/MISS; `undefined` when not measured, `null` for a figure reported without a bar. */
+const verdict = (ok: boolean | undefined | null) =>
+  ok === null ? "no bar" : ok === undefined ? "not measured" : ok ? "PASS" : "**MISS**";
+const signedMib = (kib: number) =>
+  `${kib >= 0 ? "+" : "−"}${(Math.abs(kib) / 1024).toFixed(1)} MiB`;
+/** The display name of a target (the HTTPS scenarios' bare server has a longer one). */
+const label = (t: string) =>
+  t === "patroniglue" ? "**patroniglue**" : t === "bare" ? "bare node:tls" : t;
 
 function table(head: string[], rows: string[][]): string {
   const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
@@ -45,7 +71,7 @@ interface Verdict {
   bar: string;
   glue: string;
   peer: string;
-  ok: boolean | undefined;
+  ok: boolean | undefined | null;
 }
 
 function verdicts(r: Results): Verdict[] {
@@ -59,14 +85,14 @@ function verdicts(r: Results): Verdict[] {
       what: `${label}: throughput`,
       bar: "≥ nginx",
       glue: g ? `${int(g.rps)} req/s` : "—",
-      peer: n ? `${int(n.rps)} req/s (ratio ${ratio(g!.rps / n.rps)})` : "nginx not run",
+      peer: n ? `nginx ${int(n.rps)} req/s (ratio ${ratio(g!.rps / n.rps)})` : "nginx not run",
       ok: g && n ? g.rps >= n.rps : undefined,
     });
     out.push({
       what: `${label}: p99`,
       bar: "≤ nginx",
       glue: g ? ms(g.p99) : "—",
-      peer: n ? `${ms(n.p99)} (ratio ${ratio(g!.p99 / n.p99)})` : "nginx not run",
+      peer: n ? `nginx ${ms(n.p99)} (ratio ${ratio(g!.p99 / n.p99)})` : "nginx not run",
       ok: g && n ? g.p99 <= n.p99 : undefined,
     });
   }
@@ -147,7 +173,119 @@ function verdicts(r: Results): Verdict[] {
     peer: "—",
     ok: r.soak && Number.isFinite(growth) ? growth <= GROWTH_LIMIT_MIB * 1024 : undefined,
   });
+  out.push(...stuckTlsVerdicts(r), httpsVerdict(r), ...freshnessVerdicts(r));
   return out;
+}
+
+function stuckTlsVerdicts(r: Results): Verdict[] {
+  const st = r.stuckTls ?? {};
+  const g = st.patroniglue;
+  const bare = st.bare;
+  const n = st.nginx;
+  const bars = g ? stuckTlsBars(g, bare) : undefined;
+  const cost = (x: StuckTlsResult) => {
+    const c = stuckTlsCost(x);
+    return `${signedMib(c.growthKiB)} (${c.perClientKiB.toFixed(1)} KiB each)`;
+  };
+  const count = r.options.stuck ?? g?.count;
+  const p95 = (x: StuckTlsResult | undefined) =>
+    x?.loaded ? `${ms(x.loaded.p95 ?? NaN)} (without ${ms(x.baseline?.p95 ?? NaN)})` : "—";
+  return [
+    {
+      what: `(9) ${count ?? "—"} stuck TLS clients: RSS growth`,
+      bar: `≤ ${RSS_GROWTH_RATIO}× the bare node:tls server's`,
+      glue: g ? cost(g) : "—",
+      peer: [
+        bare
+          ? `bare ${cost(bare)}${
+            g ? `, ratio ${ratio(stuckTlsCost(g).growthKiB / stuckTlsCost(bare).growthKiB)}` : ""
+          }`
+          : "bare not run",
+        ...(n ? [`nginx ${cost(n)}`] : []),
+      ].join("; "),
+      ok: bars?.rss,
+    },
+    {
+      what: "(9) HTTPS check p95 with them",
+      bar: `≤ ${P95_FACTOR}× without + ${P95_SLACK_MS} ms${
+        g?.baseline?.p95 !== undefined ? ` = ${ms(P95_FACTOR * g.baseline.p95 + P95_SLACK_MS)}` : ""
+      }, no failed check`,
+      glue: g?.loaded ? `${p95(g)}, ${g.loaded.errors} failed` : "—",
+      peer: n ? `nginx ${p95(n)}` : "—",
+      ok: bars?.p95,
+    },
+    {
+      what: `(9) stuck TLS clients still open ${g?.holdS ?? r.options.stuckHoldS ?? "—"} s later`,
+      bar: `all connected, none open (the head deadline)`,
+      glue: g ? `${g.stillOpen} of ${g.opened}` : "—",
+      peer: [bare && `bare ${bare.stillOpen}`, n && `nginx ${n.stillOpen}`].filter(Boolean).join(
+        ", ",
+      ) || "—",
+      ok: bars?.closed,
+    },
+  ];
+}
+
+function httpsVerdict(r: Results): Verdict {
+  const g = r.httpsHit?.patroniglue;
+  const n = r.httpsHit?.nginx;
+  return {
+    what: "(10) HTTPS cache hits: throughput, p99",
+    bar: "reported beside nginx's",
+    glue: g ? `${int(g.rps)} req/s, p99 ${ms(g.p99)}` : "—",
+    peer: g && n
+      ? `nginx ${int(n.rps)} req/s, p99 ${ms(n.p99)} (ratios ${ratio(g.rps / n.rps)}, ${
+        ratio(g.p99 / n.p99)
+      })`
+      : "—",
+    ok: g ? null : undefined,
+  };
+}
+
+function freshnessVerdicts(r: Results): Verdict[] {
+  const fr = r.freshness ?? {};
+  const g = fr.patroniglue;
+  const figures = g ? freshnessFigures(g) : undefined;
+  const limits = g ? freshnessLimits(g) : undefined;
+  const bars = figures && limits ? freshnessBars(figures, limits) : undefined;
+  const peers = (show: (f: ReturnType<typeof freshnessFigures>) => string) =>
+    r.targets.filter((t) => t !== "patroniglue" && fr[t]).map((t) =>
+      `${t} ${show(freshnessFigures(fr[t]!))}`
+    ).join("; ") || "—";
+  const perRoute = (xs: number[]) => xs.join(" / ");
+  const routes = g ? g.routes.join(" / ") : "/primary / /replica";
+  return [
+    {
+      what: "(11) freshness: longest old-role answer after a flip",
+      bar: `≤ ttl/2 + Patroni's ${g?.patroniMs ?? "—"} ms${
+        limits ? ` = ${ms(limits.oldRoleMs, 0)}` : ""
+      }`,
+      glue: figures ? ms(figures.longestOldRoleMs, 0) : "—",
+      peer: peers((f) => ms(f.longestOldRoleMs, 0)),
+      ok: bars?.oldRole,
+    },
+    {
+      what: `(11) checks that waited on Patroni (${routes})`,
+      bar: `≤ one per flip per route${limits ? ` = ${limits.waitedPerRoute}` : ""}`,
+      glue: figures ? perRoute(figures.waited) : "—",
+      peer: peers((f) => perRoute(f.waited)),
+      ok: bars?.waited,
+    },
+    {
+      what: `(11) backend GETs per route (${routes})`,
+      bar: `≤ window/ttl + flips${limits ? ` = ${limits.getsPerRoute}` : ""}`,
+      glue: figures ? perRoute(figures.gets) : "—",
+      peer: peers((f) => perRoute(f.gets)),
+      ok: bars?.gets,
+    },
+    {
+      what: "(11) backend GETs once nobody checks",
+      bar: `0 (from ttl + ${TRAILING_SLACK_MS} ms after the last answer)`,
+      glue: figures ? `${figures.idleGets} (${figures.trailingGets} before)` : "—",
+      peer: peers((f) => String(f.idleGets)),
+      ok: bars?.idle,
+    },
+  ];
 }
 
 function statusSummary(checks: { status: number }[]): string {
@@ -159,16 +297,16 @@ function statusSummary(checks: { status: number }[]): string {
   return [...counts].map(([k, n]) => `${n}× ${k}`).join(", ");
 }
 
-function loadTable(
-  r: Results,
-  stats: Partial<Record<TargetName, LoadStats>>,
+function loadTable<N extends TargetName | TlsTargetName>(
+  order: readonly N[],
+  stats: Partial<Record<N, LoadStats>>,
   mix: boolean,
 ): string {
-  const g = stats.patroniglue;
-  const rows = r.targets.filter((t) => stats[t]).map((t) => {
+  const g = (stats as Partial<Record<string, LoadStats>>).patroniglue;
+  const rows = order.filter((t) => stats[t]).map((t) => {
     const s = stats[t]!;
     const row = [
-      t === "patroniglue" ? "**patroniglue**" : t,
+      label(t),
       int(s.rps),
       ms(s.p50),
       ms(s.p99),
@@ -228,7 +366,7 @@ Generated by \`deno task bench${o.quick ? " --quick" : ""}\` (bench/run.ts) on $
   } UTC, in ${Math.round(r.elapsedS)} s. ${
     o.quick
       ? "**This is a quick run (tiny durations): the figures are not representative.**"
-      : "Regenerate with `deno task bench` (about 6 minutes; `--soak 300` for the 5-minute soak)."
+      : "Regenerate with `deno task bench` (about 11 minutes; `--soak 300` for the 5-minute soak)."
   }
 
 patroniglue, nginx \`proxy_cache\`, HAProxy's \`cache\` and Patroni direct are each started on
@@ -236,7 +374,7 @@ loopback in front of their own simulated Patroni (tests/support/fake_patroni.ts,
 check, counting every backend GET). Settings shared by all: ttl ${r.settings.ttl} s, backend timeout
 ${r.settings.timeout} s. Load is \`wrk -t${o.threads} -c${o.connections} -d${o.durationS}s --latency\`, ${o.runs} runs per
 target, the targets alternating run by run (A B C D, B C D A, …); figures are medians over the runs and
-ratios are patroniglue's over the peer's in the same run set. Each target gets 1 s of unrecorded wrk first (JIT and caches warm).${
+ratios are patroniglue's over the peer's in the same run set. Each target gets 1 s of unrecorded wrk first (JIT and caches warm). (9) and (10) start HTTPS frontends instead (and a bare TLS server), once the others are stopped; (11) slows each simulated Patroni to 150 ms a check.${
     o.denoFlags.length ? ` patroniglue ran with extra flags \`${o.denoFlags.join(" ")}\`.` : ""
   }
 
@@ -266,11 +404,11 @@ ${r.skipped.map((s) => `\nSkipped: ${s.name} (${s.reason}).\n`).join("")}
 The machine may be shared with other work while the bench runs; the load averages above say how busy
 it was. Ratios from the same run are the figures to compare, not absolute numbers across runs.
 
-## Targets (issue 4)
+## Targets (issues 4, 12 and 13)
 
 ${
     table(
-      ["target", "bar", "patroniglue", "nginx (for reference)", "result"],
+      ["target", "bar", "patroniglue", "peers (for reference)", "result"],
       verdicts(r).map((v) => [v.what, v.bar, v.glue, v.peer, verdict(v.ok)]),
     )
   }
@@ -279,7 +417,7 @@ ${
   if (Object.keys(r.hit).length) {
     parts.push(`## (1) Cache hits on /primary
 
-${loadTable(r, r.hit, false)}
+${loadTable(r.targets, r.hit, false)}
 `);
   }
   if (Object.keys(r.mix).length) {
@@ -288,7 +426,7 @@ ${loadTable(r, r.hit, false)}
 \`${MIX_PATHS.join("`, `")}\` in turn (a wrk Lua script); the simulated member is a primary, so
 \`/replica\` answers 503 (about 25 % non-2xx is the expected share).
 
-${loadTable(r, r.mix, true)}
+${loadTable(r.targets, r.mix, true)}
 `);
   }
   if (Object.keys(r.backend).length) {
@@ -447,6 +585,7 @@ ${
     }
 `);
   }
+  parts.push(...tlsSections(r), ...freshnessSection(r));
   parts.push(`## How the peers are set up
 
 - **nginx** (${r.versions.nginx.replace(/^nginx version: /, "")}): \`worker_processes auto\`,
@@ -464,6 +603,13 @@ ${
   backend section adds \`Cache-Control: max-age=${r.settings.ttl}\` to answers.
 - **direct**: wrk against the simulated Patroni itself (a Deno server; real Patroni answers from a
   small thread pool and is slower).
+- **HTTPS** ((9), (10)): patroniglue with \`frontend.certfile\`/\`keyfile\` (tests/fixtures/server.pem, signed
+  by the test CA, RSA 2048); nginx with the same configuration as above but \`listen ... ssl\`,
+  \`ssl_protocols TLSv1.2 TLSv1.3\` and that certificate (its \`client_header_timeout\`, the default
+  60 s, also bounds a handshake; \`keepalive_requests\` is the default 1000); **bare node:tls** is
+  bench/bare_tls_server.ts: a \`node:tls\` server under Deno that accepts connections and does nothing
+  with them, run with the same \`deno run\` and V8 flags as patroniglue — what holding a connection
+  costs the transport itself.
 
 The configurations are in bench/targets.ts.
 `);
@@ -484,4 +630,146 @@ function reflow(md: string): string {
     }
     return out.join("\n");
   }).join("\n\n");
+}
+
+/** Sections (9) and (10): stuck TLS clients, HTTPS cache hits. */
+function tlsSections(r: Results): string[] {
+  const out: string[] = [];
+  const st = r.stuckTls ?? {};
+  const stuckOrder = (["patroniglue", "nginx", "bare"] as const).filter((t) => st[t]);
+  if (stuckOrder.length) {
+    const any = st[stuckOrder[0]]!;
+    const latency = (l: CheckLatency | undefined) =>
+      l
+        ? [`${ms(l.p50)} / ${ms(l.p95 ?? NaN)} / ${ms(l.p99)}`, `${l.errors} of ${l.n + l.errors}`]
+        : [
+          "—",
+          "—",
+        ];
+    out.push(`## (9) ${any.count} stuck TLS clients
+
+A separate client (bench/stuck_tls_clients.ts) opens ${any.count} connections to each HTTPS target,
+a third of each kind: connected and silent; a ClientHello cut short (a record header announcing 512
+bytes, then 43 of them); a finished handshake and half a request head. None sends more. HTTPS checks
+of \`/primary\` start every ${TLS_CHECK_EVERY_MS} ms for ${r.options.idleMeasureS} s, each on a new
+connection with a full handshake and TCP_NODELAY (as HAProxy's \`check-ssl\`), before the clients
+and again while they are held (the bare server, which answers nothing, gets the same rate of bare
+handshakes first, unrecorded: the same warm-up). RSS is the most VmRSS of the target's processes over
+1 s (sampled every 100 ms) just before the clients connect and over 1 s once they all have; growth
+is the difference, and per client it is divided by the clients still open at that moment. The
+clients still open ${any.holdS} s after they all opened are counted by kind. Bars (patroniglue): RSS
+growth ≤ ${RSS_GROWTH_RATIO}× the bare server's; check p95 with the clients ≤ ${P95_FACTOR}× without
++ ${P95_SLACK_MS} ms; none still open.
+
+${
+      table(
+        [
+          "target",
+          "connected (time to open all)",
+          "RSS before → with them",
+          "growth (per client)",
+          "held then / after the checks",
+          "checks p50 / p95 / p99, without",
+          "failed",
+          "with the clients",
+          "failed",
+          `still open ${any.holdS} s later (silent / partial hello / half request)`,
+        ],
+        stuckOrder.map((t) => {
+          const x = st[t]!;
+          const c = stuckTlsCost(x);
+          return [
+            label(t),
+            `${x.opened} of ${x.count} (${int(x.openMs)} ms)`,
+            `${mib(x.rssBefore)} → ${mib(x.rssWith)}`,
+            `${signedMib(c.growthKiB)} (${c.perClientKiB.toFixed(1)} KiB)`,
+            `${x.heldAtRss} / ${x.heldAfterChecks}`,
+            ...latency(x.baseline),
+            ...latency(x.loaded),
+            `${x.stillOpen} (${x.stillOpenByKind.join(" / ")})`,
+          ];
+        }),
+      )
+    }
+`);
+  }
+  const hits = r.httpsHit ?? {};
+  if (Object.keys(hits).length) {
+    out.push(`## (10) HTTPS cache hits on /primary
+
+As (1), over HTTPS: \`wrk -t${r.options.threads} -c${r.options.connections} -d${r.options.durationS}s\`
+against the HTTPS frontends, ${r.options.runs} runs each, alternating, after 1 s of unrecorded warm-up
+(wrk verifies no certificate; its connections are kept alive, so handshakes are few). No bar: the
+figures are reported beside nginx's.
+
+${loadTable(["patroniglue", "nginx"] as const, hits, false)}
+`);
+  }
+  return out;
+}
+
+/** Section (11): freshness after role flips. */
+function freshnessSection(r: Results): string[] {
+  const fr = r.freshness ?? {};
+  const order = r.targets.filter((t) => fr[t]);
+  if (!order.length) return [];
+  const any: FreshnessRaw = fr[order[0]]!;
+  const limits = freshnessLimits(any);
+  const ttlMs = any.ttlMs;
+  const flips = any.flips.length;
+  return [`## (11) Freshness after role flips
+
+Each target's simulated Patroni answers in ${any.patroniMs} ms. \`${
+    any.routes.join("` and `")
+  }\` are
+each checked every ${CHECK_EVERY_MS} ms, each check on a new connection (as HAProxy checks), the
+second route ${CHECK_EVERY_MS / 2} ms after the first; the checks start ${WARM_MS / 1000} s before
+the window (not counted) and stop at its end. In the ${any.spanMs / 1000} s window the member's role
+flips ${flips} times (primary, replica, primary, …), once per ${SLOT_MS / 1000} s slot, at
+(slot − ttl)/2 + frac(k·φ)·ttl into slot k (golden-ratio phases: the flips never line up with the
+ttl), the same moments for every target. Then nobody checks for ${any.quietMs / 1000} s.
+
+- **old-role answer**: a check answered after a flip (the latest before its answer) with the status
+  its route had before that flip; its age is from the flip to the **answer** (not to the request's
+  start). The longest, and per flip.
+- **waited**: a check sent in the window that took ≥ ${WAITED_MS} ms (Patroni takes
+  ${any.patroniMs}).
+- **backend GETs**: arrivals at the simulated Patroni in the window, per route.
+- **once nobody checks**: GETs from ttl + ${TRAILING_SLACK_MS} ms after the last answer to the end
+  of the quiet time (a route checked during its last ttl may be refreshed once more before that;
+  those are shown in brackets).
+
+Bars (patroniglue): longest old-role answer ≤ ttl/2 + ${any.patroniMs} ms = ${
+    ms(limits.oldRoleMs, 0)
+  }; waited ≤ one per flip per route = ${limits.waitedPerRoute}; backend GETs per route ≤
+window/ttl + flips = ${limits.getsPerRoute}; none once nobody checks. ttl ${ttlMs / 1000} s.
+
+${
+    table(
+      [
+        "target",
+        "longest old-role answer",
+        "old-role answers",
+        "per flip (ms)",
+        `waited (${any.routes.join(" / ")})`,
+        `backend GETs (${any.routes.join(" / ")})`,
+        "GETs once nobody checks (before)",
+        "failed checks",
+      ],
+      order.map((t) => {
+        const f = freshnessFigures(fr[t]!);
+        return [
+          label(t),
+          ms(f.longestOldRoleMs, 0),
+          String(f.oldRoleCount),
+          f.oldRoleMs.map((x) => x.toFixed(0)).join(", "),
+          `${f.waited.join(" / ")} of ${f.checks.join(" / ")}`,
+          f.gets.join(" / "),
+          `${f.idleGets} (${f.trailingGets})`,
+          f.failed.join(" / "),
+        ];
+      }),
+    )
+  }
+`];
 }

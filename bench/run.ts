@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import {
   type BenchSettings,
   coldStart,
+  fixtureTls,
   freePort,
   glueCommand,
   glueConfig,
@@ -12,25 +13,29 @@ import {
   hasCommand,
   nginxConfig,
   rawGet,
-  rssKiB,
+  rawGetTls,
   sleep,
   startTarget,
   type Target,
   TARGET_NAMES,
   type TargetName,
-  withUlimit,
+  TLS_TARGET_NAMES,
+  type TlsTargetName,
 } from "./targets.ts";
 import { mixScript, runWrk, type WrkResult, wrkVersion } from "./wrk.ts";
-import { median, peakInWindow, percentile, ratePerWindow } from "./stats.ts";
+import { median, peakInWindow, ratePerWindow } from "./stats.ts";
 import { renderMarkdown } from "./report.ts";
+import { checkLatency, LineProcess, rssSampler, targetRss } from "./probes.ts";
+import { stuckTlsCost, stuckTlsScenario } from "./stuck_tls.ts";
+import { freshnessFigures, freshnessScenario } from "./freshness.ts";
 import {
   type BackendLoad,
-  type CheckLatency,
   type ColdResult,
   type FrozenResult,
   type IdleResult,
   type LoadStats,
   MIX_PATHS,
+  noMeasurements,
   type Options,
   type Results,
 } from "./types.ts";
@@ -49,7 +54,13 @@ const USAGE = `usage: deno task bench [options]
   --soak S           seconds of load for the RSS soak (default 60; quick 3); --soak 300 for 5 min
   --trials N         staleness trials per target (default 5; quick 2)
   --idle N           idle connections for scenario 6 (default 2000; quick 200)
-  --only LIST        scenarios to run, e.g. 1,2,5 (3 comes with 2, 7 with 1, 2 and the soak)
+  --stuck N          stuck TLS clients for scenario 9, a third of each kind (default 1500; quick 150)
+  --stuck-hold S     seconds after they opened at which 9 counts those still open (default 25;
+                     quick 11)
+  --flips N          role flips for scenario 11, one per 3 s (default 9; quick 3)
+  --quiet S          seconds without checks at the end of 11 (default 5; quick 3)
+  --only LIST        scenarios to run, e.g. 1,2,5 (3 comes with 2, 7 with 1, 2 and the soak); 9 stuck
+                     TLS clients, 10 HTTPS cache hits, 11 freshness after role flips
   --targets LIST     e.g. patroniglue,nginx (default: all that are installed)
   --out FILE         the report (default BENCHMARKS.md)
   --chart FILE       the chart (default bench/chart.png)
@@ -68,6 +79,10 @@ function parseOptions(args: string[]): Options {
       soak: { type: "string" },
       trials: { type: "string" },
       idle: { type: "string" },
+      stuck: { type: "string" },
+      "stuck-hold": { type: "string" },
+      flips: { type: "string" },
+      quiet: { type: "string" },
       threads: { type: "string" },
       connections: { type: "string" },
       only: { type: "string" },
@@ -106,9 +121,13 @@ function parseOptions(args: string[]): Options {
     trials: Math.round(num(values.trials, q ? 2 : 5, "trials")),
     idle: Math.round(num(values.idle, q ? 200 : 2000, "idle")),
     idleMeasureS: q ? 1 : 4,
+    stuck: Math.round(num(values.stuck, q ? 150 : 1500, "stuck")),
+    stuckHoldS: num(values["stuck-hold"], q ? 11 : 25, "stuck-hold"),
+    flips: Math.round(num(values.flips, q ? 3 : 9, "flips")),
+    quietS: num(values.quiet, q ? 3 : 5, "quiet"),
     threads: Math.round(num(values.threads, 2, "threads")),
     connections: Math.round(num(values.connections, 50, "connections")),
-    only: new Set((values.only ?? "1,2,3,4,5,6,7,8").split(",").map(Number)),
+    only: new Set((values.only ?? ALL_SCENARIOS.join(",")).split(",").map(Number)),
     targets: TARGET_NAMES.filter((t) => targets.includes(t)),
     out: values.out ?? `${ROOT}/BENCHMARKS.md`,
     chart: values.chart ?? `${ROOT}/bench/chart.png`,
@@ -118,30 +137,11 @@ function parseOptions(args: string[]): Options {
   };
 }
 
+/** Every scenario's number. */
+const ALL_SCENARIOS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+
 function say(line: string): void {
   console.log(line);
-}
-
-/** Sum of VmRSS (KiB) over the target's processes (or of another /proc status field). */
-function targetRss(t: Target, field = "VmRSS"): number {
-  return t.pids().reduce((sum, pid) => sum + rssKiB(pid, field), 0);
-}
-
-/** Samples a target's RSS every `ms` until stopped: [seconds, VmRSS KiB, RssAnon KiB]. */
-function rssSampler(t: Target, ms: number): { stop: () => [number, number, number][] } {
-  const t0 = performance.now();
-  const samples: [number, number, number][] = [];
-  const take = () =>
-    samples.push([(performance.now() - t0) / 1000, targetRss(t), targetRss(t, "RssAnon")]);
-  take();
-  const timer = setInterval(take, ms);
-  return {
-    stop: () => {
-      clearInterval(timer);
-      take();
-      return samples;
-    },
-  };
 }
 
 /** Backend GETs per path between two instants, as {@linkcode BackendLoad} (one run). */
@@ -185,18 +185,18 @@ function loadStats(runs: WrkResult[]): LoadStats {
   };
 }
 
-/** Scenarios (1)/(2): wrk against every target, rotating the order each round (A B C D, B C D A...). */
-async function loadScenario(
+/** Scenarios (1)/(2)/(10): wrk against every target, rotating the order each round (A B C D, B C D A...). */
+async function loadScenario<N extends string>(
   label: string,
-  targets: Target[],
+  targets: Target<N>[],
   o: Options,
   path: string,
   script: string | undefined,
-  rssLoad: Partial<Record<TargetName, number>>,
-  rssLoadAnon: Partial<Record<TargetName, number>>,
-  onRun?: (t: Target, r: WrkResult) => void,
-): Promise<Partial<Record<TargetName, LoadStats>>> {
-  const runs = new Map<TargetName, WrkResult[]>(targets.map((t) => [t.name, []]));
+  rssLoad: Partial<Record<N, number>>,
+  rssLoadAnon: Partial<Record<N, number>>,
+  onRun?: (t: Target<N>, r: WrkResult) => void,
+): Promise<Partial<Record<N, LoadStats>>> {
+  const runs = new Map<N, WrkResult[]>(targets.map((t) => [t.name, []]));
   for (let round = 0; round < o.runs; round++) {
     for (let k = 0; k < targets.length; k++) {
       const t = targets[(round + k) % targets.length];
@@ -224,7 +224,22 @@ async function loadScenario(
       await sleep(200);
     }
   }
-  return Object.fromEntries([...runs].map(([name, rs]) => [name, loadStats(rs)]));
+  return Object.fromEntries([...runs].map(([name, rs]) => [name, loadStats(rs)])) as Partial<
+    Record<N, LoadStats>
+  >;
+}
+
+/** 1 s of wrk on each target's hit path, not recorded (JIT, caches). */
+async function warmUp(targets: Pick<Target<string>, "url">[], o: Options): Promise<void> {
+  for (const t of targets) {
+    await runWrk({
+      url: t.url + HIT_PATH,
+      threads: o.threads,
+      connections: o.connections,
+      durationS: 1,
+    });
+    await sleep(200);
+  }
 }
 
 function fmtInt(n: number): string {
@@ -305,93 +320,33 @@ async function stalenessScenario(t: Target, trials: number, ttlMs: number): Prom
   return samples;
 }
 
-/** HAProxy-like checks: a new connection per check, one started every `everyMs`, for `seconds`. */
-async function checkLatency(port: number, seconds: number, everyMs = 5): Promise<CheckLatency> {
-  const latencies: number[] = [];
-  let errors = 0;
-  const pending: Promise<void>[] = [];
-  const end = performance.now() + seconds * 1000;
-  while (performance.now() < end) {
-    pending.push((async () => {
-      const t0 = performance.now();
-      try {
-        const status = await rawGet(port, HIT_PATH, 5000);
-        if (status === 200) latencies.push(performance.now() - t0);
-        else errors++;
-      } catch {
-        errors++;
-      }
-    })());
-    await sleep(everyMs);
-  }
-  await Promise.all(pending);
-  return {
-    n: latencies.length,
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    max: Math.max(...latencies),
-    errors,
-  };
-}
-
 /** Scenario (6): check latency without, then with N slowloris connections held open. */
 async function idleScenario(t: Target, o: Options, root: string): Promise<IdleResult> {
-  const baseline = await checkLatency(t.port, o.idleMeasureS);
-  const c = withUlimit(Deno.execPath(), [
-    "run",
-    "-q",
-    "-A",
+  const check = () => rawGet(t.port, HIT_PATH, 5000);
+  const baseline = await checkLatency(check, o.idleMeasureS);
+  await using clients = new LineProcess(
     "bench/idle_clients.ts",
-    String(t.port),
-    String(o.idle),
-  ]);
-  const child = new Deno.Command(c.cmd, {
-    args: c.args,
-    cwd: root,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buffered = "";
-  const nextLine = async (): Promise<string> => {
-    while (!buffered.includes("\n")) {
-      const { value, done } = await lines.read();
-      if (done) throw new Error("idle_clients exited early");
-      buffered += value;
-    }
-    const i = buffered.indexOf("\n");
-    const line = buffered.slice(0, i);
-    buffered = buffered.slice(i + 1);
-    return line;
+    [String(t.port), String(o.idle)],
+    root,
+  );
+  const opened = (await clients.nextLine()).match(/opened (\d+) failed (\d+)/);
+  if (!opened) throw new Error("idle_clients: unexpected output");
+  await sleep(500);
+  const sampler = rssSampler(t, 250);
+  const loaded = await checkLatency(check, o.idleMeasureS);
+  const rss = Math.max(...sampler.stop().map(([, k]) => k));
+  const still = (await clients.finish()).match(/open (\d+)/);
+  await sleep(1000);
+  const rssAfter = targetRss(t);
+  return {
+    opened: Number(opened[1]),
+    failed: Number(opened[2]),
+    stillOpen: still ? Number(still[1]) : NaN,
+    baseline,
+    loaded,
+    rss,
+    rssAfter,
   };
-  try {
-    const opened = (await nextLine()).match(/opened (\d+) failed (\d+)/);
-    if (!opened) throw new Error("idle_clients: unexpected output");
-    await sleep(500);
-    const sampler = rssSampler(t, 250);
-    const loaded = await checkLatency(t.port, o.idleMeasureS);
-    const rss = Math.max(...sampler.stop().map(([, k]) => k));
-    await child.stdin.close();
-    const still = (await nextLine()).match(/open (\d+)/);
-    await sleep(1000);
-    const rssAfter = targetRss(t);
-    return {
-      opened: Number(opened[1]),
-      failed: Number(opened[2]),
-      stillOpen: still ? Number(still[1]) : NaN,
-      baseline,
-      loaded,
-      rss,
-      rssAfter,
-    };
-  } finally {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* exited */ }
-    await child.status;
-    lines.releaseLock();
-  }
 }
 
 /** Scenario (8): exec -> first 200, for `deno run`, a compiled binary in dist/ and the peers. */
@@ -585,22 +540,21 @@ export async function main(args: string[]): Promise<number> {
     elapsedS: 0,
     targets: wanted,
     skipped,
-    hit: {},
-    mix: {},
-    backend: {},
-    frozen: {},
-    stale: {},
-    idle: {},
-    rssIdle: {},
-    rssIdleAnon: {},
-    rssLoad: {},
-    rssLoadAnon: {},
-    cold: [],
+    ...noMeasurements(),
   };
 
   const targets: Target[] = [];
+  const tlsTargets: Target<TlsTargetName>[] = [];
+  const logs: [string, string][] = [];
   const stopAll = async () => {
-    for (const t of targets.splice(0)) await t.stop().catch(() => {});
+    for (const t of targets.splice(0)) {
+      logs.push([t.name, t.log()]);
+      await t.stop().catch(() => {});
+    }
+    for (const t of tlsTargets.splice(0)) {
+      logs.push([`${t.name} (https)`, t.log()]);
+      await t.stop().catch(() => {});
+    }
   };
   const onSignal = () => {
     stopAll().finally(() => Deno.exit(130));
@@ -609,11 +563,14 @@ export async function main(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
     say(
-      `bench: ${o.quick ? "quick run" : o.only.size < 8 ? "partial run" : "full run"}, targets ${
-        wanted.join(", ")
-      }; scratch ${tmp}`,
+      `bench: ${
+        o.quick ? "quick run" : o.only.size < ALL_SCENARIOS.length ? "partial run" : "full run"
+      }, targets ${wanted.join(", ")}; scratch ${tmp}`,
     );
-    for (const name of wanted) targets.push(await startTarget(name, settings));
+    const plainScenarios = ALL_SCENARIOS.filter((n) => n !== 9 && n !== 10);
+    if (plainScenarios.some((n) => o.only.has(n))) {
+      for (const name of wanted) targets.push(await startTarget(name, settings));
+    }
     const byName = (n: TargetName) => targets.find((t) => t.name === n);
     // Warm each target once, then let it settle: the idle RSS.
     for (const t of targets) {
@@ -656,15 +613,7 @@ export async function main(args: string[]): Promise<number> {
 
     if ([1, 2, 3, 7].some((n) => o.only.has(n))) {
       say("warm-up: 1 s of wrk per target (JIT, caches), not recorded");
-      for (const t of targets) {
-        await runWrk({
-          url: t.url + HIT_PATH,
-          threads: o.threads,
-          connections: o.connections,
-          durationS: 1,
-        });
-        await sleep(200);
-      }
+      await warmUp(targets, o);
     }
 
     if (o.only.has(1) || o.only.has(7)) {
@@ -770,10 +719,73 @@ export async function main(args: string[]): Promise<number> {
         await sleep(500);
       }
     }
+    if (o.only.has(11)) {
+      say(
+        `(11) freshness: ${o.flips} role flips in ${o.flips * 3} s, Patroni 150 ms; /primary and ` +
+          "/replica each every 50 ms on fresh connections; then no checks",
+      );
+      for (const t of targets) {
+        const raw = await freshnessScenario(t, { flips: o.flips, ttlMs, quietMs: o.quietS * 1000 });
+        results.freshness![t.name] = raw;
+        const f = freshnessFigures(raw);
+        say(
+          `  ${t.name.padEnd(11)} old role up to ${
+            f.longestOldRoleMs.toFixed(0)
+          } ms after a flip ` +
+            `(${f.oldRoleCount} answers); waited ${f.waited.join("/")}; backend GETs ` +
+            `${f.gets.join("/")}; after the last check ${f.trailingGets} then ${f.idleGets}` +
+            (f.failed.some((n) => n > 0) ? `; failed ${f.failed.join("/")}` : ""),
+        );
+      }
+    }
+    if (o.only.has(9) || o.only.has(10)) {
+      await stopAll(); // the HTTP targets are done: the HTTPS ones get the machine
+      const tls = fixtureTls(root);
+      const ca = await Deno.readTextFile(tls.ca);
+      for (const name of TLS_TARGET_NAMES) {
+        if (name === "nginx" && !wanted.includes("nginx")) continue;
+        if (name === "bare" && !o.only.has(9)) continue;
+        const t = await startTarget(name, settings, tls);
+        tlsTargets.push(t);
+        if (name !== "bare") await rawGetTls(t.port, HIT_PATH, ca);
+      }
+      if (o.only.has(9)) {
+        say(
+          `(9) ${o.stuck} stuck TLS clients (silent, partial ClientHello, half a request); ` +
+            `HTTPS checks every 10 ms; still open after ${o.stuckHoldS} s`,
+        );
+        for (const t of tlsTargets) {
+          const r = await stuckTlsScenario(t, {
+            count: o.stuck,
+            holdS: o.stuckHoldS,
+            measureS: o.idleMeasureS,
+            root,
+            caFile: tls.ca,
+          });
+          results.stuckTls![t.name] = r;
+          const cost = stuckTlsCost(r);
+          say(
+            `  ${t.name.padEnd(11)} opened ${r.opened} in ${r.openMs} ms; RSS +${
+              (cost.growthKiB / 1024).toFixed(1)
+            } MiB (${cost.perClientKiB.toFixed(1)} KiB each); p95 ${
+              r.baseline?.p95?.toFixed(2) ?? "—"
+            } -> ${
+              r.loaded?.p95?.toFixed(2) ?? "—"
+            } ms; still open after ${r.holdS} s: ${r.stillOpen}`,
+          );
+          await sleep(1000);
+        }
+      }
+      if (o.only.has(10)) {
+        const https = tlsTargets.filter((t) => t.name !== "bare");
+        say(`(10) HTTPS cache hits on ${HIT_PATH}: warm-up 1 s each, then as (1)`);
+        await warmUp(https, o);
+        results.httpsHit = await loadScenario("(10)", https, o, HIT_PATH, undefined, {}, {});
+      }
+    }
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
-    const logs = targets.map((t) => [t.name, t.log()] as const);
     await stopAll();
     for (const [name, log] of logs) {
       if (/error|panic|uncaught/i.test(log)) {

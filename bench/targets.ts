@@ -9,6 +9,26 @@ export type TargetName = "patroniglue" | "nginx" | "haproxy" | "direct";
 /** Every target, in the order runs alternate. */
 export const TARGET_NAMES: readonly TargetName[] = ["patroniglue", "nginx", "haproxy", "direct"];
 
+/** What the HTTPS scenarios measure: patroniglue's and nginx's TLS frontends, and a bare node:tls
+ * server that only accepts (bench/bare_tls_server.ts, the transport's own cost). */
+export type TlsTargetName = "patroniglue" | "nginx" | "bare";
+
+/** The HTTPS targets, in the order runs alternate. */
+export const TLS_TARGET_NAMES: readonly TlsTargetName[] = ["patroniglue", "nginx", "bare"];
+
+/** The certificate and key an HTTPS target serves, and the CA that signed them (PEM files). */
+export interface TlsFiles {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+/** The test certificate in tests/fixtures (SAN 127.0.0.1, signed by the test CA). */
+export function fixtureTls(root: string): TlsFiles {
+  const dir = `${root}/tests/fixtures`;
+  return { cert: `${dir}/server.pem`, key: `${dir}/server.key`, ca: `${dir}/ca.pem` };
+}
+
 /** Settings shared by every target (patroniglue's config, mirrored in the peers'). */
 export interface BenchSettings {
   /** Cache ttl, seconds. */
@@ -26,9 +46,9 @@ export interface BenchSettings {
 }
 
 /** A running target with its own simulated Patroni. */
-export interface Target {
-  readonly name: TargetName;
-  /** `http://127.0.0.1:port`, what clients hit. */
+export interface Target<N extends string = TargetName> {
+  readonly name: N;
+  /** `http://127.0.0.1:port` (`https://` for an HTTPS target), what clients hit. */
   readonly url: string;
   readonly port: number;
   /** The simulated Patroni behind it (for `direct`, the one clients hit). */
@@ -166,12 +186,18 @@ export function rssKiB(pid: number, field = "VmRSS"): number {
   }
 }
 
-/** The patroniglue YAML for the settings. */
-export function glueConfig(port: number, backendPort: number, s: BenchSettings): string {
+/** The patroniglue YAML for the settings (an HTTPS frontend with `tls`). */
+export function glueConfig(
+  port: number,
+  backendPort: number,
+  s: BenchSettings,
+  tls?: TlsFiles,
+): string {
   return [
     "frontend:",
     "  host: 127.0.0.1",
     `  port: ${port}`,
+    ...(tls ? [`  certfile: ${tls.cert}`, `  keyfile: ${tls.key}`] : []),
     "backend:",
     "  host: 127.0.0.1",
     `  port: ${backendPort}`,
@@ -189,20 +215,37 @@ export function glueCommand(
   configFile: string,
   denoFlags: string[] = [],
 ): { cmd: string; args: string[] } {
+  return denoCommand("main.ts", ["-config", configFile], denoFlags);
+}
+
+/** `deno run` of `script` as `deno task start` runs patroniglue (and as the compiled binary does):
+ * deno.json's permissions, its V8 flags. */
+export function denoCommand(
+  script: string,
+  args: string[],
+  denoFlags: string[] = [],
+): { cmd: string; args: string[] } {
   return {
     cmd: Deno.execPath(),
-    // As `deno task start` runs it (and the compiled binary): deno.json's permissions, its V8 flags.
-    args: ["run", "-q", "-P", V8_FLAGS, ...denoFlags, "main.ts", "-config", configFile],
+    args: ["run", "-q", "-P", V8_FLAGS, ...denoFlags, script, ...args],
   };
 }
 
-/** nginx as the best proxy_cache setup: cache 200 and 503 for ttl, lock, no stale answers. */
+/** nginx as the best proxy_cache setup: cache 200 and 503 for ttl, lock, no stale answers; a TLS
+ * frontend (TLS 1.2 and 1.3, as patroniglue's default) with `tls`. */
 export function nginxConfig(
   prefix: string,
   port: number,
   backendPort: number,
   s: BenchSettings,
+  tls?: TlsFiles,
 ): string {
+  const listen = tls
+    ? `listen 127.0.0.1:${port} ssl backlog=4096;
+    ssl_certificate ${tls.cert};
+    ssl_certificate_key ${tls.key};
+    ssl_protocols TLSv1.2 TLSv1.3;`
+    : `listen 127.0.0.1:${port} backlog=4096;`;
   return `daemon off;
 master_process on;
 worker_processes auto;
@@ -221,7 +264,7 @@ http {
   proxy_cache_path ${prefix}/cache levels=1:2 keys_zone=patroni:1m max_size=16m inactive=60s use_temp_path=off;
   upstream patroni { server 127.0.0.1:${backendPort}; keepalive 8; }
   server {
-    listen 127.0.0.1:${port} backlog=4096;
+    ${listen}
     location / {
       proxy_pass http://patroni;
       proxy_http_version 1.1;
@@ -269,23 +312,40 @@ backend be
 `;
 }
 
-/** Starts one target (and its simulated Patroni). */
-export async function startTarget(name: TargetName, s: BenchSettings): Promise<Target> {
+/**
+ * Starts one target (and its simulated Patroni). With `tls`, its frontend is HTTPS (patroniglue,
+ * nginx; `bare` is HTTPS only and answers nothing: its simulated Patroni is never asked).
+ */
+export async function startTarget<N extends TargetName | TlsTargetName>(
+  name: N,
+  s: BenchSettings,
+  tls?: TlsFiles,
+): Promise<Target<N>> {
+  if (tls && (name === "haproxy" || name === "direct")) throw new Error(`${name}: no TLS setup`);
+  if (name === "bare" && !tls) throw new Error("bare: a TLS server, needs certificates");
   const { fake, arrivals } = await startFake(s.delayMs);
   const port = name === "direct" ? fake.port : freePort();
-  const dir = `${s.tmp}/${name}`;
+  const dir = `${s.tmp}/${name}${tls ? "-tls" : ""}`;
   await Deno.mkdir(dir, { recursive: true });
   let child: Child | undefined;
   let pids = () => [] as number[];
   try {
     if (name === "patroniglue") {
       const file = `${dir}/patroniglue.yml`;
-      await Deno.writeTextFile(file, glueConfig(port, fake.port, s));
+      await Deno.writeTextFile(file, glueConfig(port, fake.port, s, tls));
       const c = glueCommand(file, s.denoFlags);
       child = new Child(c.cmd, c.args, s.root);
       pids = () => [child!.pid];
+    } else if (name === "bare") {
+      const c = denoCommand(
+        "bench/bare_tls_server.ts",
+        [String(port), tls!.cert, tls!.key],
+        s.denoFlags,
+      );
+      child = new Child(c.cmd, c.args, s.root);
+      pids = () => [child!.pid];
     } else if (name === "nginx") {
-      await Deno.writeTextFile(`${dir}/nginx.conf`, nginxConfig(dir, port, fake.port, s));
+      await Deno.writeTextFile(`${dir}/nginx.conf`, nginxConfig(dir, port, fake.port, s, tls));
       child = new Child(
         "nginx",
         ["-p", dir, "-c", `${dir}/nginx.conf`, "-e", `${dir}/error.log`],
@@ -306,7 +366,7 @@ export async function startTarget(name: TargetName, s: BenchSettings): Promise<T
   }
   return {
     name,
-    url: `http://127.0.0.1:${port}`,
+    url: `${tls ? "https" : "http"}://127.0.0.1:${port}`,
     port,
     fake,
     arrivals,
@@ -361,8 +421,38 @@ const encoder = new TextEncoder();
 
 /** One `GET path` on a fresh connection (Connection: close); resolves to the status. */
 export async function rawGet(port: number, path: string, timeoutMs = 10_000): Promise<number> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  return exchange(await Deno.connect({ hostname: "127.0.0.1", port }), path, timeoutMs);
+}
+
+/**
+ * One `GET path` on a fresh TLS connection (a full handshake, as HAProxy's `check-ssl` makes for
+ * every check), the server's certificate verified against the CA `caPem`; resolves to the status.
+ */
+export async function rawGetTls(
+  port: number,
+  path: string,
+  caPem: string,
+  timeoutMs = 10_000,
+): Promise<number> {
+  return exchange(await connectTls(port, caPem), path, timeoutMs);
+}
+
+/**
+ * A TLS connection to 127.0.0.1:`port` (certificate verified against `caPem`) with TCP_NODELAY, as
+ * HAProxy's checks set it: without, the request written after the handshake waits for the
+ * server's delayed ACK (about 40 ms on Linux).
+ */
+export async function connectTls(port: number, caPem: string): Promise<Deno.TlsConn> {
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+  tcp.setNoDelay(true);
+  return await Deno.startTls(tcp, { hostname: "127.0.0.1", caCerts: [caPem] });
+}
+
+/** Sends `GET path` on `conn`, reads to EOF (or to a reset after the status line), closes it. */
+async function exchange(conn: Deno.Conn, path: string, timeoutMs: number): Promise<number> {
+  let timedOut = false;
   const timer = setTimeout(() => {
+    timedOut = true;
     try {
       conn.close();
     } catch { /* closed */ }
@@ -374,8 +464,13 @@ export async function rawGet(port: number, path: string, timeoutMs = 10_000): Pr
     // Read to EOF so the measured time covers the whole answer.
     const buf = new Uint8Array(4096);
     let head = "";
-    for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
-      if (head === "") head = new TextDecoder().decode(buf.subarray(0, Math.min(n, 32)));
+    try {
+      for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+        if (head === "") head = new TextDecoder().decode(buf.subarray(0, Math.min(n, 32)));
+      }
+    } catch (e) {
+      // A TLS peer may close without close_notify once it has answered.
+      if (head === "" || timedOut) throw e;
     }
     const m = head.match(/^HTTP\/1\.[01] (\d{3})/);
     return m ? Number(m[1]) : 0;

@@ -1,5 +1,5 @@
 // Shared shapes of the bench: options and results (run.ts measures, report.ts and chart.ts render).
-import type { BenchSettings, TargetName } from "./targets.ts";
+import type { BenchSettings, TargetName, TlsTargetName } from "./targets.ts";
 import type { WrkResult } from "./wrk.ts";
 
 /** The health checks of scenario (2); /replica answers 503 (the simulated member is primary). */
@@ -12,7 +12,16 @@ export interface Options {
   soakS: number;
   trials: number;
   idle: number;
+  /** Seconds of checks in (6) and (9), without and with the held connections. */
   idleMeasureS: number;
+  /** Stuck TLS clients in (9), a third of each kind. */
+  stuck: number;
+  /** Seconds after the stuck clients opened at which (9) counts those still open. */
+  stuckHoldS: number;
+  /** Role flips in (11), one per 3-s slot. */
+  flips: number;
+  /** Seconds without checks at the end of (11). */
+  quietS: number;
   threads: number;
   connections: number;
   only: Set<number>;
@@ -59,6 +68,8 @@ export interface FrozenResult {
 export interface CheckLatency {
   n: number;
   p50: number;
+  /** Absent in results saved before (9) existed. */
+  p95?: number;
   p99: number;
   max: number;
   errors: number;
@@ -74,6 +85,52 @@ export interface IdleResult {
   /** Max RSS (KiB) while the connections were held, and 1 s after they closed. */
   rss: number;
   rssAfter: number;
+}
+
+/** Scenario (9): one target holding stuck TLS clients. RSS in KiB (all the target's processes). */
+export interface StuckTlsResult {
+  /** Clients attempted, connected, and the ms it took to open them all. */
+  count: number;
+  opened: number;
+  openMs: number;
+  /** The most RSS over 1 s before the clients connected, and over 1 s once all were open. */
+  rssBefore: number;
+  rssWith: number;
+  /** Still open when `rssWith` was taken, and at the end of the checks with them. */
+  heldAtRss: number;
+  heldAfterChecks: number;
+  /** Still open `holdS` after they all opened: all, then by kind (silent, partial ClientHello,
+   * half a request). */
+  holdS: number;
+  stillOpen: number;
+  stillOpenByKind: number[];
+  /** HTTPS checks of /primary (a fresh connection each) without and with the clients; absent for
+   * the bare server, which answers nothing. */
+  baseline?: CheckLatency;
+  loaded?: CheckLatency;
+  /** Milliseconds between two checks. */
+  checkEveryMs: number;
+}
+
+/** Scenario (11), as measured: times in ms from the start of the flip window. */
+export interface FreshnessRaw {
+  ttlMs: number;
+  /** How long the simulated Patroni took per request. */
+  patroniMs: number;
+  /** Length of the window with flips and checks, and of the quiet time after the last answer. */
+  spanMs: number;
+  quietMs: number;
+  /** The routes checked; `checks` and `gets` name them by index. */
+  routes: string[];
+  /** When each flip happened; the role alternates, starting from `startRole`. */
+  flips: number[];
+  startRole: "primary" | "replica";
+  /** [sent, answered, route index, status (0: failed)], warm-up checks included (negative times). */
+  checks: [number, number, number, number][];
+  /** Backend GETs: [arrival, route index]. */
+  gets: [number, number][];
+  /** When the last check was answered. */
+  lastAnsweredAt: number;
 }
 
 /** Scenario (7) soak: patroniglue's RSS over a long mix load. */
@@ -116,4 +173,44 @@ export interface Results {
   rssLoadAnon: Partial<Record<TargetName, number>>;
   soak?: SoakResult;
   cold: ColdResult[];
+  /** (9), (10) and (11); absent in results saved before they existed. */
+  stuckTls?: Partial<Record<TlsTargetName, StuckTlsResult>>;
+  httpsHit?: Partial<Record<TlsTargetName, LoadStats>>;
+  freshness?: Partial<Record<TargetName, FreshnessRaw>>;
+}
+
+/** The measurements of a run before any scenario has run: every record empty. */
+export function noMeasurements(): Pick<
+  Results,
+  | "hit"
+  | "mix"
+  | "backend"
+  | "frozen"
+  | "stale"
+  | "idle"
+  | "rssIdle"
+  | "rssIdleAnon"
+  | "rssLoad"
+  | "rssLoadAnon"
+  | "cold"
+  | "stuckTls"
+  | "httpsHit"
+  | "freshness"
+> {
+  return {
+    hit: {},
+    mix: {},
+    backend: {},
+    frozen: {},
+    stale: {},
+    idle: {},
+    rssIdle: {},
+    rssIdleAnon: {},
+    rssLoad: {},
+    rssLoadAnon: {},
+    cold: [],
+    stuckTls: {},
+    httpsHit: {},
+    freshness: {},
+  };
 }
