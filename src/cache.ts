@@ -62,16 +62,10 @@ interface Slot {
   refreshAt: number;
 }
 
-interface Flight {
-  promise: Promise<CacheEntry>;
-  /** A check is waiting on it (a miss or a coalesced check). */
-  waited: boolean;
-}
-
 /** Entries per key from memory while fresh, else from exactly one backend request. */
 export class HealthCache {
   readonly #slots = new Map<string, Slot>();
-  readonly #inFlight = new Map<string, Flight>();
+  readonly #inFlight = new Map<string, Promise<CacheEntry>>();
   #plans: Slot[] = [];
   readonly #samples: number[] = [];
   #sampled = 0;
@@ -128,11 +122,8 @@ export class HealthCache {
     const entry = this.peek(key);
     if (entry) return { entry, result: "hit" };
     const pending = this.#inFlight.get(key);
-    if (pending) {
-      pending.waited = true;
-      return { entry: await pending.promise, result: "coalesced" };
-    }
-    return { entry: await this.#start(key, true).promise, result: "miss" };
+    if (pending) return { entry: await pending, result: "coalesced" };
+    return { entry: await this.#start(key), result: "miss" };
   }
 
   /** Frees expired entries; expiry itself is exact on read, this only returns memory. */
@@ -160,15 +151,20 @@ export class HealthCache {
     this.close();
   }
 
-  #start(key: string, waited: boolean): Flight {
-    const flight: Flight = { promise: undefined!, waited };
-    flight.promise = this.#run(key, flight).finally(() => this.#inFlight.delete(key));
+  /** Starts the one fetch for `key` that checks join until it settles. */
+  #start(key: string): Promise<CacheEntry> {
+    const flight = this.#run(key).finally(() => this.#inFlight.delete(key));
     this.#inFlight.set(key, flight);
     return flight;
   }
 
-  /** One fetch (two if its body is contradicted by a fetch started later and a check waits). */
-  async #run(key: string, flight: Flight): Promise<CacheEntry> {
+  /** Starts a fetch nobody waits for yet (a route in use); a rejection is a check's to see. */
+  #startInBackground(key: string): void {
+    this.#start(key).catch(() => {});
+  }
+
+  /** One fetch; two when its body is contradicted by a fetch started later (the route is in use). */
+  async #run(key: string): Promise<CacheEntry> {
     for (let attempt = 1;; attempt++) {
       const seq = ++this.#seq;
       const startedAt = this.#now();
@@ -188,7 +184,7 @@ export class HealthCache {
         this.#store(key, entry, seq);
         return entry;
       }
-      if (!flight.waited || attempt === 2) return entry;
+      if (attempt === 2) return entry;
     }
   }
 
@@ -199,12 +195,16 @@ export class HealthCache {
     if (known && seq < known.seq) return sameFacts(member, known.member);
     this.#facts = { member, seq };
     if (known && sameFacts(member, known.member)) return true;
-    // Facts changed: end every entry stored before that does not carry them, unknown facts too.
+    // Facts changed: end every entry stored before that does not carry them, unknown facts too;
+    // a route in use is asked again at once, so that its next check waits the least.
     for (const slot of this.#slots.values()) {
       if (slot.key === key || slot.seq > seq) continue;
       if (slot.entry.member && sameFacts(slot.entry.member, member)) continue;
       this.#drop(slot.key);
       this.#onInvalidate?.(slot.key, key);
+      if (slot.used && !this.#closed && !this.#inFlight.has(slot.key)) {
+        this.#startInBackground(slot.key);
+      }
     }
     return true;
   }
@@ -268,7 +268,7 @@ export class HealthCache {
         continue;
       }
       this.#onRefreshAhead?.(slot.key);
-      this.#start(slot.key, false).promise.catch(() => {});
+      this.#startInBackground(slot.key);
     }
     this.#arm();
   }
