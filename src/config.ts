@@ -203,11 +203,18 @@ const MAX_PROBLEMS = 20;
 
 /** Reads and validates a configuration file; throws {@linkcode ConfigError} naming every problem. */
 export async function loadConfig(file: string): Promise<Config> {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(file);
+    bytes = await Deno.readFile(file);
   } catch (e) {
     throw new ConfigError([`${file}: cannot read configuration file: ${reason(e)}`]);
+  }
+  let text: string;
+  try {
+    // Strict, as yaml.v2 is: a lenient decoder would turn a stray byte into U+FFFD and read on.
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    throw new ConfigError([`${file}: cannot read configuration file: it is not UTF-8 text`]);
   }
   return await parseConfig(text, file);
 }

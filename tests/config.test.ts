@@ -147,14 +147,25 @@ Deno.test("config: unknown scheme, TLS version, cipher and log format", async ()
   await problem("log-format: xml\n", /log-format: must be one of text, json/);
 });
 
-Deno.test("config: YAML merge keys and aliases never escape as exceptions", async () => {
-  await problem("cache:\n  ttl: {<<: 1}\n", /^c\.yml:2:8: cache\.ttl: must be a number/);
+Deno.test("config: YAML merge keys apply as yaml.v2 applies them; bad ones are positioned problems", async () => {
+  const c = await parseConfig(
+    "frontend: &listen\n  host: 127.0.0.2\n  port: 8080\nagent:\n  <<: *listen\n  port: 8081\n",
+    "c.yml",
+  );
+  assert.deepEqual([c.frontend.host, c.frontend.port], ["127.0.0.2", 8080]);
+  assert.deepEqual([c.agent?.host, c.agent?.port], ["127.0.0.2", 8081]);
+  assert.equal((await parseConfig("frontend:\n  <<: {port: 1}\n", "c.yml")).frontend.port, 1);
+  await problem("cache:\n  ttl: {<<: 1}\n", /^c\.yml:2:9: YAML syntax: '<<' merges a mapping/);
   await problem(
     "frontend:\n  port: *nope\n",
     /^c\.yml:2:9: YAML syntax: alias \*nope is not defined/,
   );
-  await problem("frontend:\n  <<: {port: 1}\n", /unknown key 'frontend\.<<'/);
   await problem("frontend:\n  port: {a: 1}\n", /frontend\.port: .*got \{"a":1\}/);
+  // A merged key is checked like a written one, at the place the anchor wrote it.
+  await problem(
+    "frontend: &f\n  port: 1\n  logformat: x\nmetrics:\n  <<: *f\n",
+    /^c\.yml:3:3: unknown key 'metrics\.logformat' \(known: enabled, host, port\)$/,
+  );
 });
 
 Deno.test("config: a file with thousands of problems reports the first 20 and a count", async () => {
@@ -298,6 +309,25 @@ Deno.test("config: a missing file is one clear error", async () => {
     (e: ConfigError) =>
       /^\/nonexistent\/patroniglue\.yml: cannot read configuration file: /.test(e.problems[0]),
   );
+});
+
+Deno.test("config: a file that is not UTF-8 is refused; a BOM and CRLF line endings are read", async () => {
+  const file = await Deno.makeTempFile({ suffix: ".yml" });
+  try {
+    await Deno.writeFile(
+      file,
+      new Uint8Array([...new TextEncoder().encode("frontend:\n  host: a"), 0xff]),
+    );
+    await assert.rejects(
+      () => loadConfig(file),
+      (e: ConfigError) =>
+        e.problems[0] === `${file}: cannot read configuration file: it is not UTF-8 text`,
+    );
+    await Deno.writeTextFile(file, "\uFEFF---\r\nfrontend:\r\n  port: 8080 # comment\r\n");
+    assert.equal((await loadConfig(file)).frontend.port, 8080);
+  } finally {
+    await Deno.remove(file);
+  }
 });
 
 Deno.test("config: metrics on a separate listener", async () => {

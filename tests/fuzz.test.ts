@@ -130,12 +130,13 @@ function randomText(rng: Rng, max: number): string {
 // ---------------------------------------------------------------------------------------------
 // a. parseConfig: random bytes and random YAML structures.
 
-const SECTIONS = ["frontend", "backend", "cache", "metrics"] as const;
+const SECTIONS = ["frontend", "backend", "cache", "metrics", "agent"] as const;
 const KEYS: Record<string, readonly string[]> = {
   frontend: ["host", "port", "certfile", "keyfile", "tls-min-version", "tls-ciphers", "logformat"],
   backend: ["host", "port", "scheme", "insecure", "cafile", "certfile", "keyfile", "timeout"],
   cache: ["ttl", "interval", "max-entries"],
   metrics: ["enabled", "host", "port"],
+  agent: ["host", "port", "check", "mismatch"],
 };
 const ALL_KEYS = [
   ...SECTIONS,
@@ -404,7 +405,7 @@ class YamlGen {
       const items: string[] = [];
       for (const key of KEYS[section]) {
         if (rng.chance(0.4) || (/file$/.test(key) && !rng.chance(wild))) continue;
-        if (section === "metrics" && key === "host" && !rng.chance(wild)) continue;
+        if (/^(metrics|agent)$/.test(section) && key === "host" && !rng.chance(wild)) continue;
         const value = rng.chance(wild) ? this.flow(2, key) : rng.pick(GOOD[key]);
         items.push(`${rng.chance(wild / 2) ? this.key(KEYS[section]) : key}: ${value}`);
       }
@@ -434,6 +435,8 @@ const GOOD: Record<string, readonly string[]> = {
   ttl: ["0", "0.5", "1", "86400"],
   interval: ["0.25", "1"],
   "max-entries": ["1", "1000", "1000000"],
+  check: ["/primary", "/replica?lag=1MB", "'/read-only'"],
+  mismatch: ["maint", "drain"],
 };
 
 /** Small random edits of a text: the files people actually break. */
