@@ -16,15 +16,19 @@ function setup(
 ) {
   const clock = { now: 10_000 };
   const fetches: { key: string; reply: PromiseWithResolvers<BackendOutcome> }[] = [];
-  const cache = new HealthCache({
+  const cacheOptions = {
     ttl: 5,
     now: () => clock.now,
-    fetch: (key) => {
+    fetch: (key: string) => {
       const reply = Promise.withResolvers<BackendOutcome>();
       fetches.push({ key, reply });
       return reply.promise;
     },
-  });
+    // A cache that schedules refreshes ahead gets a timer that never fires: the test moves time.
+    setTimer: () => 0,
+    clearTimer: () => {},
+  };
+  const cache = new HealthCache(cacheOptions);
   const lines: string[] = [];
   const log = new Logger({
     level: options.level ?? "notice",
