@@ -2,8 +2,8 @@
 import type { ClientRequest } from "node:http";
 import type { Agent } from "node:https";
 import type { BackendConfig } from "./config.ts";
-import { BARE_LF, findHeadEnd, grow } from "./http1.ts";
 import type { Logger } from "./log.ts";
+import { BARE_LF, findHeadEnd, grow, hostPort } from "./wire.ts";
 
 /** Why a backend request failed. */
 export type BackendFailure = "timeout" | "refused" | "tls" | "invalid" | "error";
@@ -13,7 +13,7 @@ export type BackendOutcome =
   | { ok: true; status: 200 | 503; body: string }
   | { ok: false; failure: BackendFailure; error: string };
 
-/** Largest Patroni answer accepted (its /patroni status is a few KiB). */
+/** Largest Patroni response accepted (its /patroni status is a few KiB). */
 export const MAX_BODY_BYTES = 256 * 1024;
 /** Connections to Patroni at most (its REST API has a pool of 5 threads). */
 export const MAX_BACKEND_SOCKETS = 8;
@@ -42,16 +42,14 @@ export class PatroniClient {
   #connections = 0;
   readonly #log?: Logger;
   #closed = false;
-  /** "up", "down" or undefined before the first answer; changes are logged once. */
+  /** "up", "down" or undefined before the first response; changes are logged once. */
   #state?: "up" | "down";
   #role?: string;
 
   constructor(config: BackendConfig, log?: Logger) {
     this.#config = config;
     this.#log = log;
-    this.origin = `${config.scheme}://${
-      config.host.includes(":") ? `[${config.host}]` : config.host
-    }:${config.port}`;
+    this.origin = `${config.scheme}://${hostPort(config.host, config.port)}`;
   }
 
   #httpsAgent() {
@@ -139,19 +137,19 @@ export class PatroniClient {
       );
       this.#inFlight.add(cancel);
       const onCleanup = (f: () => void) => settled ? f() : cleanups.push(f);
-      const answer = (status: number, bytes: Uint8Array) => settle(checkAnswer(status, bytes));
+      const onResponse = (status: number, bytes: Uint8Array) => settle(outcomeOf(status, bytes));
       const fail = (e: unknown) => settle(classify(e));
       (this.#config.scheme === "https"
-        ? this.#requestHttps(target, onCleanup, answer)
-        : this.#requestPlain(target, onCleanup, answer)).catch(fail);
+        ? this.#requestHttps(target, onCleanup, onResponse)
+        : this.#requestPlain(target, onCleanup, onResponse)).catch(fail);
     });
   }
 
-  /** Plain HTTP/1.1 over one `Deno.connect` connection, closed by either side after the answer. */
+  /** Plain HTTP/1.1 over one `Deno.connect` connection, closed by either side after the response. */
   async #requestPlain(
     target: string,
     onCleanup: (f: () => void) => void,
-    answer: (status: number, bytes: Uint8Array) => void,
+    onResponse: (status: number, bytes: Uint8Array) => void,
   ): Promise<void> {
     let cancelled = false;
     if (this.#connections >= MAX_BACKEND_SOCKETS) {
@@ -180,19 +178,19 @@ export class PatroniClient {
       port: this.#config.port,
     });
     if (cancelled) return conn.close();
-    const host = this.#config.host.includes(":") ? `[${this.#config.host}]` : this.#config.host;
-    const request = `GET ${target} HTTP/1.1\r\nHost: ${host}:${this.#config.port}\r\n` +
+    const request =
+      `GET ${target} HTTP/1.1\r\nHost: ${hostPort(this.#config.host, this.#config.port)}\r\n` +
       "Accept: application/json\r\nUser-Agent: patroniglue\r\nConnection: close\r\n\r\n";
     const bytes = new TextEncoder().encode(request);
     for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
-    const { status, body } = await readAnswer(conn);
-    answer(status, body);
+    const { status, body } = await readResponse(conn);
+    onResponse(status, body);
   }
 
   async #requestHttps(
     target: string,
     onCleanup: (f: () => void) => void,
-    answer: (status: number, bytes: Uint8Array) => void,
+    onResponse: (status: number, bytes: Uint8Array) => void,
   ): Promise<void> {
     const { https, agent } = await this.#httpsAgent();
     let req: ClientRequest | undefined;
@@ -222,7 +220,7 @@ export class PatroniClient {
         res.on("aborted", () => reject(new BackendError("invalid", "answer cut short")));
         res.on("end", () => {
           if (!res.complete) return reject(new BackendError("invalid", "answer cut short"));
-          answer(res.statusCode ?? 0, concat(chunks, size));
+          onResponse(res.statusCode ?? 0, concat(chunks, size));
           resolve();
         });
       });
@@ -248,8 +246,8 @@ function concat(chunks: Uint8Array[], size: number): Uint8Array {
   return out;
 }
 
-/** The outcome for a complete answer: 200/503 with a JSON (or empty) body, or why not. */
-function checkAnswer(status: number, bytes: Uint8Array): BackendOutcome | BackendError {
+/** The outcome for a complete response: 200/503 with a JSON (or empty) body, or why not. */
+function outcomeOf(status: number, bytes: Uint8Array): BackendOutcome | BackendError {
   if (status !== 200 && status !== 503) {
     const redirect = status >= 300 && status < 400 ? " (redirects are not followed)" : "";
     return new BackendError("invalid", `unexpected status ${status}${redirect}`);
@@ -266,8 +264,8 @@ function checkAnswer(status: number, bytes: Uint8Array): BackendOutcome | Backen
 /** Most bytes of a status line and headers accepted from Patroni. */
 const MAX_HEAD_BYTES = 16 * 1024;
 
-/** Reads one HTTP/1.x answer: Content-Length, chunked, or (Patroni's HTTP/1.0) closed at the end. */
-async function readAnswer(conn: Deno.Conn): Promise<{ status: number; body: Uint8Array }> {
+/** Reads one HTTP/1.x response: Content-Length, chunked, or (Patroni's HTTP/1.0) closed at the end. */
+async function readResponse(conn: Deno.Conn): Promise<{ status: number; body: Uint8Array }> {
   const invalid = (message: string) => new BackendError("invalid", message);
   let buf = new Uint8Array(4096);
   let len = 0;

@@ -1,37 +1,63 @@
-// HTTP/1.1 server for health checks: bounded request heads, no bodies, deadlines for slow clients.
-import type { HandlerResult, HealthRequest, HealthResponse } from "./frontend.ts";
+// HTTP/1.1 server for health checks over any connection (TCP or TLS): bounded request heads,
+// no bodies, deadlines from accept for slow clients.
+import { type Handler, type HealthRequest, type HealthResponse, jsonResponse } from "./health.ts";
 import { originForm } from "./routes.ts";
+import { acceptBackoffMs, BARE_LF, findHeadEnd, grow, hostPort } from "./wire.ts";
+
+/** A connection the server can serve: a `Deno.TcpConn` is one, and so is the TLS transport's. */
+export interface Http1Conn {
+  /** Reads into `p`; `null` at the end of the input. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p` (the caller loops); the bytes may be reused once it resolves. */
+  write(p: Uint8Array): Promise<number>;
+  /** Ends the output (the input stays readable). */
+  closeWrite(): Promise<void>;
+  /** Closes both ways at once, whatever the connection is doing (a handshake included). */
+  close(): void;
+  readonly remoteAddr: Deno.NetAddr;
+  /** Turns Nagle's algorithm off (TCP). */
+  setNoDelay?(noDelay?: boolean): void;
+}
+
+/** Where connections come from: a `Deno.TcpListener`, or the TLS transport. */
+export interface Http1Listener {
+  /** The next connection, as soon as it is accepted; rejects once closed. */
+  accept(): Promise<Http1Conn>;
+  close(): void;
+  readonly addr: Deno.NetAddr;
+}
 
 /** Options of {@linkcode serveHttp1}. */
 export interface Http1Options {
-  hostname: string;
-  port: number;
-  /** Time a client has to send a whole request head, from its first byte. @default {10_000} */
+  /** Bound already; the server closes it on shutdown. */
+  listener: Http1Listener;
+  /**
+   * Time a client has to send a whole request head: the first one from accept (a TLS handshake
+   * included), later ones on a kept-alive connection from their first byte. @default {10_000}
+   */
   headTimeoutMs?: number;
-  /** Time a kept-alive connection may wait for its next request. @default {60_000} */
+  /** Time a kept-alive connection may wait for the first byte of its next request. @default {60_000} */
   idleTimeoutMs?: number;
-  /** Time a client has to take an answer off the wire. @default {10_000} */
+  /** Time a client has to take a response off the wire. @default {10_000} */
   writeTimeoutMs?: number;
   /** Largest request head (request line and headers). @default {16_384} */
   maxHeadBytes?: number;
-  /** Called when accepting fails (e.g. "too many open files"); the server keeps trying. */
+  /** Called when accepting fails (e.g. "too many open files"); the server keeps trying. @default {undefined} */
   onAcceptError?: (error: Error) => void;
-  /** Called when the handler's promise rejects; the client gets a 500. */
+  /** Called when the handler's promise rejects; the client gets a 500. @default {undefined} */
   onHandlerError?: (error: Error) => void;
 }
 
 /** A listening {@linkcode serveHttp1} server. */
 export interface Http1Server {
   readonly addr: Deno.NetAddr;
-  /** Stops accepting, closes idle and half-sent connections, lets answers in progress finish. */
+  /** Stops accepting, closes idle and half-sent connections, lets responses in progress finish. */
   shutdown(): Promise<void>;
 }
 
 const MAX_HEADERS = 100;
 /** How long a closing connection's unread input is drained. */
 const LINGER_MS = 1000;
-/** Waits between accept attempts after an error such as EMFILE. */
-const ACCEPT_BACKOFF_MS = [10, 50, 100, 250, 500, 1000];
 const REASONS: Record<number, string> = {
   200: "OK",
   400: "Bad Request",
@@ -62,29 +88,26 @@ const BAD_VERSION = new HeadError(400, "unsupported HTTP version: HTTP/1.0 and H
 
 /** One accepted connection and the deadline the sweeper enforces on it. */
 interface Connection {
-  readonly conn: Deno.TcpConn;
+  readonly conn: Http1Conn;
   /** ms on the server's coarse clock; `Infinity` while the handler works. */
   deadline: number;
-  /** A request is being answered: shutdown lets it finish. */
+  /** A request is being handled: shutdown lets it finish. */
   busy: boolean;
   closed: boolean;
-  /** Reused for every answer on this connection (one write at a time). */
+  /** Reused for every response on this connection (one write at a time). */
   output: { buf: Uint8Array };
 }
 
 const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
 
-/** Serves `handle` over HTTP/1.0 and 1.1 on `hostname:port`; throws when the port cannot be bound. */
-export function serveHttp1(
-  options: Http1Options,
-  handle: (req: HealthRequest) => HandlerResult,
-): Http1Server {
+/** Serves `handle` over HTTP/1.0 and 1.1 on the connections of `options.listener`. */
+export function serveHttp1(options: Http1Options, handle: Handler): Http1Server {
   const headTimeout = options.headTimeoutMs ?? 10_000;
   const idleTimeout = options.idleTimeoutMs ?? 60_000;
   const writeTimeout = options.writeTimeoutMs ?? 10_000;
   const maxHead = options.maxHeadBytes ?? 16_384;
-  const listener = Deno.listen({ hostname: options.hostname, port: options.port });
+  const listener = options.listener;
   const connections = new Set<Connection>();
   const serving = new Set<Promise<void>>();
   let stopping = false;
@@ -113,7 +136,7 @@ export function serveHttp1(
       off += await c.conn.write(off === 0 ? bytes : bytes.subarray(off));
     }
   };
-  const answer = (
+  const encode = (
     c: Connection,
     res: HealthResponse,
     method: string,
@@ -122,17 +145,17 @@ export function serveHttp1(
   ) => {
     const head = method === "HEAD";
     if (!res.reused) return encodeResponse(res, head, keepAlive, http10, date, c.output);
-    // A shared answer (a cache hit) is encoded once per second and framing, then only written.
+    // A shared response (a cache hit) is encoded once per second and framing, then only written.
     const flags = (head ? 1 : 0) | (keepAlive ? 2 : 0) | (http10 ? 4 : 0);
     let memo = ENCODED.get(res);
     if (memo?.date !== date) ENCODED.set(res, memo = { date, byFlags: [] });
     return memo.byFlags[flags] ??= encodeResponse(res, head, keepAlive, http10, date);
   };
   const refuse = async (c: Connection, status: number, message: string) => {
-    await write(c, answer(c, jsonResponse(status, { error: message }), "GET", false, false));
+    await write(c, encode(c, jsonResponse(status, { error: message }), "GET", false, false));
     await drain(c);
   };
-  // Closing with unread bytes makes the kernel send a reset, which can destroy the answer before
+  // Closing with unread bytes makes the kernel send a reset, which can destroy the response before
   // the client reads it: end our side, then read (and drop) what the client still sends, briefly.
   const drain = async (c: Connection) => {
     c.deadline = clock + LINGER_MS;
@@ -150,10 +173,11 @@ export function serveHttp1(
     let len = 0;
     let scanned = 0;
     try {
-      for (;;) {
+      // The first head is due `headTimeout` after accept (set then); later ones follow the idle wait.
+      for (let first = true;; first = false) {
         // Read until a whole head is buffered (or refuse the request).
         let end = -1;
-        c.deadline = clock + (len === 0 ? idleTimeout : headTimeout);
+        if (!first) c.deadline = clock + (len === 0 ? idleTimeout : headTimeout);
         for (;;) {
           while (len >= 2 && buf[0] === 13 && buf[1] === 10) { // empty lines before a request
             buf.copyWithin(0, 2, len);
@@ -168,10 +192,10 @@ export function serveHttp1(
           if (stopping && len === 0) return;
           scanned = Math.max(0, len - 3);
           if (len === buf.length) buf = grow(buf, Math.min(buf.length * 2, maxHead));
-          const wasEmpty = len === 0;
+          const idle = len === 0 && !first;
           const n = await c.conn.read(len === 0 ? buf : buf.subarray(len));
           if (n === null) return;
-          if (wasEmpty) c.deadline = clock + headTimeout;
+          if (idle) c.deadline = clock + headTimeout;
           len += n;
         }
         const req = parseHead(buf, end, c.conn.remoteAddr);
@@ -191,12 +215,12 @@ export function serveHttp1(
         }
         // A body is never read, so the connection cannot carry another request after it.
         const keepAlive = req.keepAlive && !req.hasBody && !stopping;
-        await write(c, answer(c, res, req.method, keepAlive, req.http10));
+        await write(c, encode(c, res, req.method, keepAlive, req.http10));
         c.busy = false;
         if (!keepAlive) return await drain(c);
       }
     } catch {
-      // Reset by the client, or closed by the sweeper or shutdown: nothing to answer.
+      // Reset by the client, or closed by the sweeper or shutdown: nothing to respond to.
     } finally {
       close(c);
       connections.delete(c);
@@ -205,14 +229,14 @@ export function serveHttp1(
 
   const acceptLoop = async () => {
     for (let failures = 0; !stopping;) {
-      let conn: Deno.TcpConn;
+      let conn: Http1Conn;
       try {
         conn = await listener.accept();
         failures = 0;
       } catch (e) {
         if (stopping || e instanceof Deno.errors.BadResource) return;
         if (failures === 0) options.onAcceptError?.(e as Error);
-        const ms = ACCEPT_BACKOFF_MS[Math.min(failures++, ACCEPT_BACKOFF_MS.length - 1)];
+        const ms = acceptBackoffMs(failures++);
         await new Promise<void>((resolve) => {
           wakeAccept = resolve;
           backoff = setTimeout(resolve, ms);
@@ -224,7 +248,7 @@ export function serveHttp1(
         return;
       }
       try {
-        conn.setNoDelay(true);
+        conn.setNoDelay?.(true);
       } catch { /* reset already */ }
       const c: Connection = {
         conn,
@@ -259,18 +283,6 @@ export function serveHttp1(
   };
 }
 
-/** What {@linkcode findHeadEnd} returns for a lone LF. */
-export const BARE_LF = -2;
-
-/** Offset of the CRLFCRLF ending the head, -1 when not there yet, {@linkcode BARE_LF} for a lone LF. */
-export function findHeadEnd(buf: Uint8Array, len: number, from: number): number {
-  for (let i = buf.indexOf(10, from); i !== -1 && i < len; i = buf.indexOf(10, i + 1)) {
-    if (i === 0 || buf[i - 1] !== 13) return BARE_LF;
-    if (i >= 3 && buf[i - 2] === 10 && buf[i - 3] === 13) return i - 3;
-  }
-  return -1;
-}
-
 /** Token characters (RFC 9110), by byte. */
 const TCHAR = new Uint8Array(128);
 for (const ch of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
@@ -285,13 +297,6 @@ function methodPrefixOk(buf: Uint8Array, len: number): boolean {
     if (b >= 128 || TCHAR[b] === 0) return false;
   }
   return true;
-}
-
-/** A copy of `buf` in a larger buffer of `size` bytes. */
-export function grow(buf: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
-  const next = new Uint8Array(size);
-  next.set(buf);
-  return next;
 }
 
 /** Lower-cased names of the header fields that matter here, as bytes. */
@@ -445,23 +450,14 @@ export class WireRequest implements HealthRequest {
   ) {}
 
   get remote(): string {
-    const { hostname, port } = this.remoteAddr;
-    return `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+    return hostPort(this.remoteAddr.hostname, this.remoteAddr.port);
   }
 }
 
-/** The media type of every answer but /metrics. */
-export const JSON_TYPE = "application/json";
-
-/** An answer whose body is `body` as JSON. */
-export function jsonResponse(status: number, body: unknown): HealthResponse {
-  return { status, headers: { "content-type": JSON_TYPE }, body: JSON.stringify(body) };
-}
-
-/** Encoded shared answers, by framing flags, for the current Date header. */
+/** Encoded shared responses, by framing flags, for the current Date header. */
 const ENCODED = new WeakMap<HealthResponse, { date: string; byFlags: Uint8Array[] }>();
 
-/** Largest answer written through a connection's reusable output buffer; bigger ones get their own. */
+/** Largest response written through a connection's reusable output buffer; bigger ones get their own. */
 const MAX_REUSED_OUTPUT = 16_384;
 
 /** Status line, headers, Content-Length and the body (none for HEAD, which keeps the GET's length). */
@@ -481,7 +477,7 @@ export function encodeResponse(
   else if (http10) text += "connection: keep-alive\r\n";
   text += "\r\n";
   const size = text.length + (head ? 0 : body.length);
-  // A fresh buffer per answer costs more than the copy into a reused one (measured: ~12 %).
+  // A fresh buffer per response costs more than the copy into a reused one (measured: ~12 %).
   if (output && size > output.buf.length && size <= MAX_REUSED_OUTPUT) {
     output.buf = new Uint8Array(Math.max(size, output.buf.length * 2));
   }

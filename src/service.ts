@@ -2,14 +2,9 @@
 import { PatroniClient } from "./backend.ts";
 import { HealthCache } from "./cache.ts";
 import type { Config } from "./config.ts";
-import {
-  createHandler,
-  type HandlerResult,
-  type HealthRequest,
-  listen,
-  type Listener,
-  metricsHandler,
-} from "./frontend.ts";
+import { createHandler, metricsHandler } from "./handler.ts";
+import type { Handler } from "./health.ts";
+import { listen, type Listener } from "./listen.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import type { Route } from "./routes.ts";
@@ -21,7 +16,7 @@ export class Service {
   readonly metrics: Metrics;
   #client!: PatroniClient;
   #cache!: HealthCache;
-  #handle!: (req: HealthRequest) => HandlerResult;
+  #handle!: Handler;
   #sweeper?: ReturnType<typeof setInterval>;
   #frontend?: Listener;
   #metricsListener?: Listener;
@@ -56,15 +51,6 @@ export class Service {
   /** The frontend listener. */
   get frontend(): Listener {
     return this.#frontend!;
-  }
-
-  /** The separate metrics listener, when configured. */
-  get metricsListener(): Listener | undefined {
-    return this.#metricsListener;
-  }
-
-  get config(): Config {
-    return this.#config;
   }
 
   #listenMetrics(config: Config): Promise<Listener> {
@@ -104,7 +90,7 @@ export class Service {
       metrics: config.metrics.enabled && !config.metrics.listener
         ? () => this.metrics.render()
         : undefined,
-      onAnswer: (route, req, res, cache) =>
+      onResponse: (route, req, res, cache) =>
         this.metrics.countRequest(routeName(route), req.method, res.status, cache),
     });
   }
@@ -151,7 +137,7 @@ export class Service {
     return changes;
   }
 
-  /** Stops accepting, cancels backend requests, waits for answers in progress. */
+  /** Stops accepting, cancels backend requests, waits for responses in progress. */
   async stop(): Promise<void> {
     clearInterval(this.#sweeper);
     this.#client.close();

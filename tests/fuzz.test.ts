@@ -13,7 +13,17 @@ import {
   routeRequest,
 } from "../src/routes.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { configText, freePort, GlueProcess, writeConfig } from "./support/glue.ts";
+import {
+  configText,
+  connectClient,
+  fixture,
+  freePort,
+  GlueProcess,
+  type Scheme,
+  SCHEMES,
+  TLS_FRONTEND,
+  writeConfig,
+} from "./support/glue.ts";
 import { concat } from "./support/tools.ts";
 
 function envInt(name: string, fallback: number): number {
@@ -791,7 +801,7 @@ Deno.test(`fuzz: routeRequest on random methods and targets (seed ${SEED})`, () 
 });
 
 // ---------------------------------------------------------------------------------------------
-// c. Black box: random raw requests over TCP to a running patroniglue.
+// c. Black box: random raw requests over TCP and over TLS to a running patroniglue.
 
 /** Bytes of a string, one byte per code unit (so that 0x80-0xff go on the wire as such). */
 const raw = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff);
@@ -890,12 +900,13 @@ function randomRequest(rng: Rng): { chunks: Uint8Array[]; closeWrite: boolean } 
 
 /** Sends `chunks`, reads until the server closes or is quiet for `idleMs`, then closes. */
 async function exchange(
+  scheme: Scheme,
   port: number,
   chunks: Uint8Array[],
   closeWrite: boolean,
   idleMs = 150,
 ): Promise<Uint8Array> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const conn = await connectClient(scheme, port);
   const received: Uint8Array[] = [];
   let closed = false;
   const close = () => {
@@ -949,9 +960,17 @@ function statusLines(reply: Uint8Array): number[] {
   return [...text.matchAll(/(?:^|\r\n)HTTP\/\d\.\d (\d{3})/g)].map((m) => Number(m[1]));
 }
 
-Deno.test(`fuzz: random raw requests never crash patroniglue (seed ${SEED}, ${RAW_RUNS} requests)`, async () => {
+for (const scheme of SCHEMES) {
+  Deno.test(`fuzz: random raw requests over ${scheme} never crash patroniglue (seed ${SEED}, ${RAW_RUNS} requests)`, () =>
+    fuzzRawRequests(scheme));
+}
+
+/** The same requests over either scheme: TLS carries them to the same HTTP/1 parser. */
+async function fuzzRawRequests(scheme: Scheme) {
   await using fake = await FakePatroni.start();
-  const file = await writeConfig(configText(freePort(), fake.port));
+  const tls = scheme === "https" ? { frontend: TLS_FRONTEND } : {};
+  const file = await writeConfig(configText(freePort(), fake.port, tls));
+  using client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(fixture("ca.pem"))] });
   try {
     await using glue = await GlueProcess.start(["-config", file, "-verbose"]);
     const port = Number(new URL(glue.url).port);
@@ -963,7 +982,7 @@ Deno.test(`fuzz: random raw requests never crash patroniglue (seed ${SEED}, ${RA
         const i = next++;
         const rng = new Rng(caseSeed(3, i));
         const { chunks, closeWrite } = randomRequest(rng);
-        const reply = await exchange(port, chunks, closeWrite);
+        const reply = await exchange(scheme, port, chunks, closeWrite);
         const codes = statusLines(reply);
         for (const code of codes) {
           statuses[code] = (statuses[code] ?? 0) + 1;
@@ -983,7 +1002,7 @@ Deno.test(`fuzz: random raw requests never crash patroniglue (seed ${SEED}, ${RA
     for (
       const [path, status] of [["/health", 200], ["/primary", 200], ["/replica", 503]] as const
     ) {
-      const res = await fetch(`${glue.url}${path}`);
+      const res = await fetch(`${glue.url}${path}`, { client });
       await res.body?.cancel();
       assert.equal(res.status, status, `${path} after the fuzzing`);
     }
@@ -1004,4 +1023,4 @@ Deno.test(`fuzz: random raw requests never crash patroniglue (seed ${SEED}, ${RA
   } finally {
     await Deno.remove(file);
   }
-});
+}

@@ -3,13 +3,29 @@ import assert from "node:assert/strict";
 import { PatroniClient } from "../src/backend.ts";
 import { escapeText, formatAccessLine } from "../src/log.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { configText, fixture, freePort, GlueProcess, writeConfig } from "./support/glue.ts";
+import {
+  clientHello,
+  configText,
+  connectClient,
+  fixture,
+  freePort,
+  GlueProcess,
+  type Scheme,
+  SCHEMES,
+  TLS_FRONTEND,
+  writeConfig,
+} from "./support/glue.ts";
 import { send } from "./support/raw_server.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function exchange(port: number, request: string, waitMs = 1000): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+async function exchange(
+  scheme: Scheme,
+  port: number,
+  request: string,
+  waitMs = 1000,
+): Promise<string> {
+  const conn = await connectClient(scheme, port);
   try {
     await send(conn, request);
     const buf = new Uint8Array(4096);
@@ -106,48 +122,111 @@ Deno.test("hardening: the runtime raises the open-file limit to the hard limit",
   }
 });
 
-Deno.test("hardening: malformed requests get a 4xx or a closed connection, never a 5xx or an error log", async () => {
+Deno.test("hardening: malformed requests get a 4xx or a closed connection, never a 5xx or an error log", async (t) => {
+  await using fake = await FakePatroni.start();
+  for (const scheme of SCHEMES) {
+    await t.step(scheme, async () => {
+      fake.requests = 0;
+      const port = freePort();
+      const tls = scheme === "https" ? { frontend: TLS_FRONTEND } : {};
+      const file = await writeConfig(configText(port, fake.port, tls));
+      await using glue = await GlueProcess.start(["-config", file]);
+      const cases: [string, RegExp][] = [
+        ["GARBAGE\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
+        ["GET /primary HTTP/9.9\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|HTTP\/1\.[01] 505|$)/],
+        ["GET /primary\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
+        ["GET /primary HTTP/1.1\r\nBad Header\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
+        [
+          "GET /primary HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+          /^(HTTP\/1\.[01] 4\d\d|$)/,
+        ],
+        ["GET /primary HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", /^HTTP\/1\.1 413 /],
+        [
+          "GET /primary HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+          /^HTTP\/1\.1 413 /,
+        ],
+        [`GET /replica?lag=${"9".repeat(5000)} HTTP/1.1\r\nHost: x\r\n\r\n`, /^HTTP\/1\.1 414 /],
+        [
+          `GET /primary HTTP/1.1\r\nHost: x\r\nX: ${"a".repeat(200_000)}\r\n\r\n`,
+          /^(HTTP\/1\.[01] 4\d\d|$)/,
+        ],
+        // HTTP/2 with prior knowledge (h2c) is not spoken: HTTP/1.0 and 1.1 only.
+        ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", /^HTTP\/1\.1 400 /],
+        ["CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
+        ["TRACE /primary HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 405 /],
+        ["GET http://evil.example/../config HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 404 /],
+        ["GET /primary?%zz=%%& HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 (200|400) /],
+        ["\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", /^(HTTP\/1\.[01] 4\d\d|$)/],
+      ];
+      for (const [request, expected] of cases) {
+        const reply = await exchange(scheme, port, request);
+        assert.match(
+          reply,
+          expected,
+          `${JSON.stringify(request.slice(0, 60))} -> ${reply.slice(0, 60)}`,
+        );
+      }
+      using client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(fixture("ca.pem"))] });
+      const res = await fetch(`${glue.url}/health`, { client });
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+      assert.doesNotMatch(glue.stderr, /ERROR|Uncaught|panicked/);
+      assert.equal(fake.requests, 1, "only the one well-formed check reached Patroni");
+      // The absolute form (what a proxy sends) is a check like its origin form, over both schemes.
+      const absolute = "GET http://patroni.example/primary HTTP/1.1\r\nHost: x\r\n\r\n";
+      assert.match(await exchange(scheme, port, absolute), /^HTTP\/1\.1 200 /);
+    });
+  }
+});
+
+Deno.test("hardening: bad input on the TLS port: never a 200, never a crash, nothing logged at the default level", async () => {
   await using fake = await FakePatroni.start();
   const port = freePort();
-  const file = await writeConfig(configText(port, fake.port));
+  const file = await writeConfig(configText(port, fake.port, { frontend: TLS_FRONTEND }));
   await using glue = await GlueProcess.start(["-config", file]);
-  const cases: [string, RegExp][] = [
-    ["GARBAGE\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
-    ["GET /primary HTTP/9.9\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|HTTP\/1\.[01] 505|$)/],
-    ["GET /primary\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
-    ["GET /primary HTTP/1.1\r\nBad Header\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
-    ["GET /primary HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
-    ["GET /primary HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", /^HTTP\/1\.1 413 /],
-    [
-      "GET /primary HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-      /^HTTP\/1\.1 413 /,
-    ],
-    [`GET /replica?lag=${"9".repeat(5000)} HTTP/1.1\r\nHost: x\r\n\r\n`, /^HTTP\/1\.1 414 /],
-    [
-      `GET /primary HTTP/1.1\r\nHost: x\r\nX: ${"a".repeat(200_000)}\r\n\r\n`,
-      /^(HTTP\/1\.[01] 4\d\d|$)/,
-    ],
-    // HTTP/2 with prior knowledge (h2c) is not spoken: HTTP/1.0 and 1.1 only.
-    ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", /^HTTP\/1\.1 400 /],
-    ["CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n", /^(HTTP\/1\.[01] 4\d\d|$)/],
-    ["TRACE /primary HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 405 /],
-    ["GET http://evil.example/../config HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 404 /],
-    ["GET /primary?%zz=%%& HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 (200|400) /],
-    ["\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", /^(HTTP\/1\.[01] 4\d\d|$)/],
-  ];
-  for (const [request, expected] of cases) {
-    const reply = await exchange(port, request);
-    assert.match(
-      reply,
-      expected,
-      `${JSON.stringify(request.slice(0, 60))} -> ${reply.slice(0, 60)}`,
+  const hello = await clientHello();
+  const replies: string[] = [];
+  const raw = async (bytes: Uint8Array, then: "read" | "close") => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(bytes).catch(() => 0);
+    if (then === "close") return conn.close(); // unread bytes from the server: the kernel resets
+    const buf = new Uint8Array(4096);
+    const timer = setTimeout(() => conn.close(), 2000);
+    try {
+      const n = await conn.read(buf);
+      replies.push(new TextDecoder("latin1").decode(buf.subarray(0, n ?? 0)));
+    } catch { /* reset */ }
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  };
+  for (let i = 0; i < 20; i++) {
+    await raw(new TextEncoder().encode("GET /primary HTTP/1.1\r\nHost: x\r\n\r\n"), "read");
+    await raw(crypto.getRandomValues(new Uint8Array(1 + i * 50)), "read");
+    await raw(hello.subarray(0, 1 + i * 7), "close"); // a ClientHello cut short
+    await raw(hello, "close"); // reset mid-handshake, the server's flight unread
+    await assert.rejects(
+      Deno.connectTls({
+        hostname: "127.0.0.1",
+        port,
+        caCerts: [Deno.readTextFileSync(fixture("ec.pem"))], // not the issuer: refused
+      }).then((c) => c.handshake().finally(() => c.close())),
     );
   }
-  const res = await fetch(`${glue.url}/health`);
-  assert.equal(res.status, 200);
+  for (const reply of replies) assert.doesNotMatch(reply, /HTTP\/1\.[01] 200/);
+  using client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(fixture("ca.pem"))] });
+  const res = await fetch(`${glue.url}/primary`, { client });
+  assert.equal(res.status, 200, "it still serves");
   await res.body?.cancel();
-  assert.doesNotMatch(glue.stderr, /ERROR|Uncaught|panicked/);
-  assert.equal(fake.requests, 1, "only the one well-formed check reached Patroni");
+  const { code, stderr } = await glue.stop();
+  assert.equal(code, 0);
+  const lines = stderr.split("\n").filter(Boolean);
+  assert.deepEqual(
+    lines.map((l) => l.replace(/^\S+ /, "").replace(/ .*/, "")),
+    ["NOTICE", "NOTICE", "NOTICE"],
+    `only the start and stop lines:\n${stderr}`,
+  );
 });
 
 Deno.test("hardening: a backend whose certificate changes between requests is checked again", async () => {

@@ -176,7 +176,8 @@ Deno.test("reload: a request in progress survives a SIGHUP", async () => {
 });
 
 Deno.test({
-  name: "reload: a rotated certificate is served to the next TLS handshake",
+  name:
+    "reload: a rotated certificate is served to the next TLS handshake, with the same minimum version",
   ignore: !HAS_OPENSSL,
 }, async () => {
   await using fake = await FakePatroni.start();
@@ -186,26 +187,30 @@ Deno.test({
     await Deno.copyFile(fixture("server.key"), `${dir}/key.pem`);
     const file = await writeConfig(
       configText(freePort(), fake.port, {
-        frontend: `  certfile: ${dir}/cert.pem\n  keyfile: ${dir}/key.pem`,
+        frontend:
+          `  certfile: ${dir}/cert.pem\n  keyfile: ${dir}/key.pem\n  tls-min-version: TLSv1.3`,
       }),
     );
     await using glue = await GlueProcess.start(["-config", file]);
     const port = new URL(glue.url).port;
-    const issuer = async () => {
+    const handshake = async (...args: string[]) => {
       const out = await new Deno.Command("openssl", {
-        args: ["s_client", "-connect", `127.0.0.1:${port}`],
+        args: ["s_client", "-connect", `127.0.0.1:${port}`, ...args],
         stdin: "null",
         stdout: "piped",
         stderr: "null",
       }).output();
-      return new TextDecoder().decode(out.stdout).match(/issuer=(.*)/)?.[1];
+      return new TextDecoder().decode(out.stdout);
     };
+    const issuer = async () => (await handshake()).match(/issuer=(.*)/)?.[1];
     assert.match((await issuer())!, /patroniglue test CA/);
+    assert.doesNotMatch(await handshake("-tls1_2"), /Cipher is ECDHE/);
     await Deno.copyFile(fixture("ec.pem"), `${dir}/cert.pem`);
     await Deno.copyFile(fixture("ec.key"), `${dir}/key.pem`);
     Deno.kill(glue.pid, "SIGHUP");
     await glue.waitFor(/reloaded; .*frontend\.tls: file content changed/);
     assert.match((await issuer())!, /CN ?= ?localhost/);
+    assert.doesNotMatch(await handshake("-tls1_2"), /Cipher is ECDHE/, "still TLS 1.3 only");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -10,6 +10,45 @@ export function freePort(): number {
   return listener.addr.port;
 }
 
+/** The schemes a frontend serves, over the same HTTP/1 server. */
+export const SCHEMES = ["http", "https"] as const;
+/** One of {@linkcode SCHEMES}. */
+export type Scheme = typeof SCHEMES[number];
+
+/** The `frontend:` lines of an HTTPS frontend with the test certificate (signed by `ca.pem`). */
+export const TLS_FRONTEND = `  certfile: ${fixture("server.pem")}\n  keyfile: ${
+  fixture("server.key")
+}`;
+
+/** Opens a client connection to a frontend on loopback: TCP, or TLS (handshake done) trusting `ca.pem`. */
+export async function connectClient(scheme: Scheme, port: number): Promise<Deno.Conn> {
+  if (scheme === "http") return await Deno.connect({ hostname: "127.0.0.1", port });
+  const conn = await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [Deno.readTextFileSync(fixture("ca.pem"))],
+  });
+  try {
+    await conn.handshake();
+  } catch (e) {
+    conn.close();
+    throw e;
+  }
+  return conn;
+}
+
+/** A real ClientHello, as Deno's TLS client sends it (captured on a plain TCP listener). */
+export async function clientHello(): Promise<Uint8Array> {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = Deno.connectTls({ hostname: "127.0.0.1", port: listener.addr.port });
+  const conn = await listener.accept();
+  const buf = new Uint8Array(4096);
+  const n = await conn.read(buf);
+  conn.close();
+  await client.then((c) => c.handshake().finally(() => c.close())).catch(() => {});
+  return buf.slice(0, n!);
+}
+
 /** Writes `text` to a temporary YAML file and returns its path. */
 export async function writeConfig(text: string): Promise<string> {
   const file = await Deno.makeTempFile({ prefix: "patroniglue-", suffix: ".yml" });

@@ -1,0 +1,35 @@
+// Health: the handler's contract — the request a listener hands over and the response it writes.
+
+/** A request reduced to what routing needs; the target is raw, never normalized. */
+export interface HealthRequest {
+  method: string;
+  target: string;
+  /** `ip:port` of the client (`[ip]:port` for IPv6). */
+  remote: string;
+  /** Whether the request carries a body (refused: health checks have none). */
+  hasBody: boolean;
+}
+
+/** A response, before a listener writes it. */
+export interface HealthResponse {
+  status: number;
+  headers: Record<string, string>;
+  /** The GET body; listeners drop it on the wire for HEAD (keeping Content-Length); empty for OPTIONS. */
+  body: string;
+  /** Set when the same object serves other requests too: a listener may keep its encoding. */
+  reused?: boolean;
+}
+
+/** A handler's result: synchronous when served from memory, a promise when Patroni is asked. */
+export type HandlerResult = HealthResponse | Promise<HealthResponse>;
+
+/** What a listener calls for each request. */
+export type Handler = (req: HealthRequest) => HandlerResult;
+
+/** The media type of every response but /metrics. */
+export const JSON_TYPE = "application/json";
+
+/** A response whose body is `body` as JSON. */
+export function jsonResponse(status: number, body: unknown): HealthResponse {
+  return { status, headers: { "content-type": JSON_TYPE }, body: JSON.stringify(body) };
+}

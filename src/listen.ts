@@ -1,0 +1,133 @@
+// Listen: binds the frontend (plain TCP or the TLS transport) under the HTTP/1 server, rotates the
+// certificate, and listens again when the runtime's TLS accept loop died (EMFILE).
+import type { FrontendConfig } from "./config.ts";
+import type { Handler } from "./health.ts";
+import { type Http1Listener, serveHttp1 } from "./http1.ts";
+import type { Logger } from "./log.ts";
+import { effectiveMinVersion } from "./tls.ts";
+import { listenTls, type TlsListener } from "./tls_conn.ts";
+import { acceptBackoffMs, hostPort } from "./wire.ts";
+
+/** A running listener. */
+export interface Listener {
+  /** `http://host:port` or `https://host:port`, as bound. */
+  readonly url: string;
+  readonly port: number;
+  /** Stops accepting, lets responses in progress finish, closes connections. */
+  shutdown(): Promise<void>;
+  /** Swaps the certificate for the next TLS handshakes (HTTPS only). */
+  setCertificate?(cert: string, key: string): void;
+}
+
+/** The part of the frontend config a listener needs. */
+export type ListenConfig = Pick<FrontendConfig, "host" | "port" | "tls" | "tlsMinVersion">;
+
+/** Binds `frontend.host:port` and serves `handle` there: HTTP/1 over TCP, or over TLS with a certificate. */
+export async function listen(
+  frontend: ListenConfig,
+  handle: Handler,
+  log: Logger,
+): Promise<Listener> {
+  let transport: Http1Listener;
+  let tls: TlsListener | undefined;
+  try {
+    if (frontend.tls) {
+      transport = tls = await listenTls({
+        hostname: frontend.host,
+        port: frontend.port,
+        cert: frontend.tls.cert,
+        key: frontend.tls.key,
+        minVersion: effectiveMinVersion(frontend.tlsMinVersion),
+        onHandshakeError: (e) => log.debug(`TLS handshake failed: ${e.message}`),
+        onError: (e) => log.error(`HTTPS listener: ${e.message}`),
+      });
+    } else transport = Deno.listen({ hostname: frontend.host, port: frontend.port });
+  } catch (e) {
+    throw new Error(
+      `cannot listen on ${hostPort(frontend.host, frontend.port)}: ${(e as Error).message}`,
+    );
+  }
+  const server = serveHttp1({
+    listener: transport,
+    onAcceptError: (e) => log.error(`cannot accept connections: ${e.message}; retrying`),
+    onHandlerError: (e) => log.error(`request failed: ${e.message}`),
+  }, handle);
+  const { hostname, port } = server.addr;
+  const url = `${tls ? "https" : "http"}://${hostPort(hostname, port)}`;
+  if (!tls) return { url, port, shutdown: () => server.shutdown() };
+  const recovery = recoverAccepting(tls, frontend.host, url, log);
+  return {
+    url,
+    port,
+    shutdown: async () => {
+      await recovery.stop();
+      await server.shutdown();
+    },
+    setCertificate: (cert, key) => tls.setCertificate(cert, key),
+  };
+}
+
+/** How often an HTTPS listener checks that it still accepts connections. */
+const ACCEPT_PROBE_MS = 5000;
+
+/**
+ * Deno's node:tls accept loop dies silently on "too many open files": every
+ * {@linkcode ACCEPT_PROBE_MS}, a probe connection must be accepted within 1 s, or the listener
+ * listens again (with the accept back-off).
+ */
+function recoverAccepting(
+  tls: TlsListener,
+  host: string,
+  url: string,
+  log: Logger,
+): { stop(): Promise<void> } {
+  const probeHost = ["0.0.0.0", "::", ""].includes(host) ? "127.0.0.1" : host;
+  const wakers = new Set<() => void>();
+  let stopped = false;
+  /** Resolves after `ms`, or at once when stopped. */
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (stopped) return resolve();
+      const wake = () => {
+        clearTimeout(id);
+        wakers.delete(wake);
+        resolve();
+      };
+      const id = setTimeout(wake, ms);
+      wakers.add(wake);
+    });
+  const probe = async () => {
+    const before = tls.accepted;
+    let conn: Deno.Conn;
+    try {
+      conn = await Deno.connect({ hostname: probeHost, port: tls.addr.port });
+    } catch {
+      return; // no descriptor to spare right now: nothing to learn
+    }
+    await sleep(1000);
+    conn.close();
+    if (tls.accepted > before || stopped) return;
+    log.error(`listener ${url} stopped accepting connections; listening again`);
+    for (let failures = 0; !stopped; failures++) {
+      await sleep(acceptBackoffMs(failures));
+      if (stopped) return;
+      try {
+        await tls.relisten();
+        log.notice(`listening again on ${url}`);
+        return;
+      } catch { /* still no descriptor to spare, or the port is busy: try again */ }
+    }
+  };
+  let probing: Promise<void> | undefined;
+  const prober = setInterval(() => {
+    probing ??= probe().finally(() => probing = undefined);
+  }, ACCEPT_PROBE_MS);
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(prober);
+      for (const wake of [...wakers]) wake();
+      await probing;
+    },
+  };
+}

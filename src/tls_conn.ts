@@ -1,0 +1,256 @@
+// TLS transport: a node:tls server whose connections the HTTP/1 server serves from accept on.
+import type { Socket } from "node:net";
+import type { Server, TLSSocket } from "node:tls";
+import type { Http1Conn, Http1Listener } from "./http1.ts";
+
+/** Options of {@linkcode listenTls}. */
+export interface TlsListenOptions {
+  hostname: string;
+  port: number;
+  /** PEM certificate chain and private key. */
+  cert: string;
+  key: string;
+  /** Oldest protocol version a client may use. */
+  minVersion: "TLSv1.2" | "TLSv1.3";
+  /** Called for each handshake that fails (plain HTTP, junk, a client gone or refusing the certificate). @default {undefined} */
+  onHandshakeError?: (error: Error) => void;
+  /** Called when the listening socket fails after binding. @default {undefined} */
+  onError?: (error: Error) => void;
+}
+
+/** The TLS transport: an {@linkcode Http1Listener} over `node:tls`. */
+export interface TlsListener extends Http1Listener {
+  /** Connections accepted so far (the EMFILE probe watches it move). */
+  readonly accepted: number;
+  /** Serves `cert` and `key` to the next handshakes. */
+  setCertificate(cert: string, key: string): void;
+  /** Stops listening and listens again on the same port; connections already accepted stay. */
+  relisten(): Promise<void>;
+}
+
+/** Unread input at which a connection's socket stops reading (TCP pushes back on the client). */
+const HIGH_WATER_BYTES = 64 * 1024;
+/** Unread input at which a connection is closed: the runtime did not stop reading. */
+const MAX_UNREAD_BYTES = 1024 * 1024;
+
+/**
+ * Listens with `node:tls`, which enforces `minVersion` and whose raw socket, handed over at
+ * accept, can be destroyed mid-handshake (`Deno.listenTls` can do neither). Each connection exists
+ * for the HTTP/1 server from its TCP accept, so the server's head deadline covers the handshake.
+ * Loads `node:tls` (~10 MiB RSS) only when called.
+ */
+export async function listenTls(options: TlsListenOptions): Promise<TlsListener> {
+  const { default: tls } = await import("node:tls");
+  let secure = { cert: options.cert, key: options.key, minVersion: options.minVersion };
+  const ready: TlsConn[] = [];
+  const waiting: PromiseWithResolvers<Http1Conn>[] = [];
+  /** Connections in their handshake, by client address: `secureConnection` hands over a new socket. */
+  const handshaking = new Map<string, TlsConn>();
+  let closed = false;
+  let accepted = 0;
+
+  const start = async (port: number): Promise<Server> => {
+    // Half-open, as HTTP wants: a client that ends its side after a request still gets the response.
+    const server = tls.createServer({ ...secure, allowHalfOpen: true });
+    server.on("connection", (raw: Socket) => {
+      accepted++;
+      const key = `${raw.remoteAddress}:${raw.remotePort}`;
+      if (closed || raw.remoteAddress === undefined) {
+        raw.destroy();
+        return;
+      }
+      handshaking.get(key)?.close(); // the same client address again: the old one is gone
+      const conn: TlsConn = new TlsConn(raw, () => {
+        if (handshaking.get(key) === conn) handshaking.delete(key);
+      });
+      handshaking.set(key, conn);
+      const next = waiting.shift();
+      if (next) next.resolve(conn);
+      else ready.push(conn);
+    });
+    server.on("secureConnection", (socket: TLSSocket) => {
+      const key = `${socket.remoteAddress}:${socket.remotePort}`;
+      const conn = handshaking.get(key);
+      handshaking.delete(key);
+      if (conn) conn.attach(socket);
+      else socket.destroy();
+    });
+    server.on("tlsClientError", (e: Error) => options.onHandshakeError?.(e));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, options.hostname, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    server.on("error", (e: Error) => options.onError?.(e));
+    return server;
+  };
+
+  let server = await start(options.port);
+  const bound = server.address() as { address: string; port: number };
+  const addr: Deno.NetAddr = { transport: "tcp", hostname: bound.address, port: bound.port };
+  return {
+    addr,
+    get accepted() {
+      return accepted;
+    },
+    accept() {
+      if (closed) return Promise.reject(new Deno.errors.BadResource("listener closed"));
+      const conn = ready.shift();
+      if (conn) return Promise.resolve(conn);
+      const next = Promise.withResolvers<Http1Conn>();
+      waiting.push(next);
+      return next.promise;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      server.close();
+      for (const w of waiting.splice(0)) w.reject(new Deno.errors.BadResource("listener closed"));
+      for (const conn of ready.splice(0)) conn.close();
+    },
+    setCertificate(cert, key) {
+      secure = { ...secure, cert, key };
+      server.setSecureContext(secure);
+    },
+    async relisten() {
+      server.close();
+      const next = await start(addr.port);
+      if (closed) next.close();
+      else server = next;
+    },
+  };
+}
+
+/** The runtime's TCP handle under a TLS socket: its reads go on while the socket is paused. */
+interface NativeReads {
+  readStart(): void;
+  readStop(): void;
+}
+
+/** One TLS connection as an {@linkcode Http1Conn}: the raw socket until the handshake, then its TLS socket. */
+class TlsConn implements Http1Conn {
+  readonly remoteAddr: Deno.NetAddr;
+  readonly #raw: Socket;
+  #socket?: TLSSocket;
+  /** Decrypted input not read yet, and the offset into its first chunk. */
+  readonly #input: Uint8Array[] = [];
+  #offset = 0;
+  #unread = 0;
+  #stopped = false;
+  /** The client ended its side: reads give `null`, writes still go out. */
+  #inputEnded = false;
+  /** The connection is gone (reset, closed by either side, or failed). */
+  #gone = false;
+  #closed = false;
+  /** Wakes a read waiting for input or the end. */
+  #wake?: () => void;
+  /** Fails the write in progress (the runtime may never call back on a closed socket). */
+  #failWrite?: (e: Error) => void;
+
+  constructor(raw: Socket, forget: () => void) {
+    this.#raw = raw;
+    this.remoteAddr = { transport: "tcp", hostname: raw.remoteAddress!, port: raw.remotePort! };
+    raw.setNoDelay(true);
+    raw.once("close", () => {
+      forget();
+      this.#lost();
+    });
+    raw.on("error", () => {}); // the close that follows ends the connection
+  }
+
+  /** Takes over the TLS socket once the handshake is done. */
+  attach(socket: TLSSocket): void {
+    if (this.#closed) {
+      socket.destroy();
+      return;
+    }
+    this.#socket = socket;
+    socket.on("data", (chunk: Uint8Array) => this.#push(chunk));
+    socket.on("end", () => {
+      this.#inputEnded = true;
+      this.#wake?.();
+    });
+    socket.on("close", () => this.#lost());
+    socket.on("error", () => this.#lost());
+    this.#wake?.();
+  }
+
+  #push(chunk: Uint8Array): void {
+    if (this.#closed) return;
+    this.#input.push(chunk);
+    this.#unread += chunk.length;
+    this.#wake?.();
+    if (this.#unread > MAX_UNREAD_BYTES) this.close();
+    else if (this.#unread >= HIGH_WATER_BYTES && !this.#stopped) this.#reads(false);
+  }
+
+  /** Stops or restarts reading from the client (the runtime's pause() does not stop its reads). */
+  #reads(on: boolean): void {
+    this.#stopped = !on;
+    const socket = this.#socket!;
+    const native = (socket as unknown as { _handle?: { _nativeTcpHandle?: NativeReads } })
+      ._handle?._nativeTcpHandle;
+    if (native) {
+      if (on) native.readStart();
+      else native.readStop();
+    } else if (on) socket.resume();
+    else socket.pause();
+  }
+
+  #lost(): void {
+    this.#gone = true;
+    this.#wake?.();
+    this.#failWrite?.(new Deno.errors.BrokenPipe("connection closed"));
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#input.length === 0) {
+      if (this.#inputEnded || this.#gone) return null;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+      this.#wake = undefined;
+    }
+    const chunk = this.#input[0];
+    const n = Math.min(p.length, chunk.length - this.#offset);
+    p.set(chunk.subarray(this.#offset, this.#offset + n));
+    this.#offset += n;
+    this.#unread -= n;
+    if (this.#offset === chunk.length) {
+      this.#input.shift();
+      this.#offset = 0;
+    }
+    if (this.#stopped && this.#unread === 0 && !this.#closed) this.#reads(true);
+    return n;
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    const socket = this.#socket;
+    if (!socket || this.#gone) {
+      return Promise.reject(new Deno.errors.BrokenPipe("connection closed"));
+    }
+    return new Promise((resolve, reject) => {
+      this.#failWrite = reject;
+      socket.write(p, (e?: Error | null) => {
+        this.#failWrite = undefined;
+        if (e) reject(e);
+        else resolve(p.length);
+      });
+    });
+  }
+
+  closeWrite(): Promise<void> {
+    this.#socket?.end();
+    return Promise.resolve();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#raw.destroy();
+    this.#socket?.destroy();
+    this.#input.length = 0;
+    this.#unread = 0;
+    this.#lost();
+  }
+}

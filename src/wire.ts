@@ -1,0 +1,33 @@
+// Wire: HTTP/1 byte helpers shared by the server and the Patroni client, and the accept back-off.
+
+/** What {@linkcode findHeadEnd} returns for a lone LF. */
+export const BARE_LF = -2;
+
+/** Offset of the CRLFCRLF ending the head, -1 when not there yet, {@linkcode BARE_LF} for a lone LF. */
+export function findHeadEnd(buf: Uint8Array, len: number, from: number): number {
+  for (let i = buf.indexOf(10, from); i !== -1 && i < len; i = buf.indexOf(10, i + 1)) {
+    if (i === 0 || buf[i - 1] !== 13) return BARE_LF;
+    if (i >= 3 && buf[i - 2] === 10 && buf[i - 3] === 13) return i - 3;
+  }
+  return -1;
+}
+
+/** A copy of `buf` in a larger buffer of `size` bytes. */
+export function grow(buf: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
+  const next = new Uint8Array(size);
+  next.set(buf);
+  return next;
+}
+
+/** `host:port`, with an IPv6 address in brackets (`[::1]:8008`). */
+export function hostPort(host: string, port: number): string {
+  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
+/** Waits between attempts to accept (or to listen again) after an error such as EMFILE. */
+const ACCEPT_BACKOFF_MS = [10, 50, 100, 250, 500, 1000];
+
+/** How long to wait before attempt `failures + 1` after `failures` failed ones in a row. */
+export function acceptBackoffMs(failures: number): number {
+  return ACCEPT_BACKOFF_MS[Math.min(failures, ACCEPT_BACKOFF_MS.length - 1)];
+}
