@@ -10,8 +10,23 @@ export type BackendFailure = "timeout" | "refused" | "tls" | "invalid" | "error"
 
 /** The result of one backend request. */
 export type BackendOutcome =
-  | { ok: true; status: 200 | 503; body: string }
+  | { ok: true; status: 200 | 503; body: string; member?: MemberFacts }
   | { ok: false; failure: BackendFailure; error: string };
+
+/** The member's role, state and timeline, as a Patroni body reports them. */
+export interface MemberFacts {
+  role: string;
+  state: string;
+  timeline?: number;
+}
+
+/** The member facts of a parsed JSON body: an object with a string `role` and `state`, else none. */
+export function memberFactsOf(value: unknown): MemberFacts | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { role, state, timeline } = value as Record<string, unknown>;
+  if (typeof role !== "string" || typeof state !== "string") return undefined;
+  return typeof timeline === "number" ? { role, state, timeline } : { role, state };
+}
 
 /** Largest Patroni response accepted (its /patroni status is a few KiB). */
 export const MAX_BODY_BYTES = 256 * 1024;
@@ -92,11 +107,8 @@ export class PatroniClient {
     }
     if (this.#state === "down") this.#log.notice(`Patroni at ${this.origin} is reachable again`);
     this.#state = "up";
-    let role: unknown;
-    try {
-      role = JSON.parse(outcome.body)?.role;
-    } catch { /* checked in #request */ }
-    if (typeof role !== "string" || role === this.#role) return;
+    const role = outcome.member?.role;
+    if (role === undefined || role === this.#role) return;
     if (this.#role === undefined) {
       this.#log.info(`Patroni at ${this.origin} answers, role ${role}`);
     } else {
@@ -253,12 +265,15 @@ function outcomeOf(status: number, bytes: Uint8Array): BackendOutcome | BackendE
     return new BackendError("invalid", `unexpected status ${status}${redirect}`);
   }
   const body = new TextDecoder().decode(bytes);
+  if (body === "") return { ok: true, status, body };
+  let value: unknown;
   try {
-    if (body !== "") JSON.parse(body);
+    value = JSON.parse(body);
   } catch {
     return new BackendError("invalid", "answer is not JSON");
   }
-  return { ok: true, status, body };
+  const member = memberFactsOf(value);
+  return member ? { ok: true, status, body, member } : { ok: true, status, body };
 }
 
 /** Most bytes of a status line and headers accepted from Patroni. */

@@ -1,12 +1,5 @@
 // Cache: entries per key for ttl, single flight, bounded; routes in use refreshed ahead, staggered; contradicted entries ended.
-import type { BackendFailure, BackendOutcome } from "./backend.ts";
-
-/** The member's role, state and timeline as a Patroni body reported them. */
-export interface MemberFacts {
-  role: string;
-  state: string;
-  timeline?: number;
-}
+import type { BackendFailure, BackendOutcome, MemberFacts } from "./backend.ts";
 
 /** What the cache keeps per key: Patroni's status and body (or a failure as a 503), and when. */
 export interface CacheEntry {
@@ -16,7 +9,7 @@ export interface CacheEntry {
   storedAt: number;
   /** Set when the entry stands for a backend failure. */
   failure?: BackendFailure;
-  /** Parsed from the body when it is a JSON object with a string `role` and `state`. */
+  /** The member facts the body reported (see {@linkcode BackendOutcome}). */
   member?: MemberFacts;
 }
 
@@ -173,7 +166,7 @@ export class HealthCache {
       // A timeout measures the timeout, not Patroni's speed.
       if (outcome.ok || outcome.failure !== "timeout") this.#sample(storedAt - startedAt);
       const entry: CacheEntry = outcome.ok
-        ? { status: outcome.status, body: outcome.body, storedAt, member: memberOf(outcome.body) }
+        ? { status: outcome.status, body: outcome.body, storedAt, member: outcome.member }
         : {
           status: 503,
           body: JSON.stringify({ error: outcome.error }),
@@ -291,19 +284,6 @@ export class HealthCache {
     const i = this.#plans.indexOf(slot);
     if (i >= 0) this.#plans.splice(i, 1);
   }
-}
-
-function memberOf(body: string): MemberFacts | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(body);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== "object" || value === null) return undefined;
-  const { role, state, timeline } = value as Record<string, unknown>;
-  if (typeof role !== "string" || typeof state !== "string") return undefined;
-  return typeof timeline === "number" ? { role, state, timeline } : { role, state };
 }
 
 function sameFacts(a: MemberFacts, b: MemberFacts): boolean {

@@ -1,7 +1,7 @@
 // Service: wires a Config into backend, cache, handler, listeners and metrics; reloads it in place.
 import { PatroniClient } from "./backend.ts";
 import { HealthCache } from "./cache.ts";
-import type { Config } from "./config.ts";
+import { type Config, describeChanges } from "./config.ts";
 import { createHandler, metricsHandler } from "./handler.ts";
 import type { Handler } from "./health.ts";
 import { listen, type Listener } from "./listen.ts";
@@ -70,6 +70,7 @@ export class Service {
     }
     if (newBackend || newCache) {
       const client = this.#client;
+      this.#cache?.close();
       this.#cache = new HealthCache({
         ttl: config.cache.ttl,
         maxEntries: config.cache.maxEntries,
@@ -79,6 +80,8 @@ export class Service {
           this.metrics.countBackend(routeLabel(key), outcome, (performance.now() - started) / 1000);
           return outcome;
         },
+        onRefreshAhead: (key) => this.metrics.countRefreshAhead(routeLabel(key)),
+        onInvalidate: (key, by) => this.metrics.countInvalidation(routeLabel(key), routeLabel(by)),
       });
       clearInterval(this.#sweeper);
       this.#sweeper = setInterval(() => this.#cache.sweep(), config.cache.interval * 1000);
@@ -140,6 +143,7 @@ export class Service {
   /** Stops accepting, cancels backend requests, waits for responses in progress. */
   async stop(): Promise<void> {
     clearInterval(this.#sweeper);
+    this.#cache.close();
     this.#client.close();
     await Promise.all([this.#frontend?.shutdown(), this.#metricsListener?.shutdown()]);
   }
@@ -147,34 +151,6 @@ export class Service {
 
 function changed<T extends object>(a: T, b: T, keys: (keyof T)[]): boolean {
   return keys.some((k) => a[k] !== b[k]);
-}
-
-/** Human lines for what differs between two configs (file contents count as changes). */
-function describeChanges(prev: Config, next: Config): string[] {
-  const flat = (c: Config) => {
-    const out: Record<string, string> = {};
-    const walk = (prefix: string, v: unknown) => {
-      if (v && typeof v === "object" && !Array.isArray(v)) {
-        for (const [k, x] of Object.entries(v)) walk(prefix ? `${prefix}.${k}` : k, x);
-      } else if (v !== undefined) {
-        out[prefix] = JSON.stringify(v);
-      }
-    };
-    const { frontend, backend, cache, metrics, logFormat } = c;
-    walk("", { frontend, backend, cache, metrics, logFormat });
-    return out;
-  };
-  const [a, b] = [flat(prev), flat(next)];
-  const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
-  return [
-    ...new Set(
-      keys.filter((k) => a[k] !== b[k]).map((k) =>
-        /\.(cert|key|pem)$/.test(k)
-          ? `${k.replace(/\.(cert|key|pem)$/, "")}: file content changed`
-          : `${k}: ${a[k] ?? "unset"} -> ${b[k] ?? "unset"}`
-      ),
-    ),
-  ];
 }
 
 function routeLabel(key: string): string {

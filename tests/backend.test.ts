@@ -4,6 +4,7 @@ import {
   type BackendOutcome,
   MAX_BACKEND_SOCKETS,
   MAX_BODY_BYTES,
+  memberFactsOf,
   PatroniClient,
 } from "../src/backend.ts";
 import type { BackendConfig } from "../src/config.ts";
@@ -36,12 +37,35 @@ Deno.test("backend: Patroni's status and JSON body come back as they are", async
     const primary = await c.fetchPatroniStatus("/primary");
     assert.equal(primary.ok && primary.status, 200);
     assert.equal(primary.ok && JSON.parse(primary.body).role, "master");
+    assert.deepEqual(primary.ok && primary.member, {
+      role: "master",
+      state: "running",
+      timeline: 1,
+    });
     const replica = await c.fetchPatroniStatus("/replica?lag=10MB");
     assert.equal(replica.ok && replica.status, 503);
     assert.equal(fake.count("/replica?lag=10MB"), 1);
   } finally {
     c.close();
   }
+});
+
+Deno.test("backend: member facts come from a JSON object with a string role and state", () => {
+  const cases: [unknown, unknown][] = [
+    [{ state: "running", role: "replica", timeline: 3, xlog: {} }, {
+      role: "replica",
+      state: "running",
+      timeline: 3,
+    }],
+    [{ state: "stopped", role: "uninitialized" }, { role: "uninitialized", state: "stopped" }],
+    [{ state: "running", role: "master", timeline: "3" }, { role: "master", state: "running" }],
+    [{ role: "master" }, undefined],
+    [{ role: 1, state: "running" }, undefined],
+    [[1], undefined],
+    [null, undefined],
+    ["running", undefined],
+  ];
+  for (const [value, facts] of cases) assert.deepEqual(memberFactsOf(value), facts);
 });
 
 Deno.test("backend: a check that timed out is sent once, even after earlier answers", async () => {

@@ -57,6 +57,37 @@ Deno.test("metrics: counters after known traffic, in valid exposition format", a
   assert.equal(fake.count("/metrics"), 0, "/metrics never reaches Patroni");
 });
 
+Deno.test("metrics: refreshes ahead and invalidations, after a role change under steady checks", async () => {
+  await using fake = await FakePatroni.start({ delayMs: 20 });
+  const file = await writeConfig(configText(freePort(), fake.port));
+  await using glue = await GlueProcess.start(["-config", file]);
+  const scrape = async () => parseExposition((await get(`${glue.url}/metrics`)).body).samples;
+  const ahead = (samples: ReturnType<typeof parseExposition>["samples"]) =>
+    sampleValue(samples, "patroniglue_cache_refreshes_ahead_total", { route: "/primary" }) ?? 0;
+  const ended = (samples: ReturnType<typeof parseExposition>["samples"]) =>
+    (sampleValue(samples, "patroniglue_cache_invalidations_total", { route: "/replica" }) ?? 0) +
+    (sampleValue(samples, "patroniglue_cache_invalidations_total", { route: "/primary" }) ?? 0);
+  const statuses = async () => [
+    (await get(`${glue.url}/primary`)).status,
+    (await get(`${glue.url}/replica`)).status,
+  ];
+  const deadline = Date.now() + 10_000;
+  // Steady checks of both routes (as HAProxy's two backends) until a refresh ahead has happened.
+  while (ahead(await scrape()) === 0) {
+    assert.ok(Date.now() < deadline, "no refresh ahead within 10 s");
+    assert.deepEqual(await statuses(), [200, 503]);
+    await sleep(50);
+  }
+  fake.role = "replica";
+  // The first refresh that sees the new role ends the other route's entry.
+  while (ended(await scrape()) === 0) {
+    assert.ok(Date.now() < deadline, "no invalidation within 10 s");
+    await sleep(50);
+  }
+  assert.deepEqual(await statuses(), [503, 200]);
+  assert.equal(fake.count("/patroni"), 0);
+});
+
 Deno.test("metrics: backend failures by outcome, and the error cache result", async () => {
   const file = await writeConfig(configText(freePort(), freePort()));
   await using glue = await GlueProcess.start(["-config", file]);
