@@ -38,14 +38,17 @@ export function roleAfter(start: Role, n: number): Role {
 
 /**
  * When to flip, in ms from the start of the window: one flip per `slotMs` slot, at
- * `(slotMs − ttlMs) / 2 + frac(k·φ) · ttlMs` into slot k (φ the golden ratio), so that the flips'
- * phases against the ttl spread evenly over [0, ttl) and never line up with it.
+ * `(slotMs − ttlMs) / 2 + frac(T(k+1)·φ) · ttlMs` into slot k (φ the golden ratio, T(n) the n-th
+ * triangular number). A target re-times its refreshes at each flip it sees, so what must vary is a
+ * flip's phase against the one before: the gaps between flips, modulo the ttl, step by frac(k·φ)
+ * and spread over [0, ttl). (Phases frac(k·φ) themselves would give every gap the same phase, and
+ * every flip would land at the same moment of the target's refresh cycle.)
  */
 export function flipSchedule(flips: number, slotMs: number, ttlMs: number): number[] {
   if (slotMs < ttlMs) throw new Error(`a slot (${slotMs} ms) must be at least a ttl (${ttlMs} ms)`);
   const phi = (1 + Math.sqrt(5)) / 2;
   return Array.from({ length: flips }, (_, k) => {
-    const phase = ((k + 1) * phi) % 1;
+    const phase = ((k + 1) * (k + 2) / 2 * phi) % 1;
     return k * slotMs + (slotMs - ttlMs) / 2 + phase * ttlMs;
   });
 }
