@@ -8,6 +8,7 @@ import { createAgentResponder, createHandler, type MismatchWord } from "../src/h
 import type { AgentHandler, AgentRequest } from "../src/health.ts";
 import { serveHttp1 } from "../src/http1.ts";
 import { Logger } from "../src/log.ts";
+import { HEALTH_CHECK_PATHS } from "../src/routes.ts";
 import { agentCheck, readToClose } from "./support/agent_client.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import { clientHello, configText, freePort, GlueProcess, writeConfig } from "./support/glue.ts";
@@ -224,7 +225,13 @@ Deno.test("agent: shutdown closes connections waiting for a line, lets a reply i
 /** The HTTP frontend and the agent listener on one cache, as the service wires them. */
 function stack(
   fake: FakePatroni,
-  options: { timeout?: number; mismatch?: MismatchWord; check?: string; ttl?: number } = {},
+  options: {
+    timeout?: number;
+    mismatch?: MismatchWord;
+    check?: string;
+    ttl?: number;
+    headTimeoutMs?: number;
+  } = {},
 ) {
   const log = new Logger({ level: "error", write: () => {} });
   const client = new PatroniClient({
@@ -240,7 +247,10 @@ function stack(
   });
   const checks: [string, string][] = [];
   const agent = serveAgent(
-    { listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }) },
+    {
+      listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+      headTimeoutMs: options.headTimeoutMs,
+    },
     createAgentResponder({
       cache,
       log,
@@ -346,6 +356,65 @@ Deno.test("agent: a healthy replica is maint or drain (agent.mismatch), the prim
     assert.equal(await drain.ask("/primary"), "down #member stopped\n");
     assert.deepEqual(drain.checks.map(([, w]) => w), ["drain", "drain", "up", "down"]);
   }
+});
+
+Deno.test("agent: seeded random lines always get one well-formed reply; only allowlisted checks reach Patroni", async () => {
+  await using fake = await FakePatroni.start();
+  await using s = stack(fake, { ttl: 0.05, headTimeoutMs: 300 });
+  let state = 0x2545f491; // a fixed seed: the same 300 cases every run
+  const int = (n: number) => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    return (state >>> 8) % n;
+  };
+  const seeds = ["/primary", "/replica?lag=1MB&tag_dc=a", "/read-only", "/failover", "/%2e%2e/"];
+  const pieces = [
+    "/",
+    "?",
+    "&",
+    "=",
+    "%",
+    "%00",
+    "..",
+    "\r",
+    "\n",
+    " ",
+    "\x00",
+    "\xff",
+    "#",
+    "lag",
+  ];
+  const cases = Array.from({ length: 300 }, () => {
+    let line = seeds[int(seeds.length)];
+    for (let k = int(4); k > 0; k--) {
+      const at = int(line.length + 1);
+      line = line.slice(0, at) + pieces[int(pieces.length)] + line.slice(at + int(2));
+    }
+    const bytes = [...line].map((c) => c.charCodeAt(0) & 0xff);
+    return {
+      line,
+      bytes: new Uint8Array(int(3) === 0 ? bytes : [...bytes, 10]),
+      eof: int(2) === 0,
+    };
+  });
+  const replies = new Map<string, number>();
+  const worker = async () => {
+    for (let c; (c = cases.pop());) {
+      const r = await agentCheck(s.agentPort, c.bytes, { closeWrite: c.eof });
+      const what = JSON.stringify(c.line);
+      assert.match(r.text, /^(up ready|maint|drain|down #[\x20-\x7e]{1,80})\n$/, what);
+      assert.ok(r.closed, what);
+      const word = r.text.split(/[ \n]/)[0];
+      replies.set(word, (replies.get(word) ?? 0) + 1);
+    }
+  };
+  await Promise.all(Array.from({ length: 20 }, worker));
+  for (const target of fake.counts.keys()) {
+    assert.ok(HEALTH_CHECK_PATHS.has(new URL(target, "http://x").pathname), target);
+  }
+  assert.ok(
+    (replies.get("up") ?? 0) > 0 && (replies.get("down") ?? 0) > 0,
+    JSON.stringify([...replies]),
+  );
 });
 
 // main.ts with an `agent:` section, as users run it.
