@@ -89,6 +89,11 @@ export class Connections {
     return this.#open.size;
   }
 
+  /** Whether the sweeper's timer runs: only while connections are open. */
+  get sweeping(): boolean {
+    return this.#sweeper !== undefined;
+  }
+
   /** Closes `c` now (once). */
   close(c: Connection): void {
     if (c.closed) return;

@@ -527,3 +527,55 @@ Deno.test("agent (main.ts): SIGTERM with agent connections open stops at once, n
   waiting.close();
   await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: agentPort }));
 });
+
+Deno.test("agent (main.ts): after a flood past the open-file limit, agent checks are answered again", async () => {
+  await using fake = await FakePatroni.start();
+  const agentPort = freePort();
+  const file = await writeConfig(
+    configText(freePort(), fake.port, { top: `agent:\n  port: ${agentPort}` }),
+  );
+  const child = new Deno.Command("sh", {
+    args: [
+      "-c",
+      `ulimit -n 200 && exec "$0" run -q -P main.ts -config "$1"`,
+      Deno.execPath(),
+      file,
+    ],
+    cwd: new URL("../", import.meta.url),
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const flood: Deno.Conn[] = [];
+  try {
+    while ((await agentCheck(agentPort, "/primary\n").catch(() => ({ text: "" }))).text === "") {
+      await sleep(50);
+    }
+    try {
+      for (let i = 0; i < 400; i++) {
+        flood.push(await Deno.connect({ hostname: "127.0.0.1", port: agentPort }));
+      }
+    } catch { /* refused: the backlog is full while accepting waits */ }
+    const started = performance.now();
+    let reply = "";
+    while (reply !== "up ready\n" && performance.now() - started < 20_000) {
+      reply = (await agentCheck(agentPort, "/primary\n", { limitMs: 2000 }).catch(() => ({
+        text: "",
+      }))).text;
+      if (reply !== "up ready\n") await sleep(100);
+    }
+    console.log(
+      `measure: agent: answering again ${
+        (performance.now() - started).toFixed(0)
+      } ms after a flood of ${flood.length}`,
+    );
+    assert.equal(reply, "up ready\n");
+  } finally {
+    for (const c of flood) c.close();
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  }
+  const log = await stderr;
+  assert.match(log, /ERROR cannot accept agent connections: .*; retrying/);
+  assert.doesNotMatch(log, /panicked|Uncaught/);
+});
