@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { type AgentOptions, serveAgent } from "../src/agent.ts";
 import { PatroniClient } from "../src/backend.ts";
+import { parseConfig } from "../src/config.ts";
+import { Service } from "../src/service.ts";
 import { HealthCache } from "../src/cache.ts";
 import { createAgentResponder, createHandler, type MismatchWord } from "../src/handler.ts";
 import type { AgentHandler, AgentRequest } from "../src/health.ts";
@@ -11,7 +13,14 @@ import { Logger } from "../src/log.ts";
 import { HEALTH_CHECK_PATHS } from "../src/routes.ts";
 import { agentCheck, readToClose } from "./support/agent_client.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { clientHello, configText, freePort, GlueProcess, writeConfig } from "./support/glue.ts";
+import {
+  clientHello,
+  configText,
+  freePort,
+  GlueProcess,
+  runGlue,
+  writeConfig,
+} from "./support/glue.ts";
 import { parseExposition, sampleValue } from "./support/prometheus.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -417,6 +426,29 @@ Deno.test("agent: seeded random lines always get one well-formed reply; only all
   );
 });
 
+Deno.test("agent: the service starts, rebinds, removes and stops its agent listener, leaving nothing open", async () => {
+  await using fake = await FakePatroni.start();
+  const [http, a, b] = [freePort(), freePort(), freePort()];
+  const config = (agent: string) =>
+    parseConfig(configText(http, fake.port, { top: agent }), "test.yml");
+  const log = new Logger({ level: "error", write: () => {} });
+  const service = await Service.start(await config(`agent:\n  port: ${a}`), log, "test");
+  try {
+    assert.deepEqual(service.agent, { address: `127.0.0.1:${a}`, check: "/primary" });
+    assert.equal((await agentCheck(a, "/replica\n")).text, "maint\n");
+    await service.reload(await config(`agent:\n  port: ${b}\n  mismatch: drain`));
+    assert.equal((await agentCheck(b, "/replica\n")).text, "drain\n");
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: a }));
+    await service.reload(await config(""));
+    assert.equal(service.agent, undefined);
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: b }));
+    await service.reload(await config(`agent:\n  port: ${a}`));
+  } finally {
+    await service.stop(); // the sanitizers fail the test if a listener or a timer is left
+  }
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: a }));
+});
+
 // main.ts with an `agent:` section, as users run it.
 
 Deno.test("agent (main.ts): replies on agent.port, the start line says where, /metrics counts by check and word", async () => {
@@ -505,6 +537,22 @@ Deno.test("agent (main.ts): SIGHUP applies check and mismatch in place, moves th
   await reloaded(new RegExp(`agent\\.port: unset -> ${a};.*agent checks on 127\\.0\\.0\\.1:${a} `));
   assert.equal((await agentCheck(a)).text, "maint\n");
   assert.equal(fake.count("/failover"), 0);
+});
+
+Deno.test("agent (main.ts): a busy agent port refuses to start, with exit 1, naming the address", async () => {
+  using busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const file = await writeConfig(
+    configText(freePort(), freePort(), { top: `agent:\n  port: ${busy.addr.port}` }),
+  );
+  const { code, stderr } = await runGlue(["-config", file]);
+  assert.equal(code, 1);
+  assert.match(
+    stderr,
+    new RegExp(
+      `ERROR cannot start: cannot listen on 127\\.0\\.0\\.1:${busy.addr.port}: .*in use`,
+      "i",
+    ),
+  );
 });
 
 Deno.test("agent (main.ts): SIGTERM with agent connections open stops at once, nothing left listening", async () => {
