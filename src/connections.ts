@@ -56,7 +56,7 @@ export interface AcceptOptions {
 }
 
 /** How long a closing connection's unread input is read and dropped, at most. */
-export const LINGER_MS = 1000;
+const LINGER_MS = 1000;
 /** How much unread input a closing connection drops, at most. */
 const LINGER_BYTES = 1 << 20;
 
