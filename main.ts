@@ -70,8 +70,13 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
   const { backend } = config;
+  /** Where agent checks are answered, for the start and reload lines. */
+  const agentChecks = () => {
+    const agent = service.agent;
+    return agent ? `; agent checks on ${agent.address} (default ${agent.check})` : "";
+  };
   log.notice(
-    `patroniglue ${VERSION} listening on ${service.frontend.url}, checking ${backend.scheme}://${backend.host}:${backend.port} (ttl ${config.cache.ttl}s, timeout ${backend.timeout}s)`,
+    `patroniglue ${VERSION} listening on ${service.frontend.url}, checking ${backend.scheme}://${backend.host}:${backend.port} (ttl ${config.cache.ttl}s, timeout ${backend.timeout}s)${agentChecks()}`,
   );
 
   let reloading = Promise.resolve();
@@ -91,7 +96,7 @@ export async function main(args: string[]): Promise<number> {
       const changes = await service.reload(next);
       log.notice(
         changes.length
-          ? `reloaded; ${changes.join("; ")}; listening on ${service.frontend.url}`
+          ? `reloaded; ${changes.join("; ")}; listening on ${service.frontend.url}${agentChecks()}`
           : "reloaded; nothing changed",
       );
     } catch (e) {

@@ -1,6 +1,8 @@
-// Handler: route -> cache -> response; every response rule in one place, no socket needed.
+// Handler: route -> cache -> response (HTTP) or reply line (agent); every response rule in one place, no socket needed.
 import type { CacheEntry, CacheResult, HealthCache } from "./cache.ts";
 import {
+  type AgentHandler,
+  type AgentRequest,
   type Handler,
   type HealthRequest,
   type HealthResponse,
@@ -152,4 +154,120 @@ function errorResponse(route: Extract<Route, { kind: "error" }>): HealthResponse
   const res = jsonResponse(route.status, { error: route.message });
   if (route.allow) res.headers.allow = route.allow.join(", ");
   return res;
+}
+
+/** The word an agent check gets for a healthy member in another role. */
+export type MismatchWord = "maint" | "drain";
+
+/** What {@linkcode createAgentResponder} needs. */
+export interface AgentResponderOptions {
+  cache: HealthCache;
+  log: Logger;
+  /** `agent.mismatch`. */
+  mismatch: MismatchWord;
+  /** `agent.check`: asked when the client sends no line, or an empty one. */
+  defaultCheck: string;
+  /**
+   * Called once per agent check with its path (the route's, or `other` when refused) and the
+   * reply's word (`up`, `maint`, `drain`, `down`). @default {undefined}
+   */
+  onResponse?: (check: string, word: string) => void;
+}
+
+/** Longest `#` comment of a `down` reply. */
+const MAX_COMMENT = 80;
+
+/** `down #reason`, the reason made short, printable ASCII. */
+export function downReply(reason: string): string {
+  return `down #${reason.replace(/[^\x20-\x7e]/g, "?").slice(0, MAX_COMMENT)}`;
+}
+
+/**
+ * The agent reply for a cache entry: Patroni's 200 is `up ready`; its 503 for a running member
+ * (a healthy member in another role) is `mismatch`; anything else is `down #<reason>`.
+ */
+export function agentReply(entry: CacheEntry, mismatch: MismatchWord): string {
+  if (entry.failure) {
+    return downReply(
+      entry.failure === "invalid"
+        ? "invalid patroni response"
+        : `patroni unreachable (${entry.failure})`,
+    );
+  }
+  if (entry.status === 200) return "up ready";
+  const state = entry.member?.state;
+  if (entry.status !== 503 || state === undefined) return downReply("member state unknown");
+  return state === "running" ? mismatch : downReply(`member ${state}`);
+}
+
+/** The reply for a target that is not a Patroni health check, which never reaches Patroni. */
+function refusedReply(route: Route): string {
+  return downReply(
+    route.kind === "error" && route.status !== 404 ? route.message : "not a health check",
+  );
+}
+
+/**
+ * The agent handler: the line (or `defaultCheck`) goes through the HTTP allowlist as a `GET`, to
+ * the same cache entry and single flight as an HTTP check; it never throws.
+ */
+export function createAgentResponder(options: AgentResponderOptions): AgentHandler {
+  const { cache, log, mismatch, defaultCheck } = options;
+  const finish = (
+    req: AgentRequest,
+    check: string,
+    target: string,
+    started: number,
+    reply: string,
+    cacheResult: string,
+  ): string => {
+    const space = reply.indexOf(" ");
+    options.onResponse?.(check, space === -1 ? reply : reply.slice(0, space));
+    if (log.enabled("info")) {
+      log.info("agent check", {
+        remote: req.remote,
+        check: target || undefined, // none for a line the listener refused
+        cache: cacheResult,
+        duration_ms: Number((performance.now() - started).toFixed(3)),
+        reply,
+      });
+    }
+    return reply;
+  };
+  const failed = (req: AgentRequest, path: string, target: string, started: number, e: unknown) => {
+    log.error(`agent check failed: ${(e as Error).message}`, { check: target });
+    return finish(req, path, target, started, downReply("internal error"), "local");
+  };
+  return (req) => {
+    const started = log.enabled("info") ? performance.now() : 0;
+    if (req.refused !== undefined) {
+      return finish(req, "other", req.line ?? "", started, downReply(req.refused), "local");
+    }
+    const target = req.line || defaultCheck;
+    const route = routeRequest("GET", target, false);
+    if (route.kind !== "check") {
+      return finish(req, "other", target, started, refusedReply(route), "local");
+    }
+    const { path } = route;
+    try {
+      const found = lookup(cache, route.key);
+      if (!(found instanceof Promise)) {
+        return finish(req, path, target, started, agentReply(found, mismatch), "hit");
+      }
+      return found.then(
+        ({ entry, result }) =>
+          finish(
+            req,
+            path,
+            target,
+            started,
+            agentReply(entry, mismatch),
+            entry.failure ? "error" : result,
+          ),
+        (e) => failed(req, path, target, started, e),
+      );
+    } catch (e) {
+      return failed(req, path, target, started, e);
+    }
+  };
 }

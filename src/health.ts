@@ -1,4 +1,4 @@
-// Health: the handler's contract — the request a listener hands over and the response it writes.
+// Health: the handler's contract — the request a listener hands over and the response it writes (HTTP and agent).
 
 /** A request reduced to what routing needs; the target is raw, never normalized. */
 export interface HealthRequest {
@@ -33,3 +33,16 @@ export const JSON_TYPE = "application/json";
 export function jsonResponse(status: number, body: unknown): HealthResponse {
   return { status, headers: { "content-type": JSON_TYPE }, body: JSON.stringify(body) };
 }
+
+/** What the agent listener hands over for one connection. */
+export interface AgentRequest {
+  /** The line read, without its line ending; `undefined` when none came (the default check). */
+  line?: string;
+  /** Why the input was refused (`line too long`, ...): short ASCII, answered `down`. */
+  refused?: string;
+  /** `ip:port` of the client. */
+  remote: string;
+}
+
+/** What the agent listener calls per connection: the reply line, without its newline. */
+export type AgentHandler = (req: AgentRequest) => string | Promise<string>;

@@ -1,31 +1,20 @@
 // HTTP/1.1 server for health checks over any connection (TCP or TLS): bounded request heads,
 // no bodies, deadlines from accept for slow clients.
+import {
+  type Connection,
+  Connections,
+  type StreamConn,
+  type StreamListener,
+} from "./connections.ts";
 import { type Handler, type HealthRequest, type HealthResponse, jsonResponse } from "./health.ts";
 import { originForm } from "./routes.ts";
-import { acceptBackoffMs, BARE_LF, findHeadEnd, grow, hostPort } from "./wire.ts";
+import { BARE_LF, findHeadEnd, grow, hostPort } from "./wire.ts";
 
 /** A connection the server can serve: a `Deno.TcpConn` is one, and so is the TLS transport's. */
-export interface Http1Conn {
-  /** Reads into `p`; `null` at the end of the input. */
-  read(p: Uint8Array): Promise<number | null>;
-  /** Writes some of `p` (the caller loops); the bytes may be reused once it resolves. */
-  write(p: Uint8Array): Promise<number>;
-  /** Ends the output (the input stays readable). */
-  closeWrite(): Promise<void>;
-  /** Closes both ways at once, whatever the connection is doing (a handshake included). */
-  close(): void;
-  readonly remoteAddr: Deno.NetAddr;
-  /** Turns Nagle's algorithm off (TCP). */
-  setNoDelay?(noDelay?: boolean): void;
-}
+export type Http1Conn = StreamConn;
 
 /** Where connections come from: a `Deno.TcpListener`, or the TLS transport. */
-export interface Http1Listener {
-  /** The next connection, as soon as it is accepted; rejects once closed. */
-  accept(): Promise<Http1Conn>;
-  close(): void;
-  readonly addr: Deno.NetAddr;
-}
+export type Http1Listener = StreamListener;
 
 /** Options of {@linkcode serveHttp1}. */
 export interface Http1Options {
@@ -56,8 +45,6 @@ export interface Http1Server {
 }
 
 const MAX_HEADERS = 100;
-/** How long a closing connection's unread input is drained. */
-const LINGER_MS = 1000;
 const REASONS: Record<number, string> = {
   200: "OK",
   400: "Bad Request",
@@ -86,16 +73,9 @@ const MALFORMED_HEADER = new HeadError(400, "malformed header field");
 const MALFORMED_LENGTH = new HeadError(400, "malformed Content-Length");
 const BAD_VERSION = new HeadError(400, "unsupported HTTP version: HTTP/1.0 and HTTP/1.1 only");
 
-/** One accepted connection and the deadline the sweeper enforces on it. */
-interface Connection {
-  readonly conn: Http1Conn;
-  /** ms on the server's coarse clock; `Infinity` while the handler works. */
-  deadline: number;
-  /** A request is being handled: shutdown lets it finish. */
-  busy: boolean;
-  closed: boolean;
-  /** Reused for every response on this connection (one write at a time). */
-  output: { buf: Uint8Array };
+/** Reused for every response on a connection (one write at a time). */
+interface Output {
+  buf: Uint8Array;
 }
 
 const encoder = new TextEncoder();
@@ -107,180 +87,91 @@ export function serveHttp1(options: Http1Options, handle: Handler): Http1Server 
   const idleTimeout = options.idleTimeoutMs ?? 60_000;
   const writeTimeout = options.writeTimeoutMs ?? 10_000;
   const maxHead = options.maxHeadBytes ?? 16_384;
-  const listener = options.listener;
-  const connections = new Set<Connection>();
-  const serving = new Set<Promise<void>>();
-  let stopping = false;
-  let clock = performance.now();
   let date = new Date().toUTCString();
-  let backoff: ReturnType<typeof setTimeout> | undefined;
-  let wakeAccept: (() => void) | undefined;
 
-  const close = (c: Connection) => {
-    if (c.closed) return;
-    c.closed = true;
-    try {
-      c.conn.close();
-    } catch { /* already reset */ }
-  };
-  // One timer for every deadline: a coarse clock (and the Date header) ticks once per interval.
-  const sweeper = setInterval(() => {
-    clock = performance.now();
-    date = new Date().toUTCString();
-    for (const c of connections) if (c.deadline <= clock) close(c);
-  }, Math.min(1000, headTimeout, idleTimeout, writeTimeout));
-
-  const write = async (c: Connection, bytes: Uint8Array) => {
-    c.deadline = clock + writeTimeout;
-    for (let off = 0; off < bytes.length;) {
-      off += await c.conn.write(off === 0 ? bytes : bytes.subarray(off));
-    }
-  };
   const encode = (
-    c: Connection,
+    output: Output,
     res: HealthResponse,
     method: string,
     keepAlive: boolean,
     http10: boolean,
   ) => {
     const head = method === "HEAD";
-    if (!res.reused) return encodeResponse(res, head, keepAlive, http10, date, c.output);
+    if (!res.reused) return encodeResponse(res, head, keepAlive, http10, date, output);
     // A shared response (a cache hit) is encoded once per second and framing, then only written.
     const flags = (head ? 1 : 0) | (keepAlive ? 2 : 0) | (http10 ? 4 : 0);
     let memo = ENCODED.get(res);
     if (memo?.date !== date) ENCODED.set(res, memo = { date, byFlags: [] });
     return memo.byFlags[flags] ??= encodeResponse(res, head, keepAlive, http10, date);
   };
-  const refuse = async (c: Connection, status: number, message: string) => {
-    await write(c, encode(c, jsonResponse(status, { error: message }), "GET", false, false));
-    await drain(c);
-  };
-  // Closing with unread bytes makes the kernel send a reset, which can destroy the response before
-  // the client reads it: end our side, then read (and drop) what the client still sends, briefly.
-  const drain = async (c: Connection) => {
-    c.deadline = clock + LINGER_MS;
-    await c.conn.closeWrite();
-    const scratch = new Uint8Array(4096);
-    for (let total = 0; total < 1 << 20;) {
-      const n = await c.conn.read(scratch);
-      if (n === null) return;
-      total += n;
-    }
-  };
 
-  const serveConnection = async (c: Connection) => {
+  const serveConnection = async (c: Connection, conns: Connections) => {
+    const output: Output = { buf: new Uint8Array(512) };
+    const refuse = async (status: number, message: string) => {
+      const res = jsonResponse(status, { error: message });
+      await conns.write(c, encode(output, res, "GET", false, false), writeTimeout);
+      await conns.linger(c);
+    };
     let buf = new Uint8Array(1024);
     let len = 0;
     let scanned = 0;
-    try {
-      // The first head is due `headTimeout` after accept (set then); later ones follow the idle wait.
-      for (let first = true;; first = false) {
-        // Read until a whole head is buffered (or refuse the request).
-        let end = -1;
-        if (!first) c.deadline = clock + (len === 0 ? idleTimeout : headTimeout);
-        for (;;) {
-          while (len >= 2 && buf[0] === 13 && buf[1] === 10) { // empty lines before a request
-            buf.copyWithin(0, 2, len);
-            len -= 2;
-            scanned = 0;
-          }
-          end = findHeadEnd(buf, len, scanned);
-          if (end >= 0) break;
-          if (end === BARE_LF) return await refuse(c, 400, "bare LF in request head");
-          if (!methodPrefixOk(buf, len)) return await refuse(c, 400, "malformed request line");
-          if (len >= maxHead) return await refuse(c, 431, "request head too large");
-          if (stopping && len === 0) return;
-          scanned = Math.max(0, len - 3);
-          if (len === buf.length) buf = grow(buf, Math.min(buf.length * 2, maxHead));
-          const idle = len === 0 && !first;
-          const n = await c.conn.read(len === 0 ? buf : buf.subarray(len));
-          if (n === null) return;
-          if (idle) c.deadline = clock + headTimeout;
-          len += n;
+    // The first head is due `headTimeout` after accept (set then); later ones follow the idle wait.
+    for (let first = true;; first = false) {
+      // Read until a whole head is buffered (or refuse the request).
+      let end = -1;
+      if (!first) c.deadline = conns.clock + (len === 0 ? idleTimeout : headTimeout);
+      for (;;) {
+        while (len >= 2 && buf[0] === 13 && buf[1] === 10) { // empty lines before a request
+          buf.copyWithin(0, 2, len);
+          len -= 2;
+          scanned = 0;
         }
-        const req = parseHead(buf, end, c.conn.remoteAddr);
-        buf.copyWithin(0, end + 4, len);
-        len -= end + 4;
-        scanned = 0;
-        if (req instanceof HeadError) return await refuse(c, req.status, req.message);
-        c.busy = true;
-        c.deadline = Infinity;
-        let res: HealthResponse;
-        try {
-          const result = handle(req);
-          res = result instanceof Promise ? await result : result;
-        } catch (e) {
-          options.onHandlerError?.(e as Error);
-          res = jsonResponse(500, { error: "internal error" });
-        }
-        // A body is never read, so the connection cannot carry another request after it.
-        const keepAlive = req.keepAlive && !req.hasBody && !stopping;
-        await write(c, encode(c, res, req.method, keepAlive, req.http10));
-        c.busy = false;
-        if (!keepAlive) return await drain(c);
+        end = findHeadEnd(buf, len, scanned);
+        if (end >= 0) break;
+        if (end === BARE_LF) return await refuse(400, "bare LF in request head");
+        if (!methodPrefixOk(buf, len)) return await refuse(400, "malformed request line");
+        if (len >= maxHead) return await refuse(431, "request head too large");
+        if (conns.stopping && len === 0) return;
+        scanned = Math.max(0, len - 3);
+        if (len === buf.length) buf = grow(buf, Math.min(buf.length * 2, maxHead));
+        const idle = len === 0 && !first;
+        const n = await c.conn.read(len === 0 ? buf : buf.subarray(len));
+        if (n === null) return;
+        if (idle) c.deadline = conns.clock + headTimeout;
+        len += n;
       }
-    } catch {
-      // Reset by the client, or closed by the sweeper or shutdown: nothing to respond to.
-    } finally {
-      close(c);
-      connections.delete(c);
-    }
-  };
-
-  const acceptLoop = async () => {
-    for (let failures = 0; !stopping;) {
-      let conn: Http1Conn;
+      const req = parseHead(buf, end, c.conn.remoteAddr);
+      buf.copyWithin(0, end + 4, len);
+      len -= end + 4;
+      scanned = 0;
+      if (req instanceof HeadError) return await refuse(req.status, req.message);
+      c.busy = true;
+      c.deadline = Infinity;
+      let res: HealthResponse;
       try {
-        conn = await listener.accept();
-        failures = 0;
+        const result = handle(req);
+        res = result instanceof Promise ? await result : result;
       } catch (e) {
-        if (stopping || e instanceof Deno.errors.BadResource) return;
-        if (failures === 0) options.onAcceptError?.(e as Error);
-        const ms = acceptBackoffMs(failures++);
-        await new Promise<void>((resolve) => {
-          wakeAccept = resolve;
-          backoff = setTimeout(resolve, ms);
-        });
-        continue;
+        options.onHandlerError?.(e as Error);
+        res = jsonResponse(500, { error: "internal error" });
       }
-      if (stopping) {
-        conn.close();
-        return;
-      }
-      try {
-        conn.setNoDelay?.(true);
-      } catch { /* reset already */ }
-      const c: Connection = {
-        conn,
-        deadline: clock + headTimeout,
-        busy: false,
-        closed: false,
-        output: { buf: new Uint8Array(512) },
-      };
-      connections.add(c);
-      const done = serveConnection(c);
-      serving.add(done);
-      done.finally(() => serving.delete(done));
+      // A body is never read, so the connection cannot carry another request after it.
+      const keepAlive = req.keepAlive && !req.hasBody && !conns.stopping;
+      await conns.write(c, encode(output, res, req.method, keepAlive, req.http10), writeTimeout);
+      c.busy = false;
+      if (!keepAlive) return await conns.linger(c);
     }
   };
-  const accepting = acceptLoop();
 
-  return {
-    addr: listener.addr,
-    shutdown: async () => {
-      if (stopping) return;
-      stopping = true;
-      clearTimeout(backoff);
-      wakeAccept?.();
-      try {
-        listener.close();
-      } catch { /* closed */ }
-      await accepting;
-      for (const c of connections) if (!c.busy) close(c);
-      await Promise.all(serving);
-      clearInterval(sweeper);
-    },
-  };
+  const conns = new Connections({
+    listener: options.listener,
+    acceptDeadlineMs: headTimeout,
+    tickMs: Math.min(1000, headTimeout, idleTimeout, writeTimeout),
+    onTick: () => date = new Date().toUTCString(),
+    onAcceptError: options.onAcceptError,
+    serve: serveConnection,
+  });
+  return { addr: conns.addr, shutdown: () => conns.shutdown() };
 }
 
 /** Token characters (RFC 9110), by byte. */

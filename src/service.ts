@@ -1,9 +1,10 @@
-// Service: wires a Config into backend, cache, handler, listeners and metrics; reloads it in place.
+// Service: wires a Config into backend, cache, handlers, listeners and metrics; reloads it in place.
+import { type AgentListener, listenAgent } from "./agent.ts";
 import { PatroniClient } from "./backend.ts";
 import { HealthCache } from "./cache.ts";
-import { type Config, describeChanges } from "./config.ts";
-import { createHandler, metricsHandler } from "./handler.ts";
-import type { Handler } from "./health.ts";
+import { type AgentConfig, type Config, describeChanges } from "./config.ts";
+import { createAgentResponder, createHandler, metricsHandler } from "./handler.ts";
+import type { AgentHandler, Handler } from "./health.ts";
 import { listen, type Listener } from "./listen.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
@@ -17,9 +18,11 @@ export class Service {
   #client!: PatroniClient;
   #cache!: HealthCache;
   #handle!: Handler;
+  #respondToAgent!: AgentHandler;
   #sweeper?: ReturnType<typeof setInterval>;
   #frontend?: Listener;
   #metricsListener?: Listener;
+  #agent?: AgentListener;
 
   private constructor(config: Config, log: Logger, version: string) {
     this.#config = config;
@@ -41,6 +44,7 @@ export class Service {
       if (config.metrics.enabled && config.metrics.listener) {
         service.#metricsListener = await service.#listenMetrics(config);
       }
+      if (config.agent) service.#agent = service.#listenAgent(config.agent);
     } catch (e) {
       await service.stop();
       throw e;
@@ -51,6 +55,15 @@ export class Service {
   /** The frontend listener. */
   get frontend(): Listener {
     return this.#frontend!;
+  }
+
+  /** Where agent checks are answered, and the check asked when HAProxy sends no line; unset without `agent.port`. */
+  get agent(): { address: string; check: string } | undefined {
+    return this.#agent && { address: this.#agent.address, check: this.#config.agent!.check };
+  }
+
+  #listenAgent(agent: AgentConfig): AgentListener {
+    return listenAgent(agent, (req) => this.#respondToAgent(req), this.#log);
   }
 
   #listenMetrics(config: Config): Promise<Listener> {
@@ -96,6 +109,13 @@ export class Service {
       onResponse: (route, req, res, cache) =>
         this.metrics.countRequest(routeName(route), req.method, res.status, cache),
     });
+    this.#respondToAgent = createAgentResponder({
+      cache: this.#cache,
+      log: this.#log,
+      mismatch: config.agent?.mismatch ?? "maint",
+      defaultCheck: config.agent?.check ?? "/primary",
+      onResponse: (check, word) => this.metrics.countAgentCheck(check, word),
+    });
   }
 
   /** Applies a new, validated config without dropping connections; returns what changed. */
@@ -105,17 +125,28 @@ export class Service {
     const rebind = changed(prev.frontend, next.frontend, ["host", "port", "tlsMinVersion"]) ||
       !prev.frontend.tls !== !next.frontend.tls;
     const metricsMoved = JSON.stringify(prev.metrics) !== JSON.stringify(next.metrics);
-    let frontend = this.#frontend!, metricsListener = this.#metricsListener;
-    if (rebind) frontend = await listen(next.frontend, (req) => this.#handle(req), this.#log);
-    if (metricsMoved) {
-      try {
+    const agentMoved = prev.agent?.host !== next.agent?.host ||
+      prev.agent?.port !== next.agent?.port;
+    let frontend = this.#frontend!, metricsListener = this.#metricsListener, agent = this.#agent;
+    // New addresses are bound before the old listeners close; one that cannot be refuses the reload.
+    const opened: { shutdown(): Promise<void> }[] = [];
+    try {
+      if (rebind) {
+        opened.push(frontend = await listen(next.frontend, (req) => this.#handle(req), this.#log));
+      }
+      if (metricsMoved) {
         metricsListener = next.metrics.enabled && next.metrics.listener
           ? await this.#listenMetrics(next)
           : undefined;
-      } catch (e) {
-        if (rebind) await frontend.shutdown();
-        throw e;
+        if (metricsListener) opened.push(metricsListener);
       }
+      if (agentMoved) {
+        agent = next.agent && this.#listenAgent(next.agent);
+        if (agent) opened.push(agent);
+      }
+    } catch (e) {
+      await Promise.all(opened.map((l) => l.shutdown()));
+      throw e;
     }
     this.#build(
       next,
@@ -136,6 +167,11 @@ export class Service {
       this.#metricsListener = metricsListener;
       await old?.shutdown();
     }
+    if (agentMoved) {
+      const old = this.#agent;
+      this.#agent = agent;
+      await old?.shutdown();
+    }
     this.#config = next;
     return changes;
   }
@@ -145,7 +181,11 @@ export class Service {
     clearInterval(this.#sweeper);
     this.#cache.close();
     this.#client.close();
-    await Promise.all([this.#frontend?.shutdown(), this.#metricsListener?.shutdown()]);
+    await Promise.all([
+      this.#frontend?.shutdown(),
+      this.#metricsListener?.shutdown(),
+      this.#agent?.shutdown(),
+    ]);
   }
 }
 

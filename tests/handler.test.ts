@@ -3,8 +3,18 @@
 import assert from "node:assert/strict";
 import type { BackendOutcome } from "../src/backend.ts";
 import { HealthCache } from "../src/cache.ts";
-import { createHandler, type HandlerOptions, lookup, metricsHandler } from "../src/handler.ts";
-import type { HealthRequest, HealthResponse } from "../src/health.ts";
+import type { CacheEntry } from "../src/cache.ts";
+import {
+  agentReply,
+  type AgentResponderOptions,
+  createAgentResponder,
+  createHandler,
+  downReply,
+  type HandlerOptions,
+  lookup,
+  metricsHandler,
+} from "../src/handler.ts";
+import type { AgentRequest, HealthRequest, HealthResponse } from "../src/health.ts";
 import { Logger, type LogLevel } from "../src/log.ts";
 import type { Route } from "../src/routes.ts";
 
@@ -218,4 +228,204 @@ Deno.test("handler: lookup gives a fresh entry synchronously, else the cache's r
   const { entry, result } = await cold;
   assert.deepEqual([entry.status, result], [200, "miss"]);
   assert.equal(lookup(t.cache, "/primary"), entry);
+});
+
+// The agent-check rules, on the same cache as the HTTP handler.
+
+const REPLICA = JSON.stringify({ state: "running", role: "replica" });
+
+/** An agent responder (and the HTTP handler) over one cache whose backend the test controls. */
+function agentSetup(
+  options: Partial<AgentResponderOptions> & { level?: LogLevel; format?: "text" | "json" } = {},
+) {
+  const t = setup({ level: options.level, format: options.format });
+  const checks: [string, string][] = [];
+  const log = new Logger({
+    level: options.level ?? "notice",
+    format: options.format,
+    write: (l) => t.lines.push(l),
+  });
+  const respond = createAgentResponder({
+    cache: t.cache,
+    log,
+    mismatch: "maint",
+    defaultCheck: "/primary",
+    onResponse: (check, word) => checks.push([check, word]),
+    ...options,
+  });
+  return { ...t, respond, checks };
+}
+
+function agentReq(line?: string): AgentRequest {
+  return { line, remote: "127.0.0.1:6" };
+}
+
+function entry(status: number, extra: Partial<CacheEntry> = {}): CacheEntry {
+  return { status, body: "{}", storedAt: 0, ...extra };
+}
+
+Deno.test("agent rules: 200 is up ready, a running member's 503 the mismatch word, anything else down with a reason", () => {
+  const running = { role: "replica", state: "running" };
+  const cases: [CacheEntry, string, string][] = [
+    [entry(200, { member: { role: "master", state: "running" } }), "up ready", "up ready"],
+    [entry(200), "up ready", "up ready"],
+    [entry(503, { member: running }), "maint", "drain"],
+    [entry(503, { member: { role: "replica", state: "stopped" } }), "down #member stopped", ""],
+    [entry(503, { member: { role: "master", state: "starting" } }), "down #member starting", ""],
+    [entry(503), "down #member state unknown", ""],
+    [entry(503, { failure: "timeout" }), "down #patroni unreachable (timeout)", ""],
+    [entry(503, { failure: "refused" }), "down #patroni unreachable (refused)", ""],
+    [entry(503, { failure: "tls" }), "down #patroni unreachable (tls)", ""],
+    [entry(503, { failure: "error" }), "down #patroni unreachable (error)", ""],
+    [entry(503, { failure: "invalid" }), "down #invalid patroni response", ""],
+  ];
+  for (const [e, maint, drain] of cases) {
+    assert.equal(agentReply(e, "maint"), maint, JSON.stringify(e));
+    assert.equal(agentReply(e, "drain"), drain || maint, JSON.stringify(e));
+  }
+});
+
+Deno.test("agent rules: a reason from Patroni's body is one short printable ASCII line", () => {
+  const odd = entry(503, { member: { role: "replica", state: "crashed\nup ready\u00e9\t" } });
+  assert.equal(agentReply(odd, "maint"), "down #member crashed?up ready??");
+  const long = agentReply(entry(503, { member: { role: "r", state: "x".repeat(500) } }), "maint");
+  assert.equal(long, `down #member ${"x".repeat(73)}`);
+  assert.equal(downReply("a\r\nb"), "down #a??b");
+});
+
+Deno.test("agent: a check shares the HTTP check's cache entry and single flight; a hit is synchronous", async () => {
+  const t = agentSetup();
+  const http = t.handle(req("/primary"));
+  const agent = t.respond(agentReq("/primary"));
+  assert.ok(agent instanceof Promise);
+  assert.deepEqual(t.fetches.map((f) => f.key), ["/primary"], "one backend request for both");
+  t.fetches[0].reply.resolve({
+    ok: true,
+    status: 200,
+    body: PRIMARY,
+    member: { role: "master", state: "running" },
+  });
+  assert.equal((await http).status, 200);
+  assert.equal(await agent, "up ready");
+  const hit = t.respond(agentReq("/primary"));
+  assert.equal(hit, "up ready", "a fresh entry is answered without waiting");
+  assert.equal((await run(t.handle, req("/primary"))).res.headers["x-cache"], "HIT");
+  assert.equal(t.fetches.length, 1);
+  assert.deepEqual(t.checks, [["/primary", "up"], ["/primary", "up"]]);
+});
+
+Deno.test("agent: no line or an empty one asks the default check; a query is made canonical as over HTTP", async () => {
+  const t = agentSetup({ defaultCheck: "/replica?tag_dc=a&lag=1MB", mismatch: "drain" });
+  const none = t.respond(agentReq());
+  const empty = t.respond(agentReq(""));
+  const same = t.respond(agentReq("/replica?lag=1MB&tag_dc=a"));
+  assert.deepEqual(t.fetches.map((f) => f.key), ["/replica?lag=1MB&tag_dc=a"]);
+  t.fetches[0].reply.resolve({
+    ok: true,
+    status: 503,
+    body: REPLICA,
+    member: { role: "replica", state: "running" },
+  });
+  assert.deepEqual(await Promise.all([none, empty, same]), ["drain", "drain", "drain"]);
+  assert.deepEqual(t.checks.map(([c]) => c), ["/replica", "/replica", "/replica"]);
+});
+
+Deno.test("agent: unsafe or unknown targets are refused at once, without the backend", () => {
+  const t = agentSetup();
+  const refused = [
+    "/failover",
+    "/restart",
+    "/switchover",
+    "/reload",
+    "/patroni",
+    "/config",
+    "/cluster",
+    "/history",
+    "/../primary",
+    "//primary",
+    "%70rimary",
+    "/%70rimary",
+    "/primary/",
+    "primary",
+    "*",
+    "http://patroni.example/primary",
+    "/health",
+    "/metrics",
+  ];
+  for (const line of refused) {
+    assert.equal(t.respond(agentReq(line)), "down #not a health check", line);
+  }
+  const params = Array.from({ length: 17 }, (_, i) => `p${i}=1`).join("&");
+  assert.equal(t.respond(agentReq(`/replica?${params}`)), "down #more than 16 query parameters");
+  assert.equal(t.fetches.length, 0);
+  assert.ok(t.checks.every(([check, word]) => check === "other" && word === "down"));
+  assert.equal(t.checks.length, refused.length + 1);
+});
+
+Deno.test("agent: input the listener refused is down with its reason, counted as other", () => {
+  const t = agentSetup();
+  const reply = t.respond({ refused: "line too long", remote: "127.0.0.1:6" });
+  assert.equal(reply, "down #line too long");
+  assert.deepEqual(t.checks, [["other", "down"]]);
+  assert.equal(t.fetches.length, 0);
+});
+
+Deno.test("agent: a backend failure is down with its reason, never a stale up", async () => {
+  const t = agentSetup();
+  const first = t.respond(agentReq("/primary"));
+  t.fetches[0].reply.resolve({ ok: true, status: 200, body: PRIMARY });
+  assert.equal(await first, "up ready");
+  t.clock.now += 5_000;
+  const failed = t.respond(agentReq("/primary"));
+  t.fetches[1].reply.resolve({ ok: false, failure: "timeout", error: "no answer within 1s" });
+  assert.equal(await failed, "down #patroni unreachable (timeout)");
+  assert.deepEqual(t.checks, [["/primary", "up"], ["/primary", "down"]]);
+});
+
+Deno.test("agent: it never throws: a failing cache is down #internal error and an error line", async () => {
+  const broken = agentSetup({
+    cache: { peek: () => undefined, get: () => Promise.reject(new Error("boom")) } as never,
+  });
+  assert.equal(await broken.respond(agentReq("/primary")), "down #internal error");
+  assert.match(broken.lines.join("\n"), /ERROR agent check failed: boom check=\/primary/);
+  const sync = agentSetup({
+    cache: {
+      peek: () => {
+        throw new Error("sync boom");
+      },
+    } as never,
+  });
+  assert.equal(sync.respond(agentReq("/replica")), "down #internal error");
+  assert.deepEqual(sync.checks, [["/replica", "down"]]);
+});
+
+Deno.test("agent: one access line per check at info (text or json), none at the default level", async () => {
+  const quiet = agentSetup();
+  quiet.respond(agentReq("/failover"));
+  assert.equal(quiet.lines.length, 0);
+  const text = agentSetup({ level: "info" });
+  text.respond(agentReq("/failover"));
+  assert.match(
+    text.lines[0],
+    /INFO agent check remote=127\.0\.0\.1:6 check=\/failover cache=local duration_ms=[\d.]+ reply=down #not a health check$/,
+  );
+  const json = agentSetup({ level: "info", format: "json" });
+  const pending = json.respond(agentReq("/primary\u0000"));
+  assert.equal(pending, "down #not a health check");
+  const miss = json.respond(agentReq());
+  json.fetches[0].reply.resolve({ ok: true, status: 200, body: PRIMARY });
+  await miss;
+  const [refused, access] = json.lines.map((l) => JSON.parse(l));
+  assert.equal(refused.check, "/primary\u0000");
+  assert.deepEqual(
+    [
+      access.msg,
+      access.remote,
+      access.check,
+      access.cache,
+      access.reply,
+      typeof access.duration_ms,
+    ],
+    ["agent check", "127.0.0.1:6", "/primary", "miss", "up ready", "number"],
+  );
 });

@@ -1,0 +1,224 @@
+// Connections: the accept loop with back-off, one coarse clock and one sweeper for every deadline, lingering close, shutdown; shared by the listeners.
+import { acceptBackoffMs } from "./wire.ts";
+
+/** A connection a listener serves: a `Deno.TcpConn` is one, and so is the TLS transport's. */
+export interface StreamConn {
+  /** Reads into `p`; `null` at the end of the input. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p` (the caller loops); the bytes may be reused once it resolves. */
+  write(p: Uint8Array): Promise<number>;
+  /** Ends the output (the input stays readable). */
+  closeWrite(): Promise<void>;
+  /** Closes both ways at once, whatever the connection is doing (a handshake included). */
+  close(): void;
+  readonly remoteAddr: Deno.NetAddr;
+  /** Turns Nagle's algorithm off (TCP). */
+  setNoDelay?(noDelay?: boolean): void;
+}
+
+/** Where connections come from: a `Deno.TcpListener`, or the TLS transport. */
+export interface StreamListener {
+  /** The next connection, as soon as it is accepted; rejects once closed. */
+  accept(): Promise<StreamConn>;
+  close(): void;
+  readonly addr: Deno.NetAddr;
+}
+
+/** One accepted connection and the deadline the sweeper enforces on it. */
+export interface Connection {
+  readonly conn: StreamConn;
+  /** ms on the coarse clock ({@linkcode Connections.clock}); `Infinity` while a handler works. */
+  deadline: number;
+  /**
+   * Called instead of closing when the deadline passes; the sweeper clears it and sets the
+   * deadline to `Infinity` first, so its owner sets the next one.
+   */
+  onDeadline?: () => void;
+  /** A request is being handled: shutdown lets it finish. */
+  busy: boolean;
+  closed: boolean;
+}
+
+/** Options of {@linkcode acceptConnections}. */
+export interface AcceptOptions {
+  /** Bound already; closed on shutdown. */
+  listener: StreamListener;
+  /** Time a new connection has, from accept, before it is closed (unless its owner moves it). */
+  acceptDeadlineMs: number;
+  /** Sweeper period, the precision of every deadline: at most the shortest of them. */
+  tickMs: number;
+  /** Serves one connection; once it settles, the connection is closed and forgotten. */
+  serve: (c: Connection, connections: Connections) => Promise<void>;
+  /** Called at each tick, after the clock moved (e.g. to format a Date header). @default {undefined} */
+  onTick?: () => void;
+  /** Called when accepting fails (e.g. "too many open files"); accepting resumes after a back-off. @default {undefined} */
+  onAcceptError?: (error: Error) => void;
+}
+
+/** How long a closing connection's unread input is read and dropped, at most. */
+const LINGER_MS = 1000;
+/** How much unread input a closing connection drops, at most. */
+const LINGER_BYTES = 1 << 20;
+
+/**
+ * A listener's connections: accepted with a back-off after errors (EMFILE), each closed when its
+ * deadline passes. One timer serves them all; it runs only while there are connections.
+ */
+export class Connections {
+  /** `performance.now()` as of the last tick: the clock of every deadline. */
+  clock: number = performance.now();
+  /** Set by {@linkcode shutdown}: no connection is accepted, no new request taken. */
+  stopping = false;
+  readonly addr: Deno.NetAddr;
+  readonly #options: AcceptOptions;
+  readonly #open = new Set<Connection>();
+  readonly #serving = new Set<Promise<void>>();
+  #sweeper?: ReturnType<typeof setInterval>;
+  #backoff?: ReturnType<typeof setTimeout>;
+  #wakeAccept?: () => void;
+  readonly #accepting: Promise<void>;
+
+  constructor(options: AcceptOptions) {
+    this.#options = options;
+    this.addr = options.listener.addr;
+    this.#accepting = this.#acceptLoop();
+  }
+
+  /** Connections open now. */
+  get size(): number {
+    return this.#open.size;
+  }
+
+  /** Whether the sweeper's timer runs: only while connections are open. */
+  get sweeping(): boolean {
+    return this.#sweeper !== undefined;
+  }
+
+  /** Closes `c` now (once). */
+  close(c: Connection): void {
+    if (c.closed) return;
+    c.closed = true;
+    try {
+      c.conn.close();
+    } catch { /* already reset */ }
+  }
+
+  /** Writes all of `bytes`; the client has `timeoutMs` to take them, or the connection is closed. */
+  async write(c: Connection, bytes: Uint8Array, timeoutMs: number): Promise<void> {
+    c.deadline = this.clock + timeoutMs;
+    for (let off = 0; off < bytes.length;) {
+      off += await c.conn.write(off === 0 ? bytes : bytes.subarray(off));
+    }
+  }
+
+  /**
+   * Ends our side, then reads and drops what the client still sends, briefly: closing with unread
+   * input makes the kernel send a reset, which can destroy the response before the client reads it.
+   * `pending` is a read already in progress on the connection, awaited first.
+   */
+  async linger(c: Connection, pending?: Promise<number | null>): Promise<void> {
+    c.deadline = this.clock + LINGER_MS;
+    await c.conn.closeWrite();
+    if (pending && await pending === null) return;
+    const scratch = new Uint8Array(4096);
+    for (let total = 0; total < LINGER_BYTES;) {
+      const n = await c.conn.read(scratch);
+      if (n === null) return;
+      total += n;
+    }
+  }
+
+  /** Stops accepting, closes connections not busy at once, waits for the others to finish. */
+  async shutdown(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearTimeout(this.#backoff);
+    this.#wakeAccept?.();
+    try {
+      this.#options.listener.close();
+    } catch { /* closed */ }
+    await this.#accepting;
+    for (const c of this.#open) if (!c.busy) this.close(c);
+    await Promise.all(this.#serving);
+    this.#stopSweeper();
+  }
+
+  #tick(): void {
+    this.clock = performance.now();
+    this.#options.onTick?.();
+  }
+
+  #sweep(): void {
+    this.#tick();
+    const now = this.clock;
+    for (const c of this.#open) {
+      if (c.deadline > now) continue;
+      const hook = c.onDeadline;
+      if (hook) {
+        c.onDeadline = undefined;
+        c.deadline = Infinity;
+        hook();
+      } else this.close(c);
+    }
+    if (this.#open.size === 0) this.#stopSweeper();
+  }
+
+  #stopSweeper(): void {
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+  }
+
+  async #acceptLoop(): Promise<void> {
+    const { listener, serve } = this.#options;
+    for (let failures = 0; !this.stopping;) {
+      let conn: StreamConn;
+      try {
+        conn = await listener.accept();
+        failures = 0;
+      } catch (e) {
+        if (this.stopping || e instanceof Deno.errors.BadResource) return;
+        if (failures === 0) this.#options.onAcceptError?.(e as Error);
+        const ms = acceptBackoffMs(failures++);
+        await new Promise<void>((resolve) => {
+          this.#wakeAccept = resolve;
+          this.#backoff = setTimeout(resolve, ms);
+        });
+        continue;
+      }
+      if (this.stopping) {
+        conn.close();
+        return;
+      }
+      try {
+        conn.setNoDelay?.(true);
+      } catch { /* reset already */ }
+      if (this.#sweeper === undefined) {
+        // The clock stood still while nothing was open.
+        this.#tick();
+        this.#sweeper = setInterval(() => this.#sweep(), this.#options.tickMs);
+      }
+      const c: Connection = {
+        conn,
+        deadline: this.clock + this.#options.acceptDeadlineMs,
+        onDeadline: undefined,
+        busy: false,
+        closed: false,
+      };
+      this.#open.add(c);
+      const done = this.#serveOne(c, serve);
+      this.#serving.add(done);
+      done.finally(() => this.#serving.delete(done));
+    }
+  }
+
+  async #serveOne(c: Connection, serve: AcceptOptions["serve"]): Promise<void> {
+    try {
+      await serve(c, this);
+    } catch {
+      // Reset by the client, or closed by the sweeper or shutdown: nothing to respond to.
+    } finally {
+      this.close(c);
+      this.#open.delete(c);
+    }
+  }
+}
