@@ -1,11 +1,15 @@
 // `deno task demo`: a newcomer's first run, with no Patroni installed (and maybe port 8080 taken).
 import assert from "node:assert/strict";
+import denoJson from "../deno.json" with { type: "json" };
 import { agentCheck } from "./support/agent_client.ts";
+
+/** The command `deno task demo` runs, as deno.json declares it (its flags are the ones tested). */
+const DEMO_ARGS: string[] = denoJson.tasks.demo.split(" ").slice(1);
 
 /** Runs the demo until it has printed its commands; `stop()` sends Ctrl-C and collects the rest. */
 async function startDemo() {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-q", "-P", "--allow-run", "tests/support/demo.ts"],
+    args: DEMO_ARGS,
     cwd: new URL("../", import.meta.url),
     stdin: "null",
     stdout: "piped",
