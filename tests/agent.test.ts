@@ -19,6 +19,7 @@ import {
   freePort,
   GlueProcess,
   runGlue,
+  spawnWithFileLimit,
   writeConfig,
 } from "./support/glue.ts";
 import { parseExposition, sampleValue } from "./support/prometheus.ts";
@@ -582,18 +583,7 @@ Deno.test("agent (main.ts): after a flood past the open-file limit, agent checks
   const file = await writeConfig(
     configText(freePort(), fake.port, { top: `agent:\n  port: ${agentPort}` }),
   );
-  const child = new Deno.Command("sh", {
-    args: [
-      "-c",
-      `ulimit -n 200 && exec "$0" run -q -P main.ts -config "$1"`,
-      Deno.execPath(),
-      file,
-    ],
-    cwd: new URL("../", import.meta.url),
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
+  const { child, stderr } = spawnWithFileLimit(file, 200);
   const flood: Deno.Conn[] = [];
   try {
     while ((await agentCheck(agentPort, "/primary\n").catch(() => ({ text: "" }))).text === "") {

@@ -12,6 +12,7 @@ import {
   GlueProcess,
   type Scheme,
   SCHEMES,
+  spawnWithFileLimit,
   TLS_FRONTEND,
   writeConfig,
 } from "./support/glue.ts";
@@ -289,18 +290,7 @@ Deno.test("hardening: after a flood past the open-file limit, the frontend accep
         ? { frontend: `  certfile: ${fixture("server.pem")}\n  keyfile: ${fixture("server.key")}` }
         : {};
       const file = await writeConfig(configText(port, fake.port, tls));
-      const child = new Deno.Command("sh", {
-        args: [
-          "-c",
-          `ulimit -n 200 && exec "$0" run -q -P main.ts -config "$1"`,
-          Deno.execPath(),
-          file,
-        ],
-        cwd: new URL("../", import.meta.url),
-        stdout: "null",
-        stderr: "piped",
-      }).spawn();
-      const stderr = new Response(child.stderr).text();
+      const { child, stderr } = spawnWithFileLimit(file, 200);
       // A new connection each time: a kept-alive one would hide a listener that stopped accepting.
       const check = async () => {
         using client = Deno.createHttpClient({ caCerts: [ca], poolMaxIdlePerHost: 0 });

@@ -89,6 +89,25 @@ export async function runGlue(
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
+/** Spawns `main.ts -config file` under `ulimit -n limit`; stderr is collected until it exits. */
+export function spawnWithFileLimit(
+  file: string,
+  limit: number,
+): { child: Deno.ChildProcess; stderr: Promise<string> } {
+  const child = new Deno.Command("sh", {
+    args: [
+      "-c",
+      `ulimit -n ${limit} && exec "$0" run -q -P main.ts -config "$1"`,
+      Deno.execPath(),
+      file,
+    ],
+    cwd: ROOT,
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  return { child, stderr: new Response(child.stderr).text() };
+}
+
 /** A patroniglue process that was started and has said where it listens. */
 export class GlueProcess {
   readonly #child: Deno.ChildProcess;
