@@ -56,7 +56,7 @@ export interface AcceptOptions {
 }
 
 /** How long a closing connection's unread input is read and dropped, at most. */
-export const LINGER_MS = 1000;
+const LINGER_MS = 1000;
 /** How much unread input a closing connection drops, at most. */
 const LINGER_BYTES = 1 << 20;
 
@@ -87,6 +87,11 @@ export class Connections {
   /** Connections open now. */
   get size(): number {
     return this.#open.size;
+  }
+
+  /** Whether the sweeper's timer runs: only while connections are open. */
+  get sweeping(): boolean {
+    return this.#sweeper !== undefined;
   }
 
   /** Closes `c` now (once). */

@@ -226,7 +226,7 @@ export function createAgentResponder(options: AgentResponderOptions): AgentHandl
     if (log.enabled("info")) {
       log.info("agent check", {
         remote: req.remote,
-        check: target,
+        check: target || undefined, // none for a line the listener refused
         cache: cacheResult,
         duration_ms: Number((performance.now() - started).toFixed(3)),
         reply,

@@ -3,14 +3,24 @@
 import assert from "node:assert/strict";
 import { type AgentOptions, serveAgent } from "../src/agent.ts";
 import { PatroniClient } from "../src/backend.ts";
+import { parseConfig } from "../src/config.ts";
+import { Service } from "../src/service.ts";
 import { HealthCache } from "../src/cache.ts";
 import { createAgentResponder, createHandler, type MismatchWord } from "../src/handler.ts";
 import type { AgentHandler, AgentRequest } from "../src/health.ts";
 import { serveHttp1 } from "../src/http1.ts";
 import { Logger } from "../src/log.ts";
+import { HEALTH_CHECK_PATHS } from "../src/routes.ts";
 import { agentCheck, readToClose } from "./support/agent_client.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { clientHello, configText, freePort, GlueProcess, writeConfig } from "./support/glue.ts";
+import {
+  clientHello,
+  configText,
+  freePort,
+  GlueProcess,
+  runGlue,
+  writeConfig,
+} from "./support/glue.ts";
 import { parseExposition, sampleValue } from "./support/prometheus.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -224,7 +234,13 @@ Deno.test("agent: shutdown closes connections waiting for a line, lets a reply i
 /** The HTTP frontend and the agent listener on one cache, as the service wires them. */
 function stack(
   fake: FakePatroni,
-  options: { timeout?: number; mismatch?: MismatchWord; check?: string; ttl?: number } = {},
+  options: {
+    timeout?: number;
+    mismatch?: MismatchWord;
+    check?: string;
+    ttl?: number;
+    headTimeoutMs?: number;
+  } = {},
 ) {
   const log = new Logger({ level: "error", write: () => {} });
   const client = new PatroniClient({
@@ -240,7 +256,10 @@ function stack(
   });
   const checks: [string, string][] = [];
   const agent = serveAgent(
-    { listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }) },
+    {
+      listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+      headTimeoutMs: options.headTimeoutMs,
+    },
     createAgentResponder({
       cache,
       log,
@@ -348,6 +367,88 @@ Deno.test("agent: a healthy replica is maint or drain (agent.mismatch), the prim
   }
 });
 
+Deno.test("agent: seeded random lines always get one well-formed reply; only allowlisted checks reach Patroni", async () => {
+  await using fake = await FakePatroni.start();
+  await using s = stack(fake, { ttl: 0.05, headTimeoutMs: 300 });
+  let state = 0x2545f491; // a fixed seed: the same 300 cases every run
+  const int = (n: number) => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    return (state >>> 8) % n;
+  };
+  const seeds = ["/primary", "/replica?lag=1MB&tag_dc=a", "/read-only", "/failover", "/%2e%2e/"];
+  const pieces = [
+    "/",
+    "?",
+    "&",
+    "=",
+    "%",
+    "%00",
+    "..",
+    "\r",
+    "\n",
+    " ",
+    "\x00",
+    "\xff",
+    "#",
+    "lag",
+  ];
+  const cases = Array.from({ length: 300 }, () => {
+    let line = seeds[int(seeds.length)];
+    for (let k = int(4); k > 0; k--) {
+      const at = int(line.length + 1);
+      line = line.slice(0, at) + pieces[int(pieces.length)] + line.slice(at + int(2));
+    }
+    const bytes = [...line].map((c) => c.charCodeAt(0) & 0xff);
+    return {
+      line,
+      bytes: new Uint8Array(int(3) === 0 ? bytes : [...bytes, 10]),
+      eof: int(2) === 0,
+    };
+  });
+  const replies = new Map<string, number>();
+  const worker = async () => {
+    for (let c; (c = cases.pop());) {
+      const r = await agentCheck(s.agentPort, c.bytes, { closeWrite: c.eof });
+      const what = JSON.stringify(c.line);
+      assert.match(r.text, /^(up ready|maint|drain|down #[\x20-\x7e]{1,80})\n$/, what);
+      assert.ok(r.closed, what);
+      const word = r.text.split(/[ \n]/)[0];
+      replies.set(word, (replies.get(word) ?? 0) + 1);
+    }
+  };
+  await Promise.all(Array.from({ length: 20 }, worker));
+  for (const target of fake.counts.keys()) {
+    assert.ok(HEALTH_CHECK_PATHS.has(new URL(target, "http://x").pathname), target);
+  }
+  assert.ok(
+    (replies.get("up") ?? 0) > 0 && (replies.get("down") ?? 0) > 0,
+    JSON.stringify([...replies]),
+  );
+});
+
+Deno.test("agent: the service starts, rebinds, removes and stops its agent listener, leaving nothing open", async () => {
+  await using fake = await FakePatroni.start();
+  const [http, a, b] = [freePort(), freePort(), freePort()];
+  const config = (agent: string) =>
+    parseConfig(configText(http, fake.port, { top: agent }), "test.yml");
+  const log = new Logger({ level: "error", write: () => {} });
+  const service = await Service.start(await config(`agent:\n  port: ${a}`), log, "test");
+  try {
+    assert.deepEqual(service.agent, { address: `127.0.0.1:${a}`, check: "/primary" });
+    assert.equal((await agentCheck(a, "/replica\n")).text, "maint\n");
+    await service.reload(await config(`agent:\n  port: ${b}\n  mismatch: drain`));
+    assert.equal((await agentCheck(b, "/replica\n")).text, "drain\n");
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: a }));
+    await service.reload(await config(""));
+    assert.equal(service.agent, undefined);
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: b }));
+    await service.reload(await config(`agent:\n  port: ${a}`));
+  } finally {
+    await service.stop(); // the sanitizers fail the test if a listener or a timer is left
+  }
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: a }));
+});
+
 // main.ts with an `agent:` section, as users run it.
 
 Deno.test("agent (main.ts): replies on agent.port, the start line says where, /metrics counts by check and word", async () => {
@@ -438,6 +539,22 @@ Deno.test("agent (main.ts): SIGHUP applies check and mismatch in place, moves th
   assert.equal(fake.count("/failover"), 0);
 });
 
+Deno.test("agent (main.ts): a busy agent port refuses to start, with exit 1, naming the address", async () => {
+  using busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const file = await writeConfig(
+    configText(freePort(), freePort(), { top: `agent:\n  port: ${busy.addr.port}` }),
+  );
+  const { code, stderr } = await runGlue(["-config", file]);
+  assert.equal(code, 1);
+  assert.match(
+    stderr,
+    new RegExp(
+      `ERROR cannot start: cannot listen on 127\\.0\\.0\\.1:${busy.addr.port}: .*in use`,
+      "i",
+    ),
+  );
+});
+
 Deno.test("agent (main.ts): SIGTERM with agent connections open stops at once, nothing left listening", async () => {
   await using fake = await FakePatroni.start();
   const agentPort = freePort();
@@ -457,4 +574,56 @@ Deno.test("agent (main.ts): SIGTERM with agent connections open stops at once, n
   assert.equal(await waiting.read(new Uint8Array(16)).catch(() => null), null);
   waiting.close();
   await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: agentPort }));
+});
+
+Deno.test("agent (main.ts): after a flood past the open-file limit, agent checks are answered again", async () => {
+  await using fake = await FakePatroni.start();
+  const agentPort = freePort();
+  const file = await writeConfig(
+    configText(freePort(), fake.port, { top: `agent:\n  port: ${agentPort}` }),
+  );
+  const child = new Deno.Command("sh", {
+    args: [
+      "-c",
+      `ulimit -n 200 && exec "$0" run -q -P main.ts -config "$1"`,
+      Deno.execPath(),
+      file,
+    ],
+    cwd: new URL("../", import.meta.url),
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const flood: Deno.Conn[] = [];
+  try {
+    while ((await agentCheck(agentPort, "/primary\n").catch(() => ({ text: "" }))).text === "") {
+      await sleep(50);
+    }
+    try {
+      for (let i = 0; i < 400; i++) {
+        flood.push(await Deno.connect({ hostname: "127.0.0.1", port: agentPort }));
+      }
+    } catch { /* refused: the backlog is full while accepting waits */ }
+    const started = performance.now();
+    let reply = "";
+    while (reply !== "up ready\n" && performance.now() - started < 20_000) {
+      reply = (await agentCheck(agentPort, "/primary\n", { limitMs: 2000 }).catch(() => ({
+        text: "",
+      }))).text;
+      if (reply !== "up ready\n") await sleep(100);
+    }
+    console.log(
+      `measure: agent: answering again ${
+        (performance.now() - started).toFixed(0)
+      } ms after a flood of ${flood.length}`,
+    );
+    assert.equal(reply, "up ready\n");
+  } finally {
+    for (const c of flood) c.close();
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  }
+  const log = await stderr;
+  assert.match(log, /ERROR cannot accept agent connections: .*; retrying/);
+  assert.doesNotMatch(log, /panicked|Uncaught/);
 });
