@@ -1,11 +1,13 @@
-// The proof on a real cluster (issue 3): etcd + 3 Patroni/PostgreSQL 15 + one patroniglue per
-// node + HAProxy, with every route checked directly ("d_*") and through patroniglue ("g_*").
+// The proof on a real cluster (issues 3 and 14): etcd + 3 Patroni/PostgreSQL 15 + one patroniglue
+// per node + HAProxy, with every route checked directly ("d_*"), through patroniglue ("g_*") and
+// by patroniglue's agent-check listener beside a TCP check of PostgreSQL ("a_*").
 // Run: deno test -A tests/cluster/  (as root, with patroni postgresql-15 etcd-server haproxy).
 // Lines starting with "measure:" are the measured times.
 
 import assert from "node:assert/strict";
 import { HEALTH_CHECK_PATHS } from "../../src/routes.ts";
 import {
+  AGENT_INTER,
   CHECK_INTER,
   Cluster,
   GLUE_TIMEOUT,
@@ -16,15 +18,18 @@ import {
   ROUTE_NAMES,
   ROUTES,
   secs,
+  type SessionWriter,
   skipReason,
   sleep,
   StallWatch,
   waitFor,
+  WRITES_TABLE,
 } from "./harness.ts";
 
 const TTL_MS = GLUE_TTL * 1000;
 const TIMEOUT_MS = GLUE_TIMEOUT * 1000;
 const INTER_MS = CHECK_INTER * 1000;
+const AGENT_INTER_MS = AGENT_INTER * 1000;
 /** Granularity of our own polling and of a request's round trip. */
 const SLACK_MS = 250;
 
@@ -76,7 +81,10 @@ async function timed(c: Cluster, what: string, fn: () => Promise<void>): Promise
 
 const RW: Route[] = ROUTE_NAMES.filter((r) => ROUTES[r].kind === "rw");
 
-/** Poll a route with psql until it leads to a writable node other than `notNode`. */
+/**
+ * Poll a route until it leads to a writable node other than `notNode`: a new probe every 100 ms,
+ * up to 4 at once, so that one held up (HAProxy retrying a server that refuses) delays nothing.
+ */
 async function writesMoved(
   c: Cluster,
   route: Route,
@@ -85,12 +93,22 @@ async function writesMoved(
   timeoutMs: number,
 ): Promise<{ ms: number; node: number }> {
   const end = t0 + timeoutMs;
-  while (now() < end) {
-    const r = await c.whereTo(c.ports.routes[route]);
-    if (r && !r.recovery && r.node !== notNode) return { ms: now() - t0, node: r.node };
+  const probes = new Set<Promise<void>>();
+  let found: { ms: number; node: number } | null = null;
+  while (!found && now() < end) {
+    if (probes.size < 4) {
+      const probe: Promise<void> = c.whereTo(c.ports.routes[route]).then((r) => {
+        if (r && !r.recovery && r.node !== notNode) found ??= { ms: now() - t0, node: r.node };
+      }).finally(() => probes.delete(probe));
+      probes.add(probe);
+    }
     await sleep(100);
   }
-  throw new Error(`${route}: writes did not reach a new primary within ${secs(timeoutMs)}`);
+  await Promise.all(probes);
+  if (!found) {
+    throw new Error(`${route}: writes did not reach a new primary within ${secs(timeoutMs)}`);
+  }
+  return found;
 }
 
 /**
@@ -135,7 +153,7 @@ async function firstPrimary200(
   );
 }
 
-/** First time (ms after t0) HAProxy shows `server` of `route` not UP. */
+/** First time (ms after t0) HAProxy shows each "route/nodeN" DOWN (also "DOWN (agent)"). */
 async function markedDown(c: Cluster, keys: string[], t0: number, timeoutMs: number) {
   const out = new Map<string, number>();
   await waitFor(
@@ -143,7 +161,7 @@ async function markedDown(c: Cluster, keys: string[], t0: number, timeoutMs: num
     async () => {
       const s = await c.haproxyStates();
       for (const k of keys) {
-        if (!out.has(k) && s.get(k)?.status === "DOWN") out.set(k, now() - t0);
+        if (!out.has(k) && s.get(k)?.status.startsWith("DOWN")) out.set(k, now() - t0);
       }
       return out.size === keys.length;
     },
@@ -151,6 +169,41 @@ async function markedDown(c: Cluster, keys: string[], t0: number, timeoutMs: num
     50,
   );
   return out;
+}
+
+/**
+ * Writes reached the new primary through the agent route no later than through the HTTP-check
+ * route via patroniglue (each route checks on its own schedule: one interval apart), nor than
+ * directly plus the ttl.
+ */
+function assertAgentNoLater(at: Record<string, number>): void {
+  assert.ok(
+    at.a_primary <= at.g_primary + AGENT_INTER_MS + SLACK_MS,
+    `a_primary ${secs(at.a_primary)} vs g_primary ${secs(at.g_primary)}`,
+  );
+  assert.ok(
+    at.a_primary <= at.d_primary + TTL_MS + AGENT_INTER_MS + SLACK_MS,
+    `a_primary ${secs(at.a_primary)} vs d_primary ${secs(at.d_primary)}`,
+  );
+}
+
+/** Where each new connection through `route` went, polled until `stop()` says so. */
+async function landings(c: Cluster, route: Route, stop: () => boolean) {
+  const out: { at: number; node: number; recovery: boolean }[] = [];
+  while (!stop()) {
+    const w = await c.whereTo(c.ports.routes[route], 1000);
+    if (w) out.push({ at: now(), ...w });
+    await sleep(50);
+  }
+  return out;
+}
+
+/** A label for SessionWriter rows, unique per attempt of a scenario. */
+const tag = (what: string) => `${what}_${Math.random().toString(36).slice(2, 8)}`;
+
+/** How a session ended, for measure lines. */
+function ending(w: SessionWriter, from: number, what: string): string {
+  return w.closedAt === null ? "kept open" : `${w.ending} ${secs(w.closedAt - from)} after ${what}`;
 }
 
 Deno.test({
@@ -206,7 +259,51 @@ Deno.test({
         const get = await c.glue(n.i, "/replica?lag=1MB");
         assert.equal(get.status, n.i === leader ? 503 : 200, `${n.name} GET /replica?lag=1MB`);
         assert.equal((await c.glue(n.i, "/health")).status, 200, `${n.name} /health`);
+        // what HAProxy's agent-check sends (and nothing: agent.check, /primary), Patroni real
+        const [primary, replica, nothing] = await Promise.all([
+          c.agent(n.i, "/primary\n"),
+          c.agent(n.i, "/replica?lag=1MB\n"),
+          c.agent(n.i, ""),
+        ]);
+        const [mine, other] = n.i === leader ? ["up ready", "maint"] : ["maint", "up ready"];
+        assert.equal(primary.line, mine, `${n.name} agent /primary: ${primary.error ?? ""}`);
+        assert.equal(
+          replica.line,
+          other,
+          `${n.name} agent /replica?lag=1MB: ${replica.error ?? ""}`,
+        );
+        assert.equal(nothing.line, mine, `${n.name} agent, no line: ${nothing.error ?? ""}`);
       }
+      // HAProxy's show stat in normal operation: on the agent routes a node in the other role is
+      // MAINT (no alert), on the HTTP-check routes it is DOWN
+      const states = await c.haproxyStates();
+      const count = (via: string, status: string) =>
+        [...states].filter(([k, s]) =>
+          ROUTES[k.split("/")[0] as Route].via === via && s.status === status
+        )
+          .length;
+      for (const route of ROUTE_NAMES) {
+        const def = ROUTES[route];
+        for (const n of c.nodes) {
+          const s = states.get(`${route}/${n.name}`);
+          const serves = def.kind === "rw" ? n.i === leader : n.i !== leader;
+          const want = serves ? "UP" : def.via === "agent" ? "MAINT" : "DOWN";
+          assert.equal(s?.status, want, `${route}/${n.name} in show stat: ${JSON.stringify(s)}`);
+          if (def.via === "agent" && serves) {
+            assert.equal(s?.check, "L4OK", `${route}/${n.name}: TCP check of PostgreSQL`);
+            assert.equal(s?.lastAgent, "via agent : up", `${route}/${n.name}`);
+          }
+        }
+      }
+      assert.equal(count("agent", "DOWN"), 0, "no agent-route server DOWN in normal operation");
+      const others = ROUTE_NAMES.filter((r) => ROUTES[r].via === "agent")
+        .reduce((k, r) => k + (ROUTES[r].kind === "rw" ? c.nodes.length - 1 : 1), 0);
+      assert.equal(count("agent", "MAINT"), others, "every node in the other role MAINT");
+      console.log(
+        `measure: show stat in normal operation: agent routes ${count("agent", "UP")} UP, ` +
+          `${count("agent", "MAINT")} MAINT, ${count("agent", "DOWN")} DOWN; HTTP-check routes ` +
+          `through patroniglue ${count("glue", "UP")} UP, ${count("glue", "DOWN")} DOWN`,
+      );
     });
 
     await step("2 parity: patroniglue's GET status equals Patroni's on every route", async () => {
@@ -250,11 +347,22 @@ Deno.test({
     });
 
     await step(
-      "5 switchover: never two primaries through patroniglue for longer than ttl",
+      "5 switchover: never two primaries through patroniglue for longer than ttl; writes move, " +
+        "sessions on the old primary end",
       () =>
         timed(c, "switchover", async () => {
           const old = await c.waitReady();
           const cand = c.nodes.find((n) => n.i !== old)!.i;
+          // sessions opened before: through the agent routes to the old primary, with and without
+          // on-marked-down shutdown-sessions, and through the agent replica route to the candidate
+          await using onOld = await c.writer(c.ports.routes.a_primary, tag("so_old"));
+          await using onOldKeep = await c.writer(c.ports.routes.a_keep, tag("so_keep"));
+          await using onCand = await c.writer(
+            c.ports.routes.a_replica,
+            tag("so_cand"),
+            (at) => at.node === cand,
+          );
+          assert.deepEqual([onOld.node, onOldKeep.node], [old, old], "sessions on the old primary");
           type Sample = { t: number; glue: number[]; direct: number[] };
           const samples: Sample[] = [];
           let stop = false;
@@ -273,10 +381,15 @@ Deno.test({
               await sleep(20);
             }
           })();
+          const agentLandings = landings(c, "a_primary", () => stop);
           const t0 = now();
+          let routes: { ms: number; node: number }[];
           try {
             await sleep(200);
-            await c.switchover(old, cand);
+            [routes] = await Promise.all([
+              Promise.all(RW.map((r) => writesMoved(c, r, old, t0, 60_000))),
+              c.switchover(old, cand),
+            ]);
             // until the new primary is settled through patroniglue, and then some
             await waitFor(
               "patroniglue to report the switchover",
@@ -295,8 +408,17 @@ Deno.test({
             stop = true;
             await sampler;
           }
+          const landed = await agentLandings;
           const g = windows(samples, (s) => s.glue);
           const d = windows(samples, (s) => s.direct);
+          const at = Object.fromEntries(RW.map((r, k) => [r, routes[k].ms]));
+          // the new primary took writes: the first probe that found it writable, or a write on
+          // the session opened on it as a replica
+          const promoted = Math.min(
+            t0 + Math.min(...routes.map((r) => r.ms)),
+            ...onCand.writesOn(cand),
+          );
+          const candWrites = onCand.writesOn(cand);
           console.log(
             `measure: switchover node${old}->node${cand} in ${secs(now() - t0)}: ` +
               `both-primary window glue=${secs(g.both)} direct=${secs(d.both)}, ` +
@@ -304,11 +426,48 @@ Deno.test({
                 secs(d.none)
               } (${samples.length} samples)`,
           );
+          console.log(
+            `measure: switchover writes moved direct=${secs(at.d_primary)} ` +
+              `glue=${secs(at.g_primary)} agent=${secs(at.a_primary)} ` +
+              `(bare httpchk: direct=${secs(at.d_bare)} glue=${secs(at.g_bare)}); ` +
+              `sessions on the old primary: agent route ${ending(onOld, t0, "the switchover")}, ` +
+              `without shutdown-sessions ${
+                ending(onOldKeep, t0, "the switchover")
+              }; read-only session on the ` +
+              `promoted node: ${candWrites.length} writes on the new primary, ` +
+              `${ending(onCand, promoted, "its promotion")}`,
+          );
           assert.ok(
             g.both <= TTL_MS + SLACK_MS,
             `two nodes answered 200 on /primary through patroniglue for ${
               secs(g.both)
             } (ttl ${GLUE_TTL}s)`,
+          );
+          for (const r of routes) assert.equal(r.node, cand, "all write routes, the candidate");
+          assertAgentNoLater(at);
+          // the demoted node takes no new connection through the agent route once the new
+          // primary has one
+          const first = landed.findIndex((l) => l.node === cand && !l.recovery);
+          assert.ok(first >= 0, `a_primary never led to node${cand}`);
+          const stray = landed.slice(first).filter((l) => l.node !== cand || l.recovery);
+          assert.deepEqual(stray, [], `a_primary led elsewhere after node${cand}`);
+          // PostgreSQL itself ends the sessions on the old primary (Patroni restarts it as a
+          // replica), with or without shutdown-sessions: no write on them after the promotion
+          for (const w of [onOld, onOldKeep]) {
+            await waitFor(`${w.label} to end`, () => w.closedAt !== null, 10_000, 50);
+            assert.equal(w.session.fatal?.code, "57P01", `${w.label}: ${w.ending}`);
+            const late = w.writesOn(old).filter((t) => t >= promoted);
+            assert.deepEqual(late, [], `${w.label}: writes on the old primary after the promotion`);
+          }
+          // a session opened on a replica stays open through its promotion (PostgreSQL promotes
+          // without a restart): HAProxy ends it when the agent turns the node MAINT
+          await waitFor(`${onCand.label} to end`, () => onCand.closedAt !== null, 10_000, 50);
+          assert.equal(onCand.session.fatal, null, `${onCand.label}: ${onCand.ending}`);
+          assert.ok(
+            onCand.closedAt! - promoted <= TTL_MS + AGENT_INTER_MS + SLACK_MS,
+            `the read-only session on node${cand} was cut ${
+              secs(onCand.closedAt! - promoted)
+            } after its promotion`,
           );
           await c.waitReady(cand);
         }),
@@ -340,7 +499,7 @@ Deno.test({
               violations.push(`${at}: haproxy ${k} ${s.status}`);
             }
           }
-          for (const route of ["g_primary", "g_bare"] as Route[]) {
+          for (const route of ["g_primary", "g_bare", "a_primary"] as Route[]) {
             const w = await c.whereTo(c.ports.routes[route]);
             if (w && (w.recovery || w.node !== leader)) {
               violations.push(`${at}: ${route} led to ${JSON.stringify(w)}`);
@@ -351,9 +510,17 @@ Deno.test({
         }
       })();
       try {
-        // a. patroniglue restart on a replica, down until HAProxy has noticed
+        // a. patroniglue restart on a replica, down until HAProxy has noticed; an agent that
+        // cannot be reached changes nothing (HAProxy keeps its last word)
         assert.equal(await c.stopGlue(r1), 0, "patroniglue exits 0 on SIGTERM");
         await c.waitHaproxy(new Map([[`g_replica/node${r1}`, "DOWN"]]));
+        const unreachable = await c.haproxyStates();
+        assert.equal(
+          unreachable.get(`a_primary/node${r1}`)?.status,
+          "MAINT",
+          "a_primary, no agent",
+        );
+        assert.equal(unreachable.get(`a_replica/node${r1}`)?.status, "UP", "a_replica, no agent");
         await c.startGlue(r1);
         await c.waitReady(leader);
         // b. the same on the leader: how long the write routes through it take to come back
@@ -362,6 +529,15 @@ Deno.test({
         const downKeys = ["g_primary", "g_bare"].map((r) => `${r}/node${leader}`);
         await c.waitHaproxy(new Map(downKeys.map((k) => [k, "DOWN"])));
         const down = now() - tb;
+        // meanwhile the agent route keeps the leader UP (watched by its TCP check) and writes flow
+        const kept = await c.haproxyStates();
+        assert.equal(kept.get(`a_primary/node${leader}`)?.status, "UP", "a_primary, no agent");
+        assert.match(kept.get(`a_primary/node${leader}`)?.agent ?? "", /^L4/, "agent unreachable");
+        assert.deepEqual(
+          await c.whereTo(c.ports.routes.a_primary),
+          { node: leader, recovery: false },
+          "writes through a_primary while the leader's patroniglue is stopped",
+        );
         const ts = now();
         await c.startGlue(leader);
         const started = now() - ts;
@@ -379,7 +555,8 @@ Deno.test({
         await c.waitReady(leader, 90_000);
         const pgBack = now() - td;
         console.log(
-          `measure: restarts: patroniglue on leader stopped -> haproxy down ${secs(down)}, ` +
+          `measure: restarts: patroniglue on leader stopped -> haproxy down ${secs(down)} ` +
+            `(agent route: still UP, writes flow), ` +
             `started in ${secs(started)} -> write routes up ${secs(back)}; ` +
             `patroni on replica back ${secs(replicaBack)}; ` +
             `leader postgres restart back ${secs(pgBack)}`,
@@ -394,26 +571,41 @@ Deno.test({
     });
 
     await step(
-      "3 leader crash (kill -9 Patroni + PostgreSQL): writes move",
+      "3 leader crash (kill -9 Patroni + PostgreSQL): writes move, its sessions end",
       () =>
         timed(c, "crash failover", async () => {
           const old = await c.waitReady();
           const others = c.nodes.filter((n) => n.i !== old).map((n) => n.i);
+          await using onOld = await c.writer(c.ports.routes.a_primary, tag("crash_old"));
           const t0 = now();
           await c.kill9(old);
+          const killed = now(); // Patroni and the postmaster are gone
+          let newPrimary: number;
           try {
-            const [routes, rest, deadGlue] = await Promise.all([
+            const [routes, rest, deadGlue, down] = await Promise.all([
               Promise.all(RW.map((r) => writesMoved(c, r, old, t0, 60_000))),
               firstPrimary200(c, others, t0, 60_000),
               // a dead backend is a 503 at once, not a stale 200 (after the cache has expired)
               sleep(TTL_MS + 100).then(() => c.glue(old, "/primary")),
+              markedDown(
+                c,
+                ["d_primary", "g_primary", "a_primary"].map((r) => `${r}/node${old}`),
+                t0,
+                30_000,
+              ),
             ]);
+            newPrimary = rest.node;
+            await waitFor(`${onOld.label} to end`, () => onOld.closedAt !== null, 5000, 50);
             const at = Object.fromEntries(RW.map((r, k) => [r, routes[k].ms]));
+            const downAt = (r: Route) => secs(down.get(`${r}/node${old}`)!);
             console.log(
               `measure: crash failover direct=${secs(at.d_primary)} glue=${secs(at.g_primary)} ` +
+                `agent=${secs(at.a_primary)} ` +
                 `(bare httpchk: direct=${secs(at.d_bare)} glue=${secs(at.g_bare)}); ` +
                 `new primary node${rest.node} /primary 200 direct=${secs(rest.direct)} ` +
-                `glue=${secs(rest.glue)}`,
+                `glue=${secs(rest.glue)}; old primary marked down direct=${downAt("d_primary")} ` +
+                `glue=${downAt("g_primary")} agent=${downAt("a_primary")}; session on it: ` +
+                ending(onOld, t0, "the kill"),
             );
             assert.equal(deadGlue.status, 503, "patroniglue of the killed node");
             // refused at once: well before the timeout a silent backend would take
@@ -435,19 +627,36 @@ Deno.test({
                 `${g} ${secs(at[g])} vs ${d} ${secs(at[d])}`,
               );
             }
+            assertAgentNoLater(at);
+            // the session on the crashed primary ended with it; nothing written after the crash
+            const late = onOld.writesOn(old).filter((t) => t >= killed);
+            assert.deepEqual(late, [], `${onOld.label}: writes after the crash`);
           } finally {
             c.startPatroni(old); // rejoins as a replica (pg_rewind), also when an assertion failed
           }
           await c.waitReady(undefined, 120_000);
+          // back as a replica: MAINT on the agent route (waitReady), no new connection goes there
+          for (let k = 0; k < 4; k++) {
+            assert.deepEqual(
+              await c.whereTo(c.ports.routes.a_primary),
+              { node: newPrimary, recovery: false },
+              `a_primary after node${old} rejoined`,
+            );
+          }
         }),
     );
 
     await step(
-      "4 frozen leader Patroni (SIGSTOP): 503 within timeout, writes move",
+      "4 frozen leader Patroni (SIGSTOP): 503 within timeout, writes move, HAProxy ends its sessions",
       () =>
         timed(c, "freeze failover", async () => {
           const old = await c.waitReady();
           const others = c.nodes.filter((n) => n.i !== old).map((n) => n.i);
+          // sessions on the old primary through the agent route, the HTTP-check route through
+          // patroniglue, and the agent route without on-marked-down shutdown-sessions
+          await using onAgent = await c.writer(c.ports.routes.a_primary, tag("freeze_agent"));
+          await using onGlue = await c.writer(c.ports.routes.g_primary, tag("freeze_glue"));
+          await using onKeep = await c.writer(c.ports.routes.a_keep, tag("freeze_keep"));
           const t0 = now();
           c.freeze(old);
           type A = HttpAnswer & { path: string; start: number; end: number };
@@ -464,6 +673,7 @@ Deno.test({
           let routes: { ms: number; node: number }[];
           let down: Map<string, number>;
           let rest: { node: number; direct: number; glue: number };
+          let promoted: number;
           try {
             [routes, down, rest] = await Promise.all([
               Promise.all(RW.map((r) => writesMoved(c, r, old, t0, 60_000))),
@@ -474,6 +684,15 @@ Deno.test({
               sample("/primary", "GET"),
               sample("/replica?lag=1MB", "GET"),
             ]);
+            promoted = t0 + Math.min(...routes.map((r) => r.ms));
+            // PostgreSQL still runs as primary under the frozen Patroni: a session HAProxy does
+            // not end keeps writing there after another node was promoted (split brain)
+            await waitFor(
+              `${onKeep.label} to write on the frozen old primary after the promotion`,
+              () => onKeep.writesOn(old).some((t) => t > promoted),
+              5000,
+              50,
+            );
           } finally {
             c.thaw(old);
           }
@@ -488,9 +707,11 @@ Deno.test({
           );
           console.log(
             `measure: freeze failover direct=${secs(at.d_primary)} glue=${secs(at.g_primary)} ` +
+              `agent=${secs(at.a_primary)} ` +
               `(bare httpchk: direct=${secs(at.d_bare)} glue=${secs(at.g_bare)}); ` +
               `marked down direct=${secs(down.get(`d_primary/node${old}`)!)} ` +
-              `glue=${secs(down.get(`g_primary/node${old}`)!)}; ` +
+              `glue=${secs(down.get(`g_primary/node${old}`)!)} ` +
+              `agent=${secs(down.get(`a_primary/node${old}`)!)}; ` +
               `frozen node: first 503 after ${secs(first503)}, answered in ` +
               `p50=${p50.toFixed(0)}ms p90=${p90.toFixed(0)}ms max=${slowest.toFixed(0)}ms ` +
               `(${answers.length} checks); new primary node${rest.node}`,
@@ -525,6 +746,38 @@ Deno.test({
               `${g} ${secs(at[g])} vs ${d} ${secs(at[d])}`,
             );
           }
+          assertAgentNoLater(at);
+          // the agent's `down` acts at once; an HTTP check needs `fall` failed checks
+          const [downAgent, downGlue] = ["a_primary", "g_primary"].map((r) =>
+            down.get(`${r}/node${old}`)!
+          );
+          assert.ok(
+            downAgent <= downGlue + SLACK_MS,
+            `marked down: agent ${secs(downAgent)} vs HTTP check ${secs(downGlue)}`,
+          );
+          // with on-marked-down shutdown-sessions HAProxy ends the sessions on the frozen node
+          // (PostgreSQL sent nothing: it still runs) before another node is promoted
+          for (const w of [onAgent, onGlue]) {
+            assert.ok(w.closedAt !== null, `${w.label} still open`);
+            assert.equal(w.session.fatal, null, `${w.label}: ${w.ending}`);
+            assert.ok(w.closedAt < promoted, `${w.label} ended after the promotion`);
+            const late = w.writesOn(old).filter((t) => t >= w.closedAt!);
+            assert.deepEqual(late, [], `${w.label}: writes after the cut`);
+          }
+          assert.ok(
+            onAgent.closedAt! <= onGlue.closedAt! + SLACK_MS,
+            `session cut: agent route ${ending(onAgent, t0, "the freeze")}, HTTP check ${
+              ending(onGlue, t0, "the freeze")
+            }`,
+          );
+          const keepLate = onKeep.writesOn(old).filter((t) => t > promoted).length;
+          const keepTotal = onKeep.writesOn(old).length;
+          const sessions =
+            `sessions on the frozen primary: agent route ${ending(onAgent, t0, "the freeze")}, ` +
+            `HTTP check ${
+              ending(onGlue, t0, "the freeze")
+            }; without shutdown-sessions ${keepLate} writes ` +
+            `acknowledged by the old primary after the promotion`;
           // after SIGCONT the old leader rejoins as a replica, and patroniglue says so
           await waitFor(
             `node${old} back as a replica through patroniglue`,
@@ -540,6 +793,21 @@ Deno.test({
           );
           const rejoined = now() - tThaw;
           await c.waitReady(rest.node, 90_000);
+          // what the old primary acknowledged after the promotion is gone (rewound)
+          const kept = await c.sql(
+            c.node(rest.node).pgPort,
+            `select count(*) from ${WRITES_TABLE} where who = '${onKeep.label}'`,
+          );
+          assert.equal(kept.error, null, `count: ${kept.error?.message}`);
+          const found = Number(kept.rows[0][0]);
+          assert.ok(
+            found <= keepTotal - keepLate,
+            `${found} of ${keepTotal} rows on the new primary, ${keepLate} written after the promotion`,
+          );
+          console.log(
+            `measure: ${sessions}, ${keepTotal - found} of ${keepTotal} lost; ` +
+              `that session ${ending(onKeep, tThaw, "the thaw")}`,
+          );
           console.log(`measure: thawed node${old} back as a replica after ${secs(rejoined)}`);
         }),
     );

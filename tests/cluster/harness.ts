@@ -1,6 +1,7 @@
 // A real cluster on loopback for the cluster suite: one etcd (v2 API), three Patroni 3.x nodes
 // running PostgreSQL 15 as `postgres`, one patroniglue per node and HAProxy with route pairs that
-// check Patroni directly ("d_*") and through patroniglue ("g_*").
+// check Patroni directly ("d_*") and through patroniglue ("g_*"), plus routes that check
+// PostgreSQL's port and ask patroniglue's agent-check listener ("a_*").
 //
 // Everything runs from a fresh temp dir and is torn down by recorded PIDs (plus each node's
 // data/postmaster.pid, since Patroni detaches PostgreSQL). Needs root: PostgreSQL runs as
@@ -13,7 +14,6 @@ const PATRONI = "/usr/bin/patroni";
 const PATRONICTL = "/usr/bin/patronictl";
 const ETCD = "/usr/bin/etcd";
 const HAPROXY = "/usr/sbin/haproxy";
-const PSQL = `${PGBIN}/psql`; // not /usr/bin/psql: that Perl wrapper costs 7x the CPU per call
 const SETPRIV = "/usr/bin/setpriv";
 const SH = "/bin/sh";
 const APT_HINT = "apt-get install patroni postgresql-15 etcd-server haproxy";
@@ -29,8 +29,21 @@ export const CHECK_INTER = 0.5;
 /** The repository root (patroniglue's main.ts and deno.json). */
 export const REPO_ROOT = new URL("../../", import.meta.url).pathname;
 
-/** HAProxy routes: name -> what it checks. `d_` checks Patroni, `g_` patroniglue. */
-export const ROUTES = {
+/** How HAProxy checks a route's servers. */
+export interface RouteDef {
+  /** "rw": the primary's PostgreSQL; "ro": the replicas'. */
+  kind: "rw" | "ro";
+  /** Who answers the check: Patroni's REST API, patroniglue's HTTP or its agent listener. */
+  via: "patroni" | "glue" | "agent";
+  /** The `option httpchk` lines; agent routes check PostgreSQL's port over TCP instead. */
+  check?: string;
+  /** The agent-check line sent to patroniglue (agent routes). */
+  agentSend?: string;
+  /** Without `on-marked-down shutdown-sessions`: HAProxy keeps sessions to a server gone down. */
+  keepSessions?: boolean;
+}
+
+const ROUTE_DEFS = {
   d_primary: { kind: "rw", via: "patroni", check: "option httpchk OPTIONS /primary" },
   g_primary: { kind: "rw", via: "glue", check: "option httpchk OPTIONS /primary" },
   d_bare: { kind: "rw", via: "patroni", check: "option httpchk" },
@@ -47,9 +60,17 @@ export const ROUTES = {
     check:
       "option httpchk\n    http-check send meth GET uri /replica?lag=1MB ver HTTP/1.1 hdr Host localhost",
   },
-} as const;
-export type Route = keyof typeof ROUTES;
+  a_primary: { kind: "rw", via: "agent", agentSend: "/primary" },
+  a_replica: { kind: "ro", via: "agent", agentSend: "/replica?lag=1MB" },
+  /** a_primary without `on-marked-down shutdown-sessions`: what the suite shows that is unsafe */
+  a_keep: { kind: "rw", via: "agent", agentSend: "/primary", keepSessions: true },
+} satisfies Record<string, RouteDef>;
+/** HAProxy routes: name -> what it checks. */
+export const ROUTES: Record<Route, RouteDef> = ROUTE_DEFS;
+export type Route = keyof typeof ROUTE_DEFS;
 export const ROUTE_NAMES = Object.keys(ROUTES) as Route[];
+/** HAProxy's `agent-inter` (seconds) on the agent routes. */
+export const AGENT_INTER = 0.5;
 
 // ---------------------------------------------------------------------------------------------
 // small utilities
@@ -94,7 +115,6 @@ export function skipReason(): string | null {
     [`${PGBIN}/pg_ctl`, "postgresql-15"],
     [`${PGBIN}/pg_basebackup`, "postgresql-15"],
     [`${PGBIN}/pg_rewind`, "postgresql-15"],
-    [PSQL, "postgresql-client-15"],
     [ETCD, "etcd-server"],
     [HAPROXY, "haproxy"],
     [SETPRIV, "util-linux"],
@@ -215,7 +235,7 @@ export class StallWatch implements Disposable {
 }
 
 // ---------------------------------------------------------------------------------------------
-// a raw HTTP client: exact status and headers, a hard deadline covering connect, no pooling
+// raw HTTP and agent-check clients: exact answers, a hard deadline covering connect, no pooling
 
 export interface HttpAnswer {
   status: number; // 0 = no answer (refused, reset, timeout)
@@ -232,13 +252,16 @@ export interface HttpOptions {
   version?: "1.0" | "1.1";
 }
 
-export async function http(
+/**
+ * One TCP exchange with a hard deadline covering connect: send `request`, read until the peer
+ * closes or `done` says of a chunk just read that it is enough. Resolves to the bytes or an error.
+ */
+async function exchange(
   port: number,
-  path: string,
-  opts: HttpOptions = {},
-): Promise<HttpAnswer> {
-  const method = opts.method ?? "GET";
-  const t0 = now();
+  request: string,
+  timeoutMs: number,
+  done: (received: Uint8Array) => boolean = () => false,
+): Promise<{ bytes: Uint8Array } | { error: string }> {
   const ac = new AbortController();
   let conn: Deno.TcpConn | undefined;
   let closed = false;
@@ -255,14 +278,11 @@ export async function http(
   const timer = setTimeout(() => {
     ac.abort();
     close();
-  }, opts.timeoutMs ?? 3000);
+  }, timeoutMs);
   try {
     conn = await Deno.connect({ hostname: "127.0.0.1", port, signal: ac.signal });
     if (ac.signal.aborted) throw new Error("timeout");
-    const head = opts.version === "1.0"
-      ? `${method} ${path} HTTP/1.0\r\n\r\n`
-      : `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`;
-    const req = new TextEncoder().encode(head);
+    const req = new TextEncoder().encode(request);
     for (let off = 0; off < req.length;) off += await conn.write(req.subarray(off));
     const chunks: Uint8Array[] = [];
     const buf = new Uint8Array(16384);
@@ -270,28 +290,67 @@ export async function http(
       const n = await conn.read(buf);
       if (n === null) break;
       chunks.push(buf.slice(0, n));
+      if (done(buf.subarray(0, n))) break;
     }
-    const raw = new TextDecoder().decode(concat(chunks));
-    const sep = raw.indexOf("\r\n\r\n");
-    if (sep < 0) throw new Error(`incomplete answer: ${JSON.stringify(raw.slice(0, 80))}`);
-    const lines = raw.slice(0, sep).split("\r\n");
-    const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
-    if (!m) throw new Error(`bad status line: ${JSON.stringify(lines[0])}`);
-    const headers: Record<string, string> = {};
-    for (const l of lines.slice(1)) {
-      const i = l.indexOf(":");
-      if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
-    }
-    let body = raw.slice(sep + 4);
-    if (headers["transfer-encoding"]?.toLowerCase() === "chunked") body = dechunk(body);
-    return { status: Number(m[1]), headers, body, ms: now() - t0 };
+    return { bytes: concat(chunks) };
   } catch (e) {
-    const error = ac.signal.aborted ? "timeout" : e instanceof Error ? e.message : String(e);
-    return { status: 0, headers: {}, body: "", ms: now() - t0, error };
+    return { error: ac.signal.aborted ? "timeout" : e instanceof Error ? e.message : String(e) };
   } finally {
     clearTimeout(timer);
     close();
   }
+}
+
+/** One HTTP/1 request on a connection of its own; status 0 when no whole answer came. */
+export async function http(
+  port: number,
+  path: string,
+  opts: HttpOptions = {},
+): Promise<HttpAnswer> {
+  const method = opts.method ?? "GET";
+  const t0 = now();
+  const head = opts.version === "1.0"
+    ? `${method} ${path} HTTP/1.0\r\n\r\n`
+    : `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`;
+  const r = await exchange(port, head, opts.timeoutMs ?? 3000);
+  const fail = (error: string) => ({ status: 0, headers: {}, body: "", ms: now() - t0, error });
+  if ("error" in r) return fail(r.error);
+  const raw = new TextDecoder().decode(r.bytes);
+  const sep = raw.indexOf("\r\n\r\n");
+  if (sep < 0) return fail(`incomplete answer: ${JSON.stringify(raw.slice(0, 80))}`);
+  const lines = raw.slice(0, sep).split("\r\n");
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
+  if (!m) return fail(`bad status line: ${JSON.stringify(lines[0])}`);
+  const headers: Record<string, string> = {};
+  for (const l of lines.slice(1)) {
+    const i = l.indexOf(":");
+    if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+  }
+  let body = raw.slice(sep + 4);
+  if (headers["transfer-encoding"]?.toLowerCase() === "chunked") body = dechunk(body);
+  return { status: Number(m[1]), headers, body, ms: now() - t0 };
+}
+
+export interface AgentAnswer {
+  /** The line without its `\n`; null when none came (refused, closed, timeout). */
+  line: string | null;
+  ms: number;
+  error?: string;
+}
+
+/** What HAProxy's agent-check does: connect, send `send` (may be ""), read one line. */
+export async function agentCheck(
+  port: number,
+  send: string,
+  timeoutMs = 3000,
+): Promise<AgentAnswer> {
+  const t0 = now();
+  const r = await exchange(port, send, timeoutMs, (chunk) => chunk.includes(10));
+  if ("error" in r) return { line: null, ms: now() - t0, error: r.error };
+  const text = new TextDecoder().decode(r.bytes);
+  const eol = text.indexOf("\n");
+  if (eol < 0) return { line: null, ms: now() - t0, error: `no line: ${JSON.stringify(text)}` };
+  return { line: text.slice(0, eol), ms: now() - t0 };
 }
 
 function dechunk(s: string): string {
@@ -306,6 +365,291 @@ function dechunk(s: string): string {
     i = eol + 2 + size + 2;
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// a PostgreSQL client: one session held open (trust auth, simple queries), read in the background
+// so that the moment it is cut, and by whom (a FATAL from PostgreSQL, or a bare close), is known
+
+/** An ErrorResponse: severity, SQLSTATE and message. */
+export interface PgError {
+  severity: string;
+  code: string;
+  message: string;
+}
+
+export interface QueryResult {
+  rows: (string | null)[][];
+  /** The first error of the query; null when it succeeded. */
+  error: PgError | null;
+  /** The session was closed before or while the query ran. */
+  closed: boolean;
+  ms: number;
+}
+
+/** Protocol 3.0 StartupMessage for user and database `postgres`. */
+function startupMessage(): Uint8Array {
+  const body = new TextEncoder().encode(
+    "user\0postgres\0database\0postgres\0application_name\0cluster-suite\0\0",
+  );
+  const msg = new Uint8Array(8 + body.length);
+  const dv = new DataView(msg.buffer);
+  dv.setInt32(0, msg.length);
+  dv.setInt32(4, 3 << 16);
+  msg.set(body, 8);
+  return msg;
+}
+
+function pgMessage(type: string, body: Uint8Array): Uint8Array {
+  const msg = new Uint8Array(5 + body.length);
+  msg[0] = type.charCodeAt(0);
+  new DataView(msg.buffer).setInt32(1, 4 + body.length);
+  msg.set(body, 5);
+  return msg;
+}
+
+function pgErrorFields(body: Uint8Array): PgError {
+  const f: Record<string, string> = {};
+  for (let i = 0; i < body.length && body[i] !== 0;) {
+    const end = body.indexOf(0, i + 1);
+    if (end < 0) break;
+    f[String.fromCharCode(body[i])] = new TextDecoder().decode(body.subarray(i + 1, end));
+    i = end + 1;
+  }
+  return { severity: f.V ?? f.S ?? "", code: f.C ?? "", message: f.M ?? "" };
+}
+
+function pgDataRow(body: Uint8Array): (string | null)[] {
+  const dv = new DataView(body.buffer, body.byteOffset, body.length);
+  const row: (string | null)[] = [];
+  let off = 2;
+  for (let k = 0, n = dv.getInt16(0); k < n; k++) {
+    const len = dv.getInt32(off);
+    off += 4;
+    row.push(len < 0 ? null : new TextDecoder().decode(body.subarray(off, off + len)));
+    off += Math.max(0, len);
+  }
+  return row;
+}
+
+type PendingQuery = {
+  resolve: (r: QueryResult) => void;
+  rows: (string | null)[][];
+  error: PgError | null;
+  t0: number;
+};
+
+/** One PostgreSQL session through a port (a node or a HAProxy route). */
+export class PgSession implements AsyncDisposable {
+  /** When the connection ended (read EOF or reset), by either side. */
+  closedAt: number | null = null;
+  /** A FATAL the server sent: PostgreSQL ended the session (57P01: shutdown, postmaster exit). */
+  fatal: PgError | null = null;
+  #conn: Deno.TcpConn;
+  #reader: Promise<void>;
+  #pending: PendingQuery | null = null;
+  #ready = Promise.withResolvers<void>();
+
+  private constructor(conn: Deno.TcpConn) {
+    this.#conn = conn;
+    this.#ready.promise.catch(() => {});
+    this.#reader = this.#read();
+  }
+
+  /** Connect and authenticate; throws when that fails within `timeoutMs`. */
+  static async open(port: number, timeoutMs = 2000): Promise<PgSession> {
+    const conn = await withDeadline(
+      timeoutMs,
+      (signal) => Deno.connect({ hostname: "127.0.0.1", port, signal }),
+    );
+    const s = new PgSession(conn);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await s.#write(startupMessage());
+      await Promise.race([
+        s.#ready.promise,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error("no ReadyForQuery")), timeoutMs);
+        }),
+      ]);
+      return s;
+    } catch (e) {
+      await s.close();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  get open(): boolean {
+    return this.closedAt === null;
+  }
+
+  /** A simple query (several statements allowed; rows of all of them). */
+  async query(sql: string, timeoutMs = 2000): Promise<QueryResult> {
+    const t0 = now();
+    if (!this.open) return { rows: [], error: this.fatal, closed: true, ms: 0 };
+    if (this.#pending) throw new Error("a query is already running on this session");
+    const { promise, resolve } = Promise.withResolvers<QueryResult>();
+    const pending: PendingQuery = { resolve, rows: [], error: null, t0 };
+    this.#pending = pending;
+    this.#write(pgMessage("Q", new TextEncoder().encode(`${sql}\0`))).catch(() => this.#abort());
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<QueryResult>((r) => {
+      timer = setTimeout(() => {
+        const error = { severity: "", code: "", message: `no answer within ${timeoutMs}ms` };
+        r({ rows: [], error, closed: false, ms: now() - t0 });
+      }, timeoutMs);
+    });
+    const r = await Promise.race([promise, timeout]);
+    clearTimeout(timer);
+    if (this.#pending === pending) await this.close(); // out of step with the server: give up
+    return r;
+  }
+
+  async #write(b: Uint8Array): Promise<void> {
+    for (let off = 0; off < b.length;) off += await this.#conn.write(b.subarray(off));
+  }
+
+  #abort(): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  async #read(): Promise<void> {
+    let buf: Uint8Array = new Uint8Array(0);
+    const chunk = new Uint8Array(16384);
+    try {
+      while (true) {
+        const n = await this.#conn.read(chunk);
+        if (n === null) break;
+        buf = concat([buf, chunk.subarray(0, n)]);
+        while (buf.length >= 5) {
+          const len = new DataView(buf.buffer, buf.byteOffset + 1, 4).getInt32(0);
+          if (buf.length < 1 + len) break;
+          this.#message(String.fromCharCode(buf[0]), buf.subarray(5, 1 + len));
+          buf = buf.slice(1 + len);
+        }
+      }
+    } catch {
+      // reset by the peer, or closed by us
+    }
+    this.closedAt ??= now();
+    this.#ready.reject(new Error(`closed before ReadyForQuery: ${this.fatal?.message ?? "EOF"}`));
+    const p = this.#pending;
+    this.#pending = null;
+    p?.resolve({ rows: p.rows, error: p.error ?? this.fatal, closed: true, ms: now() - p.t0 });
+  }
+
+  #message(type: string, body: Uint8Array): void {
+    const p = this.#pending;
+    if (type === "R") {
+      const method = new DataView(body.buffer, body.byteOffset, 4).getInt32(0);
+      if (method !== 0) {
+        this.fatal = { severity: "FATAL", code: "", message: `auth method ${method} (want trust)` };
+        this.#abort();
+      }
+    } else if (type === "Z") {
+      this.#ready.resolve();
+      this.#pending = null;
+      p?.resolve({ rows: p.rows, error: p.error, closed: false, ms: now() - p.t0 });
+    } else if (type === "E") {
+      const e = pgErrorFields(body);
+      if (e.severity === "FATAL" || e.severity === "PANIC" || !p) this.fatal = e;
+      if (p) p.error ??= e;
+    } else if (type === "D" && p) {
+      p.rows.push(pgDataRow(body));
+    }
+  }
+
+  /** Close the connection and wait for the reader. */
+  async close(): Promise<void> {
+    this.#abort();
+    await this.#reader;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** The table SessionWriter writes to (made at boot on the first primary). */
+export const WRITES_TABLE = "suite_writes";
+
+/** One attempt of a SessionWriter. */
+export interface WriteAttempt {
+  /** now() when sent */
+  at: number;
+  /** The node it ran on (`inet_server_port()`); null when no row came back. */
+  node: number | null;
+  /** The insert committed. */
+  wrote: boolean;
+  error: string | null;
+}
+
+/**
+ * A client holding one session: every `everyMs` it asks where it runs and inserts a row labelled
+ * `label` into WRITES_TABLE, in one implicit transaction, until the session is cut or stopped.
+ */
+export class SessionWriter implements AsyncDisposable {
+  readonly attempts: WriteAttempt[] = [];
+  #stopped = false;
+  readonly #loop: Promise<void>;
+
+  constructor(
+    readonly label: string,
+    readonly session: PgSession,
+    /** The node the session was opened on. */
+    readonly node: number,
+    nodeByPgPort: (port: number) => number | null,
+    everyMs: number,
+  ) {
+    const sql = `select inet_server_port(); insert into ${WRITES_TABLE} (who) values ('${label}')`;
+    this.#loop = (async () => {
+      while (!this.#stopped && session.open) {
+        const at = now();
+        const r = await session.query(sql);
+        const port = r.rows[0]?.[0];
+        this.attempts.push({
+          at,
+          node: port ? nodeByPgPort(Number(port)) : null,
+          wrote: r.error === null && !r.closed,
+          error: r.error ? `${r.error.code} ${r.error.message}`.trim() : r.closed ? "closed" : null,
+        });
+        if (session.open && !this.#stopped) await sleep(everyMs);
+      }
+    })();
+  }
+
+  get closedAt(): number | null {
+    return this.session.closedAt;
+  }
+
+  /** Times of the committed writes on `node`. */
+  writesOn(node: number): number[] {
+    return this.attempts.filter((a) => a.wrote && a.node === node).map((a) => a.at);
+  }
+
+  /** What ended the session: PostgreSQL's FATAL, a close without one, or "open". */
+  get ending(): string {
+    if (this.session.open) return "open";
+    const f = this.session.fatal;
+    return f ? `PostgreSQL ${f.severity} ${f.code} "${f.message}"` : "closed without a message";
+  }
+
+  /** Stop writing and close the session. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#loop;
+    await this.session.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,6 +702,8 @@ export interface Node {
   restPort: number;
   pgPort: number;
   gluePort: number;
+  /** patroniglue's agent-check listener */
+  agentPort: number;
   patroni: Proc | null;
   glue: Proc | null;
 }
@@ -378,7 +724,9 @@ function portsFor(base: number): Ports {
 
 function allPorts(p: Ports): number[] {
   const out = [p.etcd, p.etcdPeer, p.stats, ...Object.values(p.routes)];
-  for (let i = 1; i <= NODES; i++) out.push(p.base + 10 + i, p.base + 20 + i, p.base + 30 + i);
+  for (let i = 1; i <= NODES; i++) {
+    out.push(p.base + 10 + i, p.base + 20 + i, p.base + 30 + i, p.base + 50 + i);
+  }
   return out;
 }
 
@@ -463,6 +811,32 @@ function safeReadDir(dir: string): string[] {
   }
 }
 
+/** The fields of one CSV line; a quoted field may hold commas and doubled quotes. */
+function csvFields(line: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i <= line.length) {
+    if (line[i] === '"') {
+      let v = "";
+      i++;
+      while (i < line.length) {
+        if (line[i] === '"' && line[i + 1] === '"') v += '"', i += 2;
+        else if (line[i] === '"') break;
+        else v += line[i++];
+      }
+      out.push(v);
+      i = line.indexOf(",", i);
+    } else {
+      const end = line.indexOf(",", i);
+      out.push(line.slice(i, end < 0 ? line.length : end));
+      i = end;
+    }
+    if (i < 0) break;
+    i++;
+  }
+  return out;
+}
+
 function postmasterPid(dataDir: string): number | null {
   try {
     const pid = Number(Deno.readTextFileSync(`${dataDir}/postmaster.pid`).split("\n")[0]);
@@ -476,8 +850,10 @@ function postmasterPid(dataDir: string): number | null {
 // the cluster
 
 export interface HaproxyServer {
-  status: string; // UP, DOWN, UP 1/2, ...
-  check: string; // L7OK, L7STS, L4CON, L4TOUT, ...
+  status: string; // UP, DOWN, UP 1/2, MAINT, DOWN (agent), ...
+  check: string; // L7OK, L7STS, L4OK, L4CON, L4TOUT, ... ("" while MAINT)
+  agent: string; // agent check: L7OK ("up"), CHECKED ("maint"), L7STS ("down"), L4CON, ...
+  lastAgent: string; // e.g. "via agent : up", "via agent : down (reason)"
 }
 /** "route/nodeN" -> state */
 export type HaproxyStates = Map<string, HaproxyServer>;
@@ -508,6 +884,7 @@ export class Cluster implements AsyncDisposable {
         restPort: ports.base + 10 + i,
         pgPort: ports.base + 20 + i,
         gluePort: ports.base + 30 + i,
+        agentPort: ports.base + 50 + i,
         patroni: null,
         glue: null,
       });
@@ -572,7 +949,7 @@ export class Cluster implements AsyncDisposable {
 
   private async boot(withGlue: boolean): Promise<void> {
     const { dir, ports } = this;
-    this.log(`dir ${dir}, ports ${ports.base}..${ports.base + 49}`);
+    this.log(`dir ${dir}, ports ${ports.base}..${ports.base + 50 + NODES}`);
     // 1. etcd, single member, v2 API (Patroni's `etcd:` section)
     this.etcd = this.spawn("etcd", [
       ETCD,
@@ -640,6 +1017,11 @@ export class Cluster implements AsyncDisposable {
       for (const n of this.nodes) await this.waitGlueListening(n, 0);
     }
     await this.waitReady(1, 90_000, withGlue);
+    const table = await this.sql(
+      this.node(1).pgPort,
+      `create table ${WRITES_TABLE} (at timestamptz default clock_timestamp(), who text)`,
+    );
+    if (table.error) throw new Error(`create table: ${table.error.message}`);
     this.log("ready: node1 leader, replicas streaming, haproxy routing");
   }
 
@@ -793,7 +1175,8 @@ export class Cluster implements AsyncDisposable {
         if (!glue.running) throw new Error(`patroniglue ${n.name} exited (${glue.exitCode})`);
         const log = await Deno.readTextFile(glue.logFile);
         if (!log.slice(logOffset).includes("listening on")) return false;
-        return (await http(n.gluePort, "/health", { timeoutMs: 1000 })).status === 200;
+        if ((await http(n.gluePort, "/health", { timeoutMs: 1000 })).status !== 200) return false;
+        return (await agentCheck(n.agentPort, "/primary\n", 1000)).line !== null;
       },
       60_000,
       50,
@@ -835,6 +1218,11 @@ export class Cluster implements AsyncDisposable {
     return http(this.node(i).gluePort, path, opts);
   }
 
+  /** patroniglue's agent-check answer for node i to `send` (as HAProxy's agent-send). */
+  agent(i: number, send: string, timeoutMs = 3000): Promise<AgentAnswer> {
+    return agentCheck(this.node(i).agentPort, send, timeoutMs);
+  }
+
   /** The node whose Patroni answers 200 on /primary (exactly one), or null. */
   async leader(): Promise<number | null> {
     const answers = await Promise.all(
@@ -849,23 +1237,15 @@ export class Cluster implements AsyncDisposable {
     return this.nodes.find((n) => n.pgPort === port)?.i ?? null;
   }
 
-  /** Run SQL through a port with psql; null when it fails. */
-  async psql(port: number, sql: string, timeoutMs = 4000): Promise<string | null> {
+  /** One query in a session of its own through `port` (a node or a route). */
+  async sql(port: number, sql: string, timeoutMs = 2000): Promise<QueryResult> {
+    const t0 = now();
     try {
-      const r = await withDeadline(timeoutMs, (signal) =>
-        new Deno.Command(PSQL, {
-          args: ["-h", "127.0.0.1", "-p", `${port}`, "-U", "postgres", "-d", "postgres", "-XAtq"]
-            .concat(["-c", sql]),
-          env: { PATH: "/usr/bin:/bin", PGCONNECT_TIMEOUT: "2", PGPASSWORD: "postgres" },
-          clearEnv: true,
-          stdin: "null",
-          stdout: "piped",
-          stderr: "null",
-          signal,
-        }).output());
-      return r.success ? new TextDecoder().decode(r.stdout).trim() : null;
-    } catch {
-      return null;
+      await using s = await PgSession.open(port, timeoutMs);
+      return await s.query(sql, Math.max(1, timeoutMs - (now() - t0)));
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      return { rows: [], error: { severity: "", code: "", message }, closed: true, ms: now() - t0 };
     }
   }
 
@@ -873,12 +1253,38 @@ export class Cluster implements AsyncDisposable {
    * Which node a HAProxy route leads to and its role there: `select pg_is_in_recovery()` and
    * `inet_server_port()`; null when the connection or query fails.
    */
-  async whereTo(port: number): Promise<{ node: number; recovery: boolean } | null> {
-    const out = await this.psql(port, "select pg_is_in_recovery(), inet_server_port()");
-    const m = out ? /^([tf])\|(\d+)$/.exec(out) : null;
-    if (!m) return null;
-    const node = this.nodeByPgPort(Number(m[2]));
-    return node === null ? null : { node, recovery: m[1] === "t" };
+  async whereTo(
+    port: number,
+    timeoutMs = 2000,
+  ): Promise<{ node: number; recovery: boolean } | null> {
+    const r = await this.sql(port, "select pg_is_in_recovery(), inet_server_port()", timeoutMs);
+    const [recovery, pgPort] = r.error ? [] : r.rows[0] ?? [];
+    const node = this.nodeByPgPort(Number(pgPort));
+    return node === null ? null : { node, recovery: recovery === "t" };
+  }
+
+  /**
+   * A session through `port` that tries to write every `everyMs` (see SessionWriter), opened on
+   * the first node that `want` accepts (HAProxy balances each new connection; up to 6 tries).
+   */
+  async writer(
+    port: number,
+    label: string,
+    want: (at: { node: number; recovery: boolean }) => boolean = () => true,
+    everyMs = 100,
+  ): Promise<SessionWriter> {
+    const seen: string[] = [];
+    for (let k = 0; k < 6; k++) {
+      const s = await PgSession.open(port);
+      const r = await s.query("select pg_is_in_recovery(), inet_server_port()");
+      const node = this.nodeByPgPort(Number(r.rows[0]?.[1]));
+      if (!r.error && node !== null && want({ node, recovery: r.rows[0][0] === "t" })) {
+        return new SessionWriter(label, s, node, (p) => this.nodeByPgPort(p), everyMs);
+      }
+      seen.push(`node${node} ${r.error?.message ?? ""}`);
+      await s.close();
+    }
+    throw new Error(`${label}: no session on a wanted node through port ${port} (${seen})`);
   }
 
   /** Number of replicas the leader's Patroni reports as streaming. */
@@ -895,36 +1301,55 @@ export class Cluster implements AsyncDisposable {
 
   // ---- HAProxy --------------------------------------------------------------------------------
 
+  /** Every route's servers as HAProxy's stats CSV (`show stat`) shows them. */
   async haproxyStates(): Promise<HaproxyStates> {
     const r = await http(this.ports.stats, "/;csv", { timeoutMs: 2000 });
     if (r.status !== 200) throw new Error(`haproxy stats: ${r.status} ${r.error ?? ""}`);
     const lines = r.body.trim().split("\n");
     const head = lines[0].replace(/^# /, "").split(",");
     const col = (name: string) => head.indexOf(name);
-    const [px, sv, st, ck] = [col("pxname"), col("svname"), col("status"), col("check_status")];
+    const [px, sv, st, ck, ag, la] = [
+      "pxname",
+      "svname",
+      "status",
+      "check_status",
+      "agent_status",
+      "last_agt",
+    ].map(col);
     const out: HaproxyStates = new Map();
     for (const l of lines.slice(1)) {
-      const f = l.split(",");
+      const f = csvFields(l);
       if (f[px] in ROUTES && f[sv].startsWith("node")) {
-        out.set(`${f[px]}/${f[sv]}`, { status: f[st], check: f[ck] });
+        out.set(`${f[px]}/${f[sv]}`, {
+          status: f[st],
+          check: f[ck],
+          agent: f[ag] ?? "",
+          lastAgent: f[la] ?? "",
+        });
       }
     }
     return out;
   }
 
-  /** The states HAProxy should show when `leader` is the primary and the others replicas. */
+  /**
+   * The states HAProxy should show when `leader` is the primary and the others replicas: UP, and
+   * DOWN for a node in the other role, MAINT on the agent routes (patroniglue's `maint`).
+   */
   expectedStates(leader: number, routes: Route[] = ROUTE_NAMES): Map<string, string> {
     const want = new Map<string, string>();
     for (const r of routes) {
       for (const n of this.nodes) {
         const up = ROUTES[r].kind === "rw" ? n.i === leader : n.i !== leader;
-        want.set(`${r}/${n.name}`, up ? "UP" : "DOWN");
+        want.set(`${r}/${n.name}`, up ? "UP" : ROUTES[r].via === "agent" ? "MAINT" : "DOWN");
       }
     }
     return want;
   }
 
-  /** Wait until HAProxy's stats show exactly `want` (UP servers with a passed L7 check). */
+  /**
+   * Wait until HAProxy's stats show exactly `want`: an UP server with a passed check (L7 for HTTP
+   * checks; on agent routes a TCP check of PostgreSQL and an agent that said `up`).
+   */
   async waitHaproxy(want: Map<string, string>, timeoutMs = 20_000): Promise<void> {
     await waitFor(
       "haproxy states",
@@ -933,8 +1358,14 @@ export class Cluster implements AsyncDisposable {
         const wrong: string[] = [];
         for (const [k, v] of want) {
           const s = have.get(k);
-          const ok = s && s.status === v && (v !== "UP" || s.check === "L7OK");
-          if (!ok) wrong.push(`${k}=${s ? `${s.status}/${s.check}` : "?"} (want ${v})`);
+          const agent = ROUTES[k.split("/")[0] as Route]?.via === "agent";
+          const checked = agent ? s?.check === "L4OK" && s.agent === "L7OK" : s?.check === "L7OK";
+          const ok = s && s.status === v && (v !== "UP" || checked);
+          if (!ok) {
+            wrong.push(
+              `${k}=${s ? `${s.status}/${s.check}${agent ? `/${s.agent}` : ""}` : "?"} (want ${v})`,
+            );
+          }
         }
         if (wrong.length > 0) throw new Error(wrong.join(", ")); // shown on timeout
         return true;
@@ -999,7 +1430,7 @@ defaults
     timeout client 30m
     timeout server 30m
     timeout check 1s
-    default-server inter ${CHECK_INTER * 1000}ms fall 2 rise 1 on-marked-down shutdown-sessions
+    default-server inter ${CHECK_INTER * 1000}ms fall 2 rise 1
 
 listen stats
     mode http
@@ -1009,16 +1440,20 @@ listen stats
 `;
     for (const r of ROUTE_NAMES) {
       const def = ROUTES[r];
-      s += `
-listen ${r}
-    bind 127.0.0.1:${p.routes[r]}
-    balance roundrobin
-    ${def.check}
-    http-check expect status 200
-`;
+      s += `\nlisten ${r}\n    bind 127.0.0.1:${p.routes[r]}\n    balance roundrobin\n`;
+      if (def.check) s += `    ${def.check}\n    http-check expect status 200\n`;
       for (const n of this.nodes) {
-        const checkPort = def.via === "glue" ? n.gluePort : n.restPort;
-        s += `    server ${n.name} 127.0.0.1:${n.pgPort} check port ${checkPort}\n`;
+        // HTTP checks ask Patroni or patroniglue; agent routes check PostgreSQL's port over TCP
+        // and ask patroniglue's agent listener
+        const checkPort = def.via === "glue"
+          ? n.gluePort
+          : def.via === "agent"
+          ? n.pgPort
+          : n.restPort;
+        const agent = def.agentSend === undefined ? "" : ` agent-check agent-port ${n.agentPort}` +
+          ` agent-inter ${AGENT_INTER * 1000}ms agent-send "${def.agentSend}\\n"`;
+        const down = def.keepSessions ? "" : " on-marked-down shutdown-sessions";
+        s += `    server ${n.name} 127.0.0.1:${n.pgPort} check port ${checkPort}${agent}${down}\n`;
       }
     }
     return s;
@@ -1114,6 +1549,8 @@ backend:
 cache:
   ttl: ${GLUE_TTL}
   interval: 0.25
+agent:
+  port: ${n.agentPort}
 `;
 }
 
