@@ -8,7 +8,7 @@ import { hostPort } from "./wire.ts";
 export interface AgentOptions {
   /** Bound already; the server closes it on shutdown. */
   listener: StreamListener;
-  /** Time from accept for the client's first byte; without one the default check is asked. @default {100} */
+  /** Time from accept for a first byte (without one: the default check), and the silence that ends a line sent without its newline. @default {100} */
   lineWaitMs?: number;
   /** Time from accept for a started line to end (as for an HTTP request head). @default {10_000} */
   headTimeoutMs?: number;
@@ -50,14 +50,19 @@ function scanLine(buf: Uint8Array, from: number, len: number): number {
   return -1;
 }
 
+/** The line in `buf[0, end)`, without a CR before its end. */
+function lineOf(buf: Uint8Array, end: number): string {
+  return latin1.decode(buf.subarray(0, end > 0 && buf[end - 1] === CR ? end - 1 : end));
+}
+
 /**
  * Serves `handle` to HAProxy's agent checks on the connections of `options.listener`: reads at
  * most one line (LF or CRLF), asks `handle` and writes its reply and a newline, then closes. No
  * byte within `lineWaitMs`, an empty line, or the end of the input before any byte: the default
- * check (`line` undefined or empty). Refused without asking the handler's cache (the handler still
- * replies, `down #...`): a line longer than `maxLineBytes`, a byte that no request target has, a
- * line that has not ended by the head deadline or when the input ends. Bytes after the line are
- * ignored.
+ * check (`line` undefined or empty). A line without its newline is taken as sent once the client
+ * has been silent for `lineWaitMs` or has ended its output. Refused without asking the handler's
+ * cache (the handler still replies, `down #...`): a line longer than `maxLineBytes`, a byte that no
+ * request target has, a line still arriving at the head deadline. Bytes after the line are ignored.
  */
 export function serveAgent(options: AgentOptions, handle: AgentHandler): AgentServer {
   const lineWait = options.lineWaitMs ?? 100;
@@ -77,20 +82,24 @@ export function serveAgent(options: AgentOptions, handle: AgentHandler): AgentSe
       const pending = c.conn.read(buf.subarray(len));
       const n = await Promise.race([pending, deadline.promise]);
       if (n === DEADLINE || n === null) {
-        // The line wait passed with nothing sent, or the head deadline with a line begun; or EOF.
-        const req: AgentRequest = len === 0 ? { remote } : { refused: "incomplete line", remote };
-        return { req, pending: n === DEADLINE ? pending : undefined };
+        // Nothing sent within the line wait, or EOF first: the default check. A line begun and then
+        // silent for the line wait, or ended by EOF, is taken as sent (HAProxy's `agent-send` without
+        // its `\n`: waiting for more would let HAProxy time out and keep the server as it was). One
+        // still dripping at the head deadline is refused.
+        const pendingRead = n === DEADLINE ? pending : undefined;
+        if (len === 0) return { req: { remote }, pending: pendingRead };
+        const req: AgentRequest = n === null || performance.now() < headDue
+          ? { line: lineOf(buf, len), remote }
+          : { refused: "incomplete line", remote };
+        return { req, pending: pendingRead };
       }
       const from = len;
       len += n;
       const end = scanLine(buf, from, len);
       if (end === MALFORMED) return { req: { refused: "malformed line", remote } };
-      if (end >= 0) {
-        const line = latin1.decode(buf.subarray(0, end > 0 && buf[end - 1] === CR ? end - 1 : end));
-        return { req: { line, remote } };
-      }
+      if (end >= 0) return { req: { line: lineOf(buf, end), remote } };
       if (len === maxLine) return { req: { refused: "line too long", remote } };
-      if (from === 0) c.deadline = headDue; // begun: the rest is due with the head deadline
+      c.deadline = Math.min(headDue, performance.now() + lineWait); // silence ends the line
     }
   };
 

@@ -59,7 +59,7 @@ Deno.test("agent: a line ending in LF or CRLF gets one reply line ending in LF, 
   const split = await (async () => {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.port });
     await conn.write(new TextEncoder().encode("/rep"));
-    await sleep(150); // past the line wait: a line begun is awaited
+    await sleep(50); // pieces closer than the line wait make one line
     await conn.write(new TextEncoder().encode("lica\r"));
     await sleep(20);
     await conn.write(new TextEncoder().encode("\n"));
@@ -123,17 +123,25 @@ Deno.test("agent: binary junk, a TLS ClientHello, a lone CR, a space or a NUL ar
   assert.ok(s.seen.every((r) => r.refused === "malformed line" && r.line === undefined));
 });
 
-Deno.test("agent: a line begun but not ended is refused at the head deadline, or when the input ends", async () => {
+Deno.test("agent: a line without its newline is taken as sent after the line wait's silence, or at the end of the input", async () => {
   await using s = scripted({ headTimeoutMs: 400 });
-  const cut = await agentCheck(s.port, "/prim");
-  assert.deepEqual([cut.text, cut.closed], ["down #incomplete line\n", true]);
-  assert.ok(cut.ms >= 390 && cut.ms < 3000, `${cut.ms.toFixed(0)} ms`);
+  // HAProxy's `agent-send "/primary"` (no \n): waiting for more would let HAProxy time out.
+  const silent = await agentCheck(s.port, "/primary");
+  assert.deepEqual([silent.text, silent.closed], ["up #/primary\n", true]);
+  assert.ok(silent.ms >= 90 && silent.ms < 390, `${silent.ms.toFixed(0)} ms`);
+  const cr = await agentCheck(s.port, "/replica\r");
+  assert.equal(cr.text, "up #/replica\n");
   const ended = await agentCheck(s.port, "/primary", { closeWrite: true });
-  assert.equal(ended.text, "down #incomplete line\n");
-  assert.ok(ended.ms < 300, `${ended.ms.toFixed(0)} ms`);
+  assert.equal(ended.text, "up #/primary\n");
+  assert.ok(ended.ms < 90, `${ended.ms.toFixed(0)} ms`);
+  assert.deepEqual(s.seen.map((r) => r.line), ["/primary", "/replica", "/primary"]);
+});
+
+Deno.test("agent: a line still dripping at the head deadline is refused", async () => {
+  await using s = scripted({ headTimeoutMs: 400 });
   // A client dripping a byte at a time cannot hold it past the head deadline from accept.
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.port });
-  const drip = setInterval(() => conn.write(new Uint8Array([0x61])).catch(() => {}), 50);
+  const drip = setInterval(() => conn.write(new Uint8Array([0x61])).catch(() => {}), 30);
   const started = performance.now();
   const buf = new Uint8Array(64);
   const n = await conn.read(buf);
@@ -141,6 +149,7 @@ Deno.test("agent: a line begun but not ended is refused at the head deadline, or
   conn.close();
   assert.equal(new TextDecoder().decode(buf.subarray(0, n!)), "down #incomplete line\n");
   assert.ok(performance.now() - started < 3000);
+  assert.equal(s.seen[0].refused, "incomplete line");
 });
 
 Deno.test("agent: a client that never reads nor closes is let go after the linger; one flooding it too", async () => {
@@ -563,11 +572,14 @@ Deno.test("agent (main.ts): SIGTERM with agent connections open stops at once, n
     configText(freePort(), fake.port, { top: `agent:\n  port: ${agentPort}` }),
   );
   const glue = await GlueProcess.start(["-config", file]);
+  // A client still sending its line (a byte every 30 ms: never silent for the line wait).
   const waiting = await Deno.connect({ hostname: "127.0.0.1", port: agentPort });
-  await waiting.write(new TextEncoder().encode("/rep"));
+  const drip = setInterval(() => waiting.write(new Uint8Array([0x61])).catch(() => {}), 30);
+  await sleep(200);
   const started = performance.now();
   const { code, stderr } = await glue.stop("SIGTERM");
   const ms = performance.now() - started;
+  clearInterval(drip);
   assert.equal(code, 0, stderr);
   assert.match(stderr, /NOTICE stopped$/);
   assert.doesNotMatch(stderr, /longer than 5s/);
