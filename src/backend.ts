@@ -89,8 +89,8 @@ export class PatroniClient {
   }
 
   /** `GET target` from Patroni; resolves (never rejects) within `timeout` seconds. */
-  async fetchPatroniStatus(target: string): Promise<BackendOutcome> {
-    const outcome = await this.#fetch(target);
+  async fetchPatroniStatus(target: string, timeoutMs = Infinity): Promise<BackendOutcome> {
+    const outcome = await this.#fetch(target, Math.min(timeoutMs, this.#config.timeout * 1000));
     this.#noteState(outcome);
     return outcome;
   }
@@ -117,17 +117,17 @@ export class PatroniClient {
     this.#role = role;
   }
 
-  async #fetch(target: string): Promise<BackendOutcome> {
+  async #fetch(target: string, timeoutMs: number): Promise<BackendOutcome> {
     try {
-      return await this.#request(target, Date.now() + this.#config.timeout * 1000);
+      return await this.#request(target, timeoutMs);
     } catch (e) {
       const { failure, message } = classify(e);
       return { ok: false, failure, error: message };
     }
   }
 
-  /** One request, settled (with a BackendError on failure) at the deadline at the latest. */
-  #request(target: string, deadline: number): Promise<BackendOutcome> {
+  /** One request, settled (with a BackendError on failure) within `timeoutMs` at the latest. */
+  #request(target: string, timeoutMs: number): Promise<BackendOutcome> {
     if (this.#closed) throw new BackendError("error", "shutting down");
     return new Promise<BackendOutcome>((resolve, reject) => {
       let settled = false;
@@ -144,8 +144,9 @@ export class PatroniClient {
       // Settles at once, whatever the transport is doing: a frozen Patroni never holds a check.
       const cancel = (e: BackendError) => settle(e);
       const timer = setTimeout(
-        () => cancel(new BackendError("timeout", `no answer within ${this.#config.timeout}s`)),
-        Math.max(0, deadline - Date.now()),
+        () =>
+          cancel(new BackendError("timeout", `no answer within ${Math.round(timeoutMs) / 1000}s`)),
+        Math.max(0, timeoutMs),
       );
       this.#inFlight.add(cancel);
       const onCleanup = (f: () => void) => settled ? f() : cleanups.push(f);

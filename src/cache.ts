@@ -22,8 +22,10 @@ export interface HealthCacheOptions {
   ttl: number;
   /** Entries kept at most; the oldest go first. @default {1000} */
   maxEntries?: number;
-  /** Asks the backend for `key`; it must settle within the backend timeout. */
-  fetch: (key: string) => Promise<BackendOutcome>;
+  /** Asks the backend for `key`; it must settle within `timeoutMs` (or the backend timeout, if sooner). */
+  fetch: (key: string, timeoutMs: number) => Promise<BackendOutcome>;
+  /** The backend timeout: a check never waits longer, a contradicted fetch is asked again only within it. @default {Infinity} */
+  timeoutMs?: number;
   /** Monotonic clock in ms (wall-clock jumps must not stretch freshness). @default {performance.now} */
   now?: () => number;
   /** Starts the scheduling timer. @default {setTimeout, unref'd} */
@@ -36,10 +38,6 @@ export interface HealthCacheOptions {
   onInvalidate?: (key: string, byKey: string) => void;
 }
 
-/** Latency samples kept: the lead is the slowest of the last few fetches. */
-const SAMPLES = 8;
-/** Margin on the slowest recent fetch: a fetch a little slower still, a timer a little late. */
-const MARGIN_RATIO = 0.05, MARGIN_MS = 2;
 /** Plans closer than this share of the even spacing are pulled apart. */
 const CROWDED = 0.75;
 
@@ -60,8 +58,6 @@ export class HealthCache {
   readonly #slots = new Map<string, Slot>();
   readonly #inFlight = new Map<string, Promise<CacheEntry>>();
   #plans: Slot[] = [];
-  readonly #samples: number[] = [];
-  #sampled = 0;
   #seq = 0;
   /** The newest member facts and the start order of the fetch that last reported them. */
   #facts?: { member: MemberFacts; seq: number };
@@ -70,7 +66,8 @@ export class HealthCache {
   #closed = false;
   readonly #ttlMs: number;
   readonly #maxEntries: number;
-  readonly #fetch: (key: string) => Promise<BackendOutcome>;
+  readonly #fetch: (key: string, timeoutMs: number) => Promise<BackendOutcome>;
+  readonly #timeoutMs: number;
   readonly #now: () => number;
   readonly #setTimer: (fn: () => void, ms: number) => unknown;
   readonly #clearTimer: (id: unknown) => void;
@@ -81,6 +78,7 @@ export class HealthCache {
     this.#ttlMs = options.ttl * 1000;
     this.#maxEntries = options.maxEntries ?? 1000;
     this.#fetch = options.fetch;
+    this.#timeoutMs = options.timeoutMs ?? Infinity;
     this.#now = options.now ?? (() => performance.now());
     this.#setTimer = options.setTimer ?? ((fn, ms) => {
       const id = setTimeout(fn, ms);
@@ -156,15 +154,17 @@ export class HealthCache {
     this.#start(key).catch(() => {});
   }
 
-  /** One fetch; two when its body is contradicted by a fetch started later (the route is in use). */
+  /**
+   * One fetch; when its body is contradicted by a fetch started later, it is never served and is
+   * asked once more, within what is left of the backend timeout (else a 503, never the old body).
+   */
   async #run(key: string): Promise<CacheEntry> {
+    const began = this.#now();
     for (let attempt = 1;; attempt++) {
       const seq = ++this.#seq;
       const startedAt = this.#now();
-      const outcome = await this.#fetch(key);
+      const outcome = await this.#fetch(key, this.#timeoutMs - (startedAt - began));
       const storedAt = this.#now();
-      // A timeout measures the timeout, not Patroni's speed.
-      if (outcome.ok || outcome.failure !== "timeout") this.#sample(storedAt - startedAt);
       const entry: CacheEntry = outcome.ok
         ? { status: outcome.status, body: outcome.body, storedAt, member: outcome.member }
         : {
@@ -174,10 +174,13 @@ export class HealthCache {
           failure: outcome.failure,
         };
       if (this.#learn(key, entry.member, seq)) {
-        this.#store(key, entry, seq);
+        this.#store(key, entry, seq, storedAt - startedAt);
         return entry;
       }
-      if (attempt === 2) return entry;
+      if (attempt === 2 || storedAt - began >= this.#timeoutMs) {
+        const error = "no answer consistent with a later one within the backend timeout";
+        return { status: 503, body: JSON.stringify({ error }), storedAt, failure: "timeout" };
+      }
     }
   }
 
@@ -202,8 +205,13 @@ export class HealthCache {
     return true;
   }
 
-  /** Called from #run, inside the key's flight. */
-  #store(key: string, entry: CacheEntry, seq: number): void {
+  /**
+   * Called from #run, inside the key's flight. The refresh is planned as long before expiry as
+   * Patroni took for this entry (at most ttl/2): one ttl after the request that gave it, so a route
+   * in use costs Patroni one request per ttl, and its successor arrives by expiry when Patroni is
+   * as fast as last time.
+   */
+  #store(key: string, entry: CacheEntry, seq: number, latency: number): void {
     this.#drop(key);
     if (this.#ttlMs <= 0) return this.#arm();
     if (this.#slots.size >= this.#maxEntries) this.sweep();
@@ -215,7 +223,7 @@ export class HealthCache {
       expiresAt,
       seq,
       used: false,
-      refreshAt: expiresAt - this.#lead(),
+      refreshAt: expiresAt - Math.min(latency, this.#ttlMs / 2),
     };
     this.#slots.set(key, slot);
     if (!this.#closed) {
@@ -223,16 +231,6 @@ export class HealthCache {
       this.#stagger();
     }
     this.#arm();
-  }
-
-  /** How long before expiry a refresh starts; at most ttl/2, so one slow fetch cannot make it poll. */
-  #lead(): number {
-    const slowest = this.#samples.reduce((a, b) => Math.max(a, b), 0);
-    return Math.min(this.#ttlMs / 2, slowest * (1 + MARGIN_RATIO) + MARGIN_MS);
-  }
-
-  #sample(ms: number): void {
-    this.#samples[this.#sampled++ % SAMPLES] = ms;
   }
 
   /** Pulls crowded plans earlier so that k routes in use are refreshed ttl/k apart. */

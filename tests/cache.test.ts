@@ -309,7 +309,7 @@ Deno.test("cache: an entry keeps the member facts its outcome carries", async ()
 
 // --- Refresh ahead ---
 
-Deno.test("refresh ahead: a used route gets its successor before expiry; a check at expiry is a hit", async () => {
+Deno.test("refresh ahead: a used route gets its successor by expiry; a check at expiry is a hit", async () => {
   const clock = fakeClock();
   const backend = timedBackend(clock);
   const { cache, refreshes } = cacheOn(clock, { fetch: backend.fetch });
@@ -323,7 +323,7 @@ Deno.test("refresh ahead: a used route gets its successor before expiry; a check
   assert.equal(backend.calls.length, 2);
   const atExpiry = await cache.get("/primary");
   assert.equal(atExpiry.result, "hit");
-  assert.ok(atExpiry.entry.storedAt < 1100 && atExpiry.entry.storedAt > 1000);
+  assert.equal(atExpiry.entry.storedAt, 1100, "asked at 1000, one ttl after the first request");
   cache.close();
 });
 
@@ -341,25 +341,23 @@ Deno.test("refresh ahead: a route checked all along never waits and costs one GE
   cache.close();
 });
 
-Deno.test("refresh ahead: the lead is the slowest recent fetch plus a margin; timeouts do not count", async () => {
+Deno.test("refresh ahead: a route in use is asked one ttl after the request before (its latency before expiry, at most ttl/2)", async () => {
   const clock = fakeClock();
   const backend = timedBackend(clock);
   const { cache, refreshes } = cacheOn(clock, { ttl: 2, fetch: backend.fetch });
   backend.latency = 300;
-  await checkEvery(clock, cache, ["/primary"], 50, 2400);
-  // Stored at 300, expires at 2300: a 300 ms Patroni is asked a little more than 300 ms before.
-  assert.equal(refreshes.length, 1);
-  const lead = 2300 - refreshes[0].at;
-  assert.ok(lead > 300 && lead < 330, `lead ${lead}`);
+  await checkEvery(clock, cache, ["/primary"], 50, 4500);
+  // Asked at 0, stored at 300: asked again at 2000, 4000, ... (exactly one request per ttl).
+  assert.deepEqual(backend.calls.map((c) => c.at), [0, 2000, 4000]);
+  assert.equal(refreshes.length, 2);
   assert.equal((await cache.get("/primary")).result, "hit");
-  // A timeout after 900 ms measures the timeout, not Patroni: the next lead is still ~300 ms.
+  // Slower than ttl/2 (a timeout after 1.5 s): asked 1 s (ttl/2) before expiry, not 1.5 s.
   backend.failing = timedOut;
-  backend.latency = 900;
-  await checkEvery(clock, cache, ["/primary"], 50, 7000);
-  assert.ok(refreshes.length >= 3);
-  const failedAt = refreshes[1].at + 900;
-  const nextLead = failedAt + 2000 - refreshes[2].at;
-  assert.ok(nextLead > 300 && nextLead < 330, `lead after a timeout ${nextLead}`);
+  backend.latency = 1500;
+  await checkEvery(clock, cache, ["/primary"], 50, 10_000);
+  const failed = backend.calls.find((c) => c.at >= 6000)!;
+  const next = backend.calls.find((c) => c.at > failed.at)!;
+  assert.equal(next.at - (failed.at + 1500), 2000 - 1000);
   cache.close();
 });
 
@@ -563,11 +561,12 @@ Deno.test("invalidation: an old refresh landing after the flip does not bring ba
   const { cache, invalidations } = cacheOn(clock, { fetch: backend.fetch });
   const primary = member(200, { role: "master" }), demoted = member(503, { role: "replica" });
   const first = cache.get("/primary");
+  clock.ms = 1; // Patroni took 1 ms: the refresh is planned 1 ms before expiry
   backend.calls[0].reply.resolve(primary);
   await first;
   clock.ms = 500;
   assert.ok(cache.peek("/primary"));
-  await clock.advance(999); // the refresh ahead of /primary starts, and hangs
+  await clock.advance(1000); // the refresh ahead of /primary starts, and hangs
   assert.deepEqual(backend.calls.map((c) => c.key), ["/primary", "/primary"]);
   assert.ok(cache.peek("/primary"), "fresh until 1000");
   // Started after it, a fetch for another route learns of the demotion.
@@ -595,11 +594,12 @@ Deno.test("invalidation: an old refresh of a route in use is asked again at once
   const backend = controlledBackend();
   const { cache } = cacheOn(clock, { fetch: backend.fetch });
   const first = cache.get("/primary");
+  clock.ms = 1;
   backend.calls[0].reply.resolve(member(200, { role: "master" }));
   await first;
   clock.ms = 500;
   cache.peek("/primary");
-  await clock.advance(999);
+  await clock.advance(1000);
   const leader = cache.get("/leader");
   backend.calls[2].reply.resolve(member(503, { role: "replica" }));
   await leader;
@@ -616,6 +616,54 @@ Deno.test("invalidation: an old refresh of a route in use is asked again at once
   const { entry, result } = await cache.get("/primary");
   assert.deepEqual([result, entry.status, entry.member?.role], ["hit", 503, "replica"]);
   assert.ok(cache.peek("/leader"));
+  cache.close();
+});
+
+Deno.test("invalidation: a contradicted fetch is asked again only within the backend timeout; never served", async () => {
+  const clock = fakeClock();
+  const calls: { key: string; timeoutMs: number; reply: PromiseWithResolvers<BackendOutcome> }[] =
+    [];
+  const fetch = (key: string, timeoutMs: number) => {
+    const reply = Promise.withResolvers<BackendOutcome>();
+    calls.push({ key, timeoutMs, reply });
+    return reply.promise;
+  };
+  const { cache } = cacheOn(clock, { ttl: 10, timeoutMs: 2000, fetch });
+  const answer = async (i: number, outcome: BackendOutcome) => {
+    calls[i].reply.resolve(outcome);
+    await settle();
+  };
+  // Patroni is slow to answer /primary; /leader, asked later, answers first: now a replica.
+  const check = cache.get("/primary");
+  assert.equal(calls[0].timeoutMs, 2000);
+  clock.ms = 100;
+  const leader = cache.get("/leader");
+  await answer(1, member(503, { role: "replica" }));
+  await leader;
+  clock.ms = 1900;
+  await answer(0, member(200, { role: "master" })); // the older body: contradicted, not served
+  assert.deepEqual([calls.length, calls[2].key, calls[2].timeoutMs], [3, "/primary", 100]);
+  clock.ms = 1950;
+  await answer(2, member(503, { role: "replica" }));
+  const asked = await check;
+  assert.deepEqual([asked.result, asked.entry.status, asked.entry.member?.role], [
+    "miss",
+    503,
+    "replica",
+  ]);
+  // A contradicted body landing after the backend timeout is not asked again: a 503 at once.
+  clock.ms = 3000;
+  const slow = cache.get("/sync");
+  clock.ms = 3100;
+  const fast = cache.get("/async");
+  await answer(4, member(200, { role: "replica", timeline: 2 }));
+  await fast;
+  clock.ms = 5100;
+  await answer(3, member(503, { role: "replica", timeline: 1 }));
+  assert.equal(calls.length, 5, "not asked again");
+  const { entry } = await slow;
+  assert.deepEqual([entry.status, entry.failure, entry.member], [503, "timeout", undefined]);
+  assert.equal(cache.peek("/sync"), undefined, "nothing contradicted is stored");
   cache.close();
 });
 
@@ -861,13 +909,17 @@ async function simulate(
   }
   let oldRole = 0, wrongBeforeAnyFlip = 0;
   const waited = new Map(ROUTES.map((key) => [key, 0]));
+  let jitter = phase + 1; // a seeded pseudo-random sequence
   // One checker per route, as one HAProxy: a check every 50 ms, never two at once; or, as the
   // bench's load, a check every 50 ms whatever the others are doing (a wait of 100 ms or more
   // counts: Patroni takes 150). Either way the first check of each route is cold, not counted.
   const checker = async (key: string, first: boolean): Promise<void> => {
     const started = clock.ms;
     if (checkers === "on a fixed schedule" && started + EVERY <= END) {
-      clock.after(EVERY, () => void checker(key, false));
+      // Every 50 ms give or take a few (real timers and networks jitter; an exact grid would
+      // line every check up with refreshes that are an exact ttl apart).
+      jitter = (jitter * 1103515245 + 12345) % 2 ** 31;
+      clock.after(EVERY + (jitter % 7) - 3, () => void checker(key, false));
     }
     let status = cache.peek(key)?.status;
     if (status === undefined) status = (await cache.get(key)).entry.status;
