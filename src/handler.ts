@@ -1,5 +1,6 @@
 // Handler: route -> cache -> response (HTTP) or reply line (agent); every response rule in one place, no socket needed.
 import type { CacheEntry, CacheResult, HealthCache } from "./cache.ts";
+import type { AgentConfig } from "./config.ts";
 import {
   type AgentHandler,
   type AgentRequest,
@@ -21,7 +22,7 @@ export interface HandlerOptions {
   /** Renders `/metrics`, when served on the frontend. @default {undefined} (a 404) */
   metrics?: () => string;
   /** Called once per request, with the route, the response and how it was obtained. @default {undefined} */
-  onResponse?: (route: Route, req: HealthRequest, res: HealthResponse, cache: string) => void;
+  onResponse?: (route: Route, req: HealthRequest, res: HealthResponse, cacheResult: string) => void;
   /** Monotonic clock in ms, the cache's (for the `age` header). @default {performance.now} */
   now?: () => number;
 }
@@ -31,7 +32,7 @@ export type Lookup = CacheEntry | Promise<{ entry: CacheEntry; result: CacheResu
 
 /**
  * The cache entry for a check's key: synchronous for a fresh entry (the hot path, no allocation),
- * else joined to the request in flight or fetched. Listeners other than HTTP use it too.
+ * else joined to the request in flight or fetched. HTTP and agent checks both go through it.
  */
 export function lookup(cache: HealthCache, key: string): Lookup {
   return cache.peek(key) ?? cache.get(key);
@@ -156,8 +157,8 @@ function errorResponse(route: Extract<Route, { kind: "error" }>): HealthResponse
   return res;
 }
 
-/** The word an agent check gets for a healthy member in another role. */
-export type MismatchWord = "maint" | "drain";
+/** The word an agent check gets for a healthy member in another role (`agent.mismatch`). */
+export type MismatchWord = AgentConfig["mismatch"];
 
 /** What {@linkcode createAgentResponder} needs. */
 export interface AgentResponderOptions {
@@ -182,11 +183,24 @@ export function downReply(reason: string): string {
   return `down #${reason.replace(/[^\x20-\x7e]/g, "?").slice(0, MAX_COMMENT)}`;
 }
 
+const PRIMARY_ROLES = ["master", "primary"]; // Patroni before 4.0, and since
+/** The leader checks, and the roles whose 503 there means the leader lock is missing. */
+const LEADER_CHECK_ROLES: Readonly<Record<string, readonly string[]>> = {
+  "/": PRIMARY_ROLES,
+  "/primary": PRIMARY_ROLES,
+  "/master": PRIMARY_ROLES,
+  "/read-write": PRIMARY_ROLES,
+  "/leader": [...PRIMARY_ROLES, "standby_leader"],
+  "/standby-leader": ["standby_leader"],
+};
+
 /**
- * The agent reply for a cache entry: Patroni's 200 is `up ready`; its 503 for a running member
- * (a healthy member in another role) is `mismatch`; anything else is `down #<reason>`.
+ * The agent reply for a cache entry of check `path`: Patroni's 200 is `up ready`; its 503 for a
+ * running member in another role is `mismatch`; anything else is `down #<reason>` — also the 503
+ * of a leader check from a member in the leader's role (it lost, or never got, the leader lock:
+ * `drain` would keep its write sessions).
  */
-export function agentReply(entry: CacheEntry, mismatch: MismatchWord): string {
+export function agentReply(entry: CacheEntry, mismatch: MismatchWord, path: string): string {
   if (entry.failure) {
     return downReply(
       entry.failure === "invalid"
@@ -195,9 +209,13 @@ export function agentReply(entry: CacheEntry, mismatch: MismatchWord): string {
     );
   }
   if (entry.status === 200) return "up ready";
-  const state = entry.member?.state;
-  if (entry.status !== 503 || state === undefined) return downReply("member state unknown");
-  return state === "running" ? mismatch : downReply(`member ${state}`);
+  const member = entry.member;
+  if (entry.status !== 503 || member === undefined) return downReply("member state unknown");
+  if (member.state !== "running") return downReply(`member ${member.state}`);
+  if (LEADER_CHECK_ROLES[path]?.includes(member.role)) {
+    return downReply(`${member.role} without the leader lock`);
+  }
+  return mismatch;
 }
 
 /** The reply for a target that is not a Patroni health check, which never reaches Patroni. */
@@ -252,7 +270,7 @@ export function createAgentResponder(options: AgentResponderOptions): AgentHandl
     try {
       const found = lookup(cache, route.key);
       if (!(found instanceof Promise)) {
-        return finish(req, path, target, started, agentReply(found, mismatch), "hit");
+        return finish(req, path, target, started, agentReply(found, mismatch, path), "hit");
       }
       return found.then(
         ({ entry, result }) =>
@@ -261,7 +279,7 @@ export function createAgentResponder(options: AgentResponderOptions): AgentHandl
             path,
             target,
             started,
-            agentReply(entry, mismatch),
+            agentReply(entry, mismatch, path),
             entry.failure ? "error" : result,
           ),
         (e) => failed(req, path, target, started, e),

@@ -38,7 +38,7 @@ export class Service {
   /** Starts everything `config` describes; throws (having closed what it opened) when a listener cannot bind. */
   static async start(config: Config, log: Logger, version: string): Promise<Service> {
     const service = new Service(config, log, version);
-    service.#build(config, true, true);
+    service.#build(config);
     try {
       service.#frontend = await listen(config.frontend, (req) => service.#handle(req), log);
       if (config.metrics.enabled && config.metrics.listener) {
@@ -75,27 +75,32 @@ export class Service {
     );
   }
 
-  /** (Re)creates the parts that `config` changed: the backend client, the cache, the handler. */
-  #build(config: Config, newBackend: boolean, newCache: boolean): void {
+  /** (Re)creates the parts that `config` changes from `prev`: the backend client, the cache, the handlers. */
+  #build(config: Config, prev?: Config): void {
+    const newBackend = !prev || JSON.stringify(prev.backend) !== JSON.stringify(config.backend);
+    const newCache = newBackend || changed(prev!.cache, config.cache, ["ttl", "maxEntries"]);
     if (newBackend) {
       this.#client?.close();
       this.#client = new PatroniClient(config.backend, this.#log);
     }
-    if (newBackend || newCache) {
+    if (newCache) {
       const client = this.#client;
       this.#cache?.close();
       this.#cache = new HealthCache({
         ttl: config.cache.ttl,
         maxEntries: config.cache.maxEntries,
-        fetch: async (key) => {
+        timeoutMs: config.backend.timeout * 1000,
+        fetch: async (key, timeoutMs) => {
           const started = performance.now();
-          const outcome = await client.fetchPatroniStatus(key);
+          const outcome = await client.fetchPatroniStatus(key, timeoutMs);
           this.metrics.countBackend(routeLabel(key), outcome, (performance.now() - started) / 1000);
           return outcome;
         },
         onRefreshAhead: (key) => this.metrics.countRefreshAhead(routeLabel(key)),
         onInvalidate: (key, by) => this.metrics.countInvalidation(routeLabel(key), routeLabel(by)),
       });
+    }
+    if (newCache || prev!.cache.interval !== config.cache.interval) {
       clearInterval(this.#sweeper);
       this.#sweeper = setInterval(() => this.#cache.sweep(), config.cache.interval * 1000);
     }
@@ -106,16 +111,19 @@ export class Service {
       metrics: config.metrics.enabled && !config.metrics.listener
         ? () => this.metrics.render()
         : undefined,
-      onResponse: (route, req, res, cache) =>
-        this.metrics.countRequest(routeName(route), req.method, res.status, cache),
+      onResponse: (route, req, res, cacheResult) =>
+        this.metrics.countRequest(routeName(route), req.method, res.status, cacheResult),
     });
-    this.#respondToAgent = createAgentResponder({
-      cache: this.#cache,
-      log: this.#log,
-      mismatch: config.agent?.mismatch ?? "maint",
-      defaultCheck: config.agent?.check ?? "/primary",
-      onResponse: (check, word) => this.metrics.countAgentCheck(check, word),
-    });
+    // Without an agent the last responder stays, for an agent listener that is closing.
+    if (config.agent) {
+      this.#respondToAgent = createAgentResponder({
+        cache: this.#cache,
+        log: this.#log,
+        mismatch: config.agent.mismatch,
+        defaultCheck: config.agent.check,
+        onResponse: (check, word) => this.metrics.countAgentCheck(check, word),
+      });
+    }
   }
 
   /** Applies a new, validated config without dropping connections; returns what changed. */
@@ -148,11 +156,7 @@ export class Service {
       await Promise.all(opened.map((l) => l.shutdown()));
       throw e;
     }
-    this.#build(
-      next,
-      JSON.stringify(prev.backend) !== JSON.stringify(next.backend),
-      changed(prev.cache, next.cache, ["ttl", "maxEntries"]),
-    );
+    this.#build(next, prev);
     if (!rebind && next.frontend.tls && prev.frontend.tls) {
       const [a, b] = [prev.frontend.tls, next.frontend.tls];
       if (a.cert !== b.cert || a.key !== b.key) frontend.setCertificate!(b.cert, b.key);

@@ -13,6 +13,7 @@ import { Logger } from "../src/log.ts";
 import { HEALTH_CHECK_PATHS } from "../src/routes.ts";
 import { agentCheck, readToClose } from "./support/agent_client.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
+import { NOT_A_CHECK } from "./support/targets.ts";
 import {
   clientHello,
   configText,
@@ -320,20 +321,9 @@ Deno.test("agent: an agent check and an HTTP check of /primary within one ttl co
 Deno.test("agent: unsafe or unknown targets are refused without contacting Patroni", async () => {
   await using fake = await FakePatroni.start();
   await using s = stack(fake);
-  const lines = [
-    "/failover",
-    "/restart",
-    "/switchover",
-    "/reload",
-    "/patroni",
-    "/config",
-    "/../primary",
-    "%70rimary",
-    "/primary%00",
-    "http://x/primary",
-    "/health",
-  ];
-  for (const line of lines) assert.equal(await s.ask(line), "down #not a health check\n", line);
+  for (const line of NOT_A_CHECK) {
+    assert.equal(await s.ask(line), "down #not a health check\n", line);
+  }
   assert.equal(await s.ask("POST /failover"), "down #malformed line\n");
   assert.deepEqual([...fake.counts], [], "Patroni was never asked");
   assert.equal(fake.connections.size, 0);

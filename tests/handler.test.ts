@@ -17,6 +17,7 @@ import {
 import type { AgentRequest, HealthRequest, HealthResponse } from "../src/health.ts";
 import { Logger, type LogLevel } from "../src/log.ts";
 import type { Route } from "../src/routes.ts";
+import { NOT_A_CHECK } from "./support/targets.ts";
 
 const PRIMARY = JSON.stringify({ state: "running", role: "master" });
 
@@ -280,15 +281,40 @@ Deno.test("agent rules: 200 is up ready, a running member's 503 the mismatch wor
     [entry(503, { failure: "invalid" }), "down #invalid patroni response", ""],
   ];
   for (const [e, maint, drain] of cases) {
-    assert.equal(agentReply(e, "maint"), maint, JSON.stringify(e));
-    assert.equal(agentReply(e, "drain"), drain || maint, JSON.stringify(e));
+    assert.equal(agentReply(e, "maint", "/replica"), maint, JSON.stringify(e));
+    assert.equal(agentReply(e, "drain", "/replica"), drain || maint, JSON.stringify(e));
+  }
+});
+
+Deno.test("agent rules: a leader check's 503 from a member in the leader's role is down, never maint or drain", () => {
+  const as = (role: string) => entry(503, { member: { role, state: "running" } });
+  const cases: [string, string, string][] = [
+    ["/primary", "master", "down #master without the leader lock"],
+    ["/primary", "primary", "down #primary without the leader lock"],
+    ["/", "master", "down #master without the leader lock"],
+    ["/read-write", "master", "down #master without the leader lock"],
+    ["/leader", "standby_leader", "down #standby_leader without the leader lock"],
+    ["/standby-leader", "standby_leader", "down #standby_leader without the leader lock"],
+    // Members in another role: the mismatch word.
+    ["/primary", "replica", "drain"],
+    ["/primary", "standby_leader", "drain"],
+    ["/standby-leader", "master", "drain"],
+    ["/replica", "master", "drain"],
+    ["/read-only", "replica", "drain"], // a lagging (or noloadbalance) replica
+  ];
+  for (const [path, role, reply] of cases) {
+    assert.equal(agentReply(as(role), "drain", path), reply, `${path} ${role}`);
   }
 });
 
 Deno.test("agent rules: a reason from Patroni's body is one short printable ASCII line", () => {
   const odd = entry(503, { member: { role: "replica", state: "crashed\nup ready\u00e9\t" } });
-  assert.equal(agentReply(odd, "maint"), "down #member crashed?up ready??");
-  const long = agentReply(entry(503, { member: { role: "r", state: "x".repeat(500) } }), "maint");
+  assert.equal(agentReply(odd, "maint", "/replica"), "down #member crashed?up ready??");
+  const long = agentReply(
+    entry(503, { member: { role: "r", state: "x".repeat(500) } }),
+    "maint",
+    "/replica",
+  );
   assert.equal(long, `down #member ${"x".repeat(73)}`);
   assert.equal(downReply("a\r\nb"), "down #a??b");
 });
@@ -332,34 +358,14 @@ Deno.test("agent: no line or an empty one asks the default check; a query is mad
 
 Deno.test("agent: unsafe or unknown targets are refused at once, without the backend", () => {
   const t = agentSetup();
-  const refused = [
-    "/failover",
-    "/restart",
-    "/switchover",
-    "/reload",
-    "/patroni",
-    "/config",
-    "/cluster",
-    "/history",
-    "/../primary",
-    "//primary",
-    "%70rimary",
-    "/%70rimary",
-    "/primary/",
-    "primary",
-    "*",
-    "http://patroni.example/primary",
-    "/health",
-    "/metrics",
-  ];
-  for (const line of refused) {
+  for (const line of NOT_A_CHECK) {
     assert.equal(t.respond(agentReq(line)), "down #not a health check", line);
   }
   const params = Array.from({ length: 17 }, (_, i) => `p${i}=1`).join("&");
   assert.equal(t.respond(agentReq(`/replica?${params}`)), "down #more than 16 query parameters");
   assert.equal(t.fetches.length, 0);
   assert.ok(t.checks.every(([check, word]) => check === "other" && word === "down"));
-  assert.equal(t.checks.length, refused.length + 1);
+  assert.equal(t.checks.length, NOT_A_CHECK.length + 1);
 });
 
 Deno.test("agent: input the listener refused is down with its reason, counted as other", () => {
