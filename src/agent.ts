@@ -1,25 +1,17 @@
 // Agent: the HAProxy agent-check listener over TCP — one line in, one reply line out, then close; HTTP's deadlines.
-import { type Connection, Connections, type StreamListener } from "./connections.ts";
+import { type Connection, Connections, type ListenerOptions } from "./connections.ts";
 import type { AgentHandler, AgentRequest } from "./health.ts";
 import type { Logger } from "./log.ts";
 import { hostPort } from "./wire.ts";
 
 /** Options of {@linkcode serveAgent}. */
-export interface AgentOptions {
-  /** Bound already; the server closes it on shutdown. */
-  listener: StreamListener;
+export interface AgentOptions extends ListenerOptions {
   /** Time from accept for a first byte (without one: the default check), and the silence that ends a line sent without its newline. @default {100} */
   lineWaitMs?: number;
   /** Time from accept for a started line to end (as for an HTTP request head). @default {10_000} */
   headTimeoutMs?: number;
-  /** Time a client has to take the reply off the wire. @default {10_000} */
-  writeTimeoutMs?: number;
   /** Longest line, its line ending included. @default {1024} */
   maxLineBytes?: number;
-  /** Called when accepting fails (e.g. "too many open files"); the server keeps trying. @default {undefined} */
-  onAcceptError?: (error: Error) => void;
-  /** Called when the handler throws or rejects; the client gets `down #internal error`. @default {undefined} */
-  onHandlerError?: (error: Error) => void;
 }
 
 /** A listening {@linkcode serveAgent} server. */

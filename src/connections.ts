@@ -1,5 +1,4 @@
 // Connections: the accept loop with back-off, one coarse clock and one sweeper for every deadline, lingering close, shutdown; shared by the listeners.
-import { acceptBackoffMs } from "./wire.ts";
 
 /** A connection a listener serves: a `Deno.TcpConn` is one, and so is the TLS transport's. */
 export interface StreamConn {
@@ -24,6 +23,14 @@ export interface StreamListener {
   readonly addr: Deno.NetAddr;
 }
 
+/** Waits between attempts to accept (or to listen again) after an error such as EMFILE. */
+const ACCEPT_BACKOFF_MS = [10, 50, 100, 250, 500, 1000];
+
+/** How long to wait before attempt `failures + 1` after `failures` failed ones in a row. */
+export function acceptBackoffMs(failures: number): number {
+  return ACCEPT_BACKOFF_MS[Math.min(failures, ACCEPT_BACKOFF_MS.length - 1)];
+}
+
 /** One accepted connection and the deadline the sweeper enforces on it. */
 export interface Connection {
   readonly conn: StreamConn;
@@ -39,7 +46,21 @@ export interface Connection {
   closed: boolean;
 }
 
-/** Options of {@linkcode acceptConnections}. */
+/** What every listener's options have: the bound listener, the deadlines from accept, the error hooks. */
+export interface ListenerOptions {
+  /** Bound already (a `Deno.TcpListener`, or the TLS transport); the server closes it on shutdown. */
+  listener: StreamListener;
+  /** Time from accept for the first request (a TLS handshake included). @default {10_000} */
+  headTimeoutMs?: number;
+  /** Time a client has to take a reply off the wire. @default {10_000} */
+  writeTimeoutMs?: number;
+  /** Called when accepting fails (e.g. "too many open files"); the server keeps trying. @default {undefined} */
+  onAcceptError?: (error: Error) => void;
+  /** Called when the handler throws or rejects; the client gets an error reply. @default {undefined} */
+  onHandlerError?: (error: Error) => void;
+}
+
+/** Options of {@linkcode Connections}. */
 export interface AcceptOptions {
   /** Bound already; closed on shutdown. */
   listener: StreamListener;

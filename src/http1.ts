@@ -1,25 +1,11 @@
-// HTTP/1.1 server for health checks over any connection (TCP or TLS): bounded request heads,
-// no bodies, deadlines from accept for slow clients.
-import {
-  type Connection,
-  Connections,
-  type StreamConn,
-  type StreamListener,
-} from "./connections.ts";
+// HTTP/1.1 server for health checks over any connection (TCP or TLS): strict heads, no bodies, deadlines from accept.
+import { type Connection, Connections, type ListenerOptions } from "./connections.ts";
 import { type Handler, type HealthRequest, type HealthResponse, jsonResponse } from "./health.ts";
 import { originForm } from "./routes.ts";
 import { BARE_LF, findHeadEnd, grow, hostPort } from "./wire.ts";
 
-/** A connection the server can serve: a `Deno.TcpConn` is one, and so is the TLS transport's. */
-export type Http1Conn = StreamConn;
-
-/** Where connections come from: a `Deno.TcpListener`, or the TLS transport. */
-export type Http1Listener = StreamListener;
-
 /** Options of {@linkcode serveHttp1}. */
-export interface Http1Options {
-  /** Bound already; the server closes it on shutdown. */
-  listener: Http1Listener;
+export interface Http1Options extends ListenerOptions {
   /**
    * Time a client has to send a whole request head: the first one from accept (a TLS handshake
    * included), later ones on a kept-alive connection from their first byte. @default {10_000}
@@ -27,14 +13,8 @@ export interface Http1Options {
   headTimeoutMs?: number;
   /** Time a kept-alive connection may wait for the first byte of its next request. @default {60_000} */
   idleTimeoutMs?: number;
-  /** Time a client has to take a response off the wire. @default {10_000} */
-  writeTimeoutMs?: number;
   /** Largest request head (request line and headers). @default {16_384} */
   maxHeadBytes?: number;
-  /** Called when accepting fails (e.g. "too many open files"); the server keeps trying. @default {undefined} */
-  onAcceptError?: (error: Error) => void;
-  /** Called when the handler's promise rejects; the client gets a 500. @default {undefined} */
-  onHandlerError?: (error: Error) => void;
 }
 
 /** A listening {@linkcode serveHttp1} server. */
@@ -180,14 +160,21 @@ for (const ch of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJK
   TCHAR[ch.charCodeAt(0)] = 1;
 }
 
-/** Whether the bytes so far could start a request line: TLS or binary junk is refused at once. */
+/** Longest method accepted (the standard ones have at most 7 letters). */
+const MAX_METHOD_BYTES = 32;
+
+/**
+ * Whether the bytes so far could start a request line: TLS or binary junk is refused at once, and
+ * so is a method longer than {@linkcode MAX_METHOD_BYTES} (each call looks at that many bytes at most).
+ */
 function methodPrefixOk(buf: Uint8Array, len: number): boolean {
-  for (let i = 0; i < len; i++) {
+  const end = Math.min(len, MAX_METHOD_BYTES + 1);
+  for (let i = 0; i < end; i++) {
     const b = buf[i];
     if (b === 32) return i > 0;
     if (b >= 128 || TCHAR[b] === 0) return false;
   }
-  return true;
+  return len <= MAX_METHOD_BYTES;
 }
 
 /** Lower-cased names of the header fields that matter here, as bytes. */
@@ -231,7 +218,8 @@ export function parseHead(
   const sp2 = sp1 === -1 ? -1 : buf.indexOf(32, sp1 + 1);
   const sp3 = sp2 === -1 ? -1 : buf.indexOf(32, sp2 + 1);
   if (
-    sp1 <= 0 || sp2 === -1 || sp2 >= lineEnd || sp2 === sp1 + 1 || (sp3 !== -1 && sp3 < lineEnd)
+    sp1 <= 0 || sp1 > MAX_METHOD_BYTES || sp2 === -1 || sp2 >= lineEnd || sp2 === sp1 + 1 ||
+    (sp3 !== -1 && sp3 < lineEnd)
   ) {
     return MALFORMED_REQUEST_LINE;
   }

@@ -1,12 +1,12 @@
-// Listen: binds the frontend (plain TCP or the TLS transport) under the HTTP/1 server, rotates the
-// certificate, and listens again when the runtime's TLS accept loop died (EMFILE).
+// Listen: binds the frontend (TCP or the TLS transport) under the HTTP/1 server; certificate rotation; TLS re-listen.
 import type { FrontendConfig } from "./config.ts";
 import type { Handler } from "./health.ts";
-import { type Http1Listener, serveHttp1 } from "./http1.ts";
+import { acceptBackoffMs, type StreamListener } from "./connections.ts";
+import { serveHttp1 } from "./http1.ts";
 import type { Logger } from "./log.ts";
 import { effectiveMinVersion } from "./tls.ts";
 import { listenTls, type TlsListener } from "./tls_conn.ts";
-import { acceptBackoffMs, hostPort } from "./wire.ts";
+import { hostPort } from "./wire.ts";
 
 /** A running listener. */
 export interface Listener {
@@ -28,7 +28,7 @@ export async function listen(
   handle: Handler,
   log: Logger,
 ): Promise<Listener> {
-  let transport: Http1Listener;
+  let transport: StreamListener;
   let tls: TlsListener | undefined;
   try {
     if (frontend.tls) {
@@ -69,6 +69,8 @@ export async function listen(
 
 /** How often an HTTPS listener checks that it still accepts connections. */
 const ACCEPT_PROBE_MS = 5000;
+/** How long the probe's TCP handshake may take. */
+const PROBE_CONNECT_MS = 1000;
 
 /**
  * Deno's node:tls accept loop dies silently on "too many open files": every
@@ -98,14 +100,20 @@ function recoverAccepting(
     });
   const probe = async () => {
     const before = tls.accepted;
-    let conn: Deno.Conn;
     try {
-      conn = await Deno.connect({ hostname: probeHost, port: tls.addr.port });
-    } catch {
-      return; // no descriptor to spare right now: nothing to learn
+      // Bounded: once a dead listener's backlog is full, the kernel drops the handshake's SYNs.
+      const conn = await Deno.connect({
+        hostname: probeHost,
+        port: tls.addr.port,
+        signal: AbortSignal.timeout(PROBE_CONNECT_MS),
+      });
+      await sleep(1000);
+      conn.close();
+    } catch (e) {
+      // No descriptor to spare on our side right now: nothing to learn. Not even a handshake
+      // within the bound, or refused: the listener is gone.
+      if (!(e instanceof DOMException || e instanceof Deno.errors.ConnectionRefused)) return;
     }
-    await sleep(1000);
-    conn.close();
     if (tls.accepted > before || stopped) return;
     log.error(`listener ${url} stopped accepting connections; listening again`);
     for (let failures = 0; !stopped; failures++) {

@@ -1,7 +1,7 @@
 // TLS transport: a node:tls server whose connections the HTTP/1 server serves from accept on.
 import type { Socket } from "node:net";
 import type { Server, TLSSocket } from "node:tls";
-import type { Http1Conn, Http1Listener } from "./http1.ts";
+import type { StreamConn, StreamListener } from "./connections.ts";
 
 /** Options of {@linkcode listenTls}. */
 export interface TlsListenOptions {
@@ -18,8 +18,8 @@ export interface TlsListenOptions {
   onError?: (error: Error) => void;
 }
 
-/** The TLS transport: an {@linkcode Http1Listener} over `node:tls`. */
-export interface TlsListener extends Http1Listener {
+/** The TLS transport: an {@linkcode StreamListener} over `node:tls`. */
+export interface TlsListener extends StreamListener {
   /** Connections accepted so far (the EMFILE probe watches it move). */
   readonly accepted: number;
   /** Serves `cert` and `key` to the next handshakes. */
@@ -43,7 +43,7 @@ export async function listenTls(options: TlsListenOptions): Promise<TlsListener>
   const { default: tls } = await import("node:tls");
   let secure = { cert: options.cert, key: options.key, minVersion: options.minVersion };
   const ready: TlsConn[] = [];
-  const waiting: PromiseWithResolvers<Http1Conn>[] = [];
+  const waiting: PromiseWithResolvers<StreamConn>[] = [];
   /** Connections in their handshake, by client address: `secureConnection` hands over a new socket. */
   const handshaking = new Map<string, TlsConn>();
   let closed = false;
@@ -99,7 +99,7 @@ export async function listenTls(options: TlsListenOptions): Promise<TlsListener>
       if (closed) return Promise.reject(new Deno.errors.BadResource("listener closed"));
       const conn = ready.shift();
       if (conn) return Promise.resolve(conn);
-      const next = Promise.withResolvers<Http1Conn>();
+      const next = Promise.withResolvers<StreamConn>();
       waiting.push(next);
       return next.promise;
     },
@@ -129,8 +129,8 @@ interface NativeReads {
   readStop(): void;
 }
 
-/** One TLS connection as an {@linkcode Http1Conn}: the raw socket until the handshake, then its TLS socket. */
-class TlsConn implements Http1Conn {
+/** One TLS connection as an {@linkcode StreamConn}: the raw socket until the handshake, then its TLS socket. */
+class TlsConn implements StreamConn {
   readonly remoteAddr: Deno.NetAddr;
   readonly #raw: Socket;
   #socket?: TLSSocket;

@@ -1,4 +1,4 @@
-// Wire: HTTP/1 byte helpers shared by the server and the Patroni client, and the accept back-off.
+// Wire: HTTP/1 byte helpers shared by the server and the Patroni client.
 
 /** What {@linkcode findHeadEnd} returns for a lone LF. */
 export const BARE_LF = -2;
@@ -22,12 +22,4 @@ export function grow(buf: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
 /** `host:port`, with an IPv6 address in brackets (`[::1]:8008`). */
 export function hostPort(host: string, port: number): string {
   return `${host.includes(":") ? `[${host}]` : host}:${port}`;
-}
-
-/** Waits between attempts to accept (or to listen again) after an error such as EMFILE. */
-const ACCEPT_BACKOFF_MS = [10, 50, 100, 250, 500, 1000];
-
-/** How long to wait before attempt `failures + 1` after `failures` failed ones in a row. */
-export function acceptBackoffMs(failures: number): number {
-  return ACCEPT_BACKOFF_MS[Math.min(failures, ACCEPT_BACKOFF_MS.length - 1)];
 }

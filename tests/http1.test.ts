@@ -2,13 +2,8 @@
 // deadlines from accept for slow clients, backpressure, shutdown. Every server test runs over both.
 import assert from "node:assert/strict";
 import type { HealthRequest, HealthResponse } from "../src/health.ts";
-import {
-  type Http1Listener,
-  type Http1Options,
-  parseHead,
-  serveHttp1,
-  WireRequest,
-} from "../src/http1.ts";
+import { type Http1Options, parseHead, serveHttp1, WireRequest } from "../src/http1.ts";
+import type { StreamListener } from "../src/connections.ts";
 import { listenTls } from "../src/tls_conn.ts";
 import { hostPort } from "../src/wire.ts";
 import { clientHello, connectClient, fixture, type Scheme, SCHEMES } from "./support/glue.ts";
@@ -19,7 +14,7 @@ const ADDR: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A loopback listener for `scheme` on a free port; `errors` collects failed TLS handshakes. */
-async function bind(scheme: Scheme, errors: Error[] = []): Promise<Http1Listener> {
+async function bind(scheme: Scheme, errors: Error[] = []): Promise<StreamListener> {
   if (scheme === "http") return Deno.listen({ hostname: "127.0.0.1", port: 0 });
   return await listenTls({
     hostname: "127.0.0.1",
@@ -211,6 +206,8 @@ test("malformed heads are refused with 400 (431 when too large), never handled",
     ["GET /a HTTP/2.0\r\n\r\n", 400],
     ["GET /\x7fa HTTP/1.1\r\n\r\n", 400],
     ["G(T /a HTTP/1.1\r\n\r\n", 400],
+    [`${"A".repeat(33)} /a HTTP/1.1\r\n\r\n`, 400], // a method longer than 32 bytes
+    [`${"A".repeat(3000)}`, 400], // refused before the head ends: no scan of a growing token
     [`GET /a HTTP/1.1\r\nX: ${"a".repeat(5000)}\r\n\r\n`, 431],
     [`GET /a HTTP/1.1\r\n${"X: a\r\n".repeat(101)}\r\n`, 431],
   ];
@@ -227,7 +224,15 @@ test("TLS or binary junk as a request is refused at once, not left to the head t
   const t0 = performance.now();
   const r = await talk(scheme, s.port, new Uint8Array([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01]), 5000);
   assert.deepEqual(r.statuses, [400]);
+  const token = await talk(scheme, s.port, "A".repeat(40), 5000); // no space yet: not a method
+  assert.deepEqual(token.statuses, [400]);
   assert.ok(performance.now() - t0 < 4000);
+});
+test("a 32-byte method is read as a method, not refused as a malformed line", async (scheme) => {
+  await using s = await echoServer(scheme);
+  const r = await talk(scheme, s.port, `${"A".repeat(32)} /a HTTP/1.1\r\nHost: x\r\n\r\n`);
+  assert.equal(r.statuses.length, 1);
+  assert.equal(s.seen[0]?.method, "A".repeat(32));
 });
 
 test("a new connection that sends nothing is closed by the head deadline, not the idle one", async (scheme) => {

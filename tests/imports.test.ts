@@ -5,14 +5,14 @@ const ROOT = new URL("../", import.meta.url);
 
 /**
  * Who may import each listener-side module: service.ts wires the listeners, listen.ts alone uses
- * the HTTP/1 server and the TLS transport under them (which implements the server's connection),
- * and the accept loop and deadlines under both listeners are theirs alone.
+ * the HTTP/1 server and the TLS transport under them, and the connection interface, accept loop,
+ * back-off and deadlines under them all are theirs alone.
  */
 const ALLOWED_IMPORTERS: Record<string, string[]> = {
   "src/listen.ts": ["src/service.ts"],
   "src/agent.ts": ["src/service.ts"],
-  "src/connections.ts": ["src/http1.ts", "src/agent.ts"],
-  "src/http1.ts": ["src/listen.ts", "src/tls_conn.ts"],
+  "src/connections.ts": ["src/http1.ts", "src/agent.ts", "src/listen.ts", "src/tls_conn.ts"],
+  "src/http1.ts": ["src/listen.ts"],
   "src/tls_conn.ts": ["src/listen.ts"],
 };
 /** Modules anything may import, which import no module of the project. */
