@@ -144,7 +144,11 @@ function say(line: string): void {
   console.log(line);
 }
 
-/** Backend GETs per path between two instants, as {@linkcode BackendLoad} (one run). */
+/**
+ * Backend GETs per path between two instants, as {@linkcode BackendLoad} (one run): mean and peak
+ * per ttl in the steady state, from one ttl after `from` (a cold start's first ttl holds the cold
+ * GET and, for patroniglue, the one refresh that staggers the routes asked at the same instant).
+ */
 function backendLoadOf(
   t: Target,
   from: number,
@@ -155,11 +159,13 @@ function backendLoadOf(
   return paths.map((path) => {
     const times = t.arrivals.filter((a) => a.target === path && a.at >= from && a.at <= to)
       .map((a) => a.at);
+    const steady = times.filter((at) => at >= from + ttlMs);
     return {
       path,
       requests: times.length,
-      meanPerTtl: ratePerWindow(times, to, ttlMs),
-      peakPerTtl: peakInWindow(times, ttlMs),
+      meanPerTtl: ratePerWindow(steady, to, ttlMs),
+      peakPerTtl: peakInWindow(steady, ttlMs),
+      firstTtlRequests: times.length - steady.length,
     };
   });
 }
@@ -170,6 +176,7 @@ function mergeBackendLoads(runs: BackendLoad[][]): BackendLoad[] {
     requests: runs.reduce((s, r) => s + r[i].requests, 0),
     meanPerTtl: median(runs.map((r) => r[i].meanPerTtl).filter((x) => !Number.isNaN(x))),
     peakPerTtl: Math.max(...runs.map((r) => r[i].peakPerTtl)),
+    firstTtlRequests: Math.max(...runs.map((r) => r[i].firstTtlRequests ?? 0)),
   }));
 }
 

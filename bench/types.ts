@@ -51,10 +51,12 @@ export interface LoadStats {
 export interface BackendLoad {
   path: string;
   requests: number;
-  /** GETs × ttl / (run end − first GET + ttl), median over runs; 1.0 is one GET per ttl. */
+  /** From one ttl into each run: GETs × ttl / (run end − first GET + ttl), median over runs; 1.0 is one GET per ttl. */
   meanPerTtl: number;
-  /** Most GETs inside any ttl-long window (max over runs). */
+  /** From one ttl into each run: most GETs inside any ttl-long window (max over runs). */
   peakPerTtl: number;
+  /** GETs in each run's first ttl, the most over runs (absent in results saved before it was measured). */
+  firstTtlRequests?: number;
 }
 
 /** Scenario (4): concurrent checks while the backend is frozen. */
