@@ -193,6 +193,27 @@ Deno.test("reload: SIGHUP applies a valid config, refuses an invalid one, rebind
   await assert.rejects(() => get(`http://127.0.0.1:${port}/health`));
 });
 
+Deno.test("reload: a new cache.interval alone restarts the sweep (the cache is kept)", async () => {
+  await using fake = await FakePatroni.start();
+  const port = freePort();
+  const cache = (interval: number) => `  ttl: 0.1\n  interval: ${interval}`;
+  const file = await writeConfig(configText(port, fake.port, { cache: cache(3600) }));
+  await using glue = await GlueProcess.start(["-config", file]);
+  const entries = async () =>
+    sampleValue(
+      parseExposition((await get(`${glue.url}/metrics`)).body).samples,
+      "patroniglue_cache_entries",
+    );
+  await get(`${glue.url}/primary`);
+  await sleep(300);
+  assert.equal(await entries(), 1, "expired, not swept yet: the sweep runs hourly");
+  await Deno.writeTextFile(file, configText(port, fake.port, { cache: cache(0.05) }));
+  Deno.kill(glue.pid, "SIGHUP");
+  await glue.waitFor(/reloaded; cache\.interval: 3600 -> 0\.05/);
+  await sleep(300);
+  assert.equal(await entries(), 0, "swept on the new interval");
+});
+
 Deno.test("reload: a request in progress survives a SIGHUP", async () => {
   await using fake = await FakePatroni.start({ delayMs: 700 });
   const port = freePort();
