@@ -432,7 +432,7 @@ ${loadTable(r.targets, r.mix, true)}
   if (Object.keys(r.backend).length) {
     parts.push(`## (3) Backend requests per path per ttl, under the mix
 
-Mean backend GETs per path per ttl (GETs × ttl ÷ (run end − first GET + ttl), median over runs: GETs at least a ttl apart never exceed 1.0) and, in brackets, the most GETs seen inside any ttl-long window over all runs (ideal 1), then all GETs of the runs. Each run starts cold (the targets take turns), so the mean and peak count from one ttl into each run; the first ttl, with its cold GET (and for patroniglue the one refresh that staggers routes first asked at the same instant), is shown as "first ttl".
+Mean backend GETs per path per ttl (GETs × ttl ÷ (run end − first GET + ttl), median over runs: GETs at least a ttl apart never exceed 1.0) and, in brackets, the most GETs seen inside any window of a ttl less 10 ms over all runs (ideal 1; the 10 ms absorb the millisecond or two by which GETs sent exactly a ttl apart arrive early or late), then all GETs of the runs. Each run starts cold (the targets take turns), so the mean and peak count from one ttl into each run; the first ttl, with its cold GET (and for patroniglue the one refresh that staggers routes first asked at the same instant), is shown as "first ttl".
 
 ${backendTable(r, r.backend)}
 `);

@@ -53,7 +53,7 @@ export interface BackendLoad {
   requests: number;
   /** From one ttl into each run: GETs × ttl / (run end − first GET + ttl), median over runs; 1.0 is one GET per ttl. */
   meanPerTtl: number;
-  /** From one ttl into each run: most GETs inside any ttl-long window (max over runs). */
+  /** From one ttl into each run: most GETs inside any window of a ttl less 10 ms (max over runs). */
   peakPerTtl: number;
   /** GETs in each run's first ttl, the most over runs (absent in results saved before it was measured). */
   firstTtlRequests?: number;

@@ -38,8 +38,11 @@ export interface HealthCacheOptions {
   onInvalidate?: (key: string, byKey: string) => void;
 }
 
-/** Plans closer than this share of the even spacing are pulled apart. */
-const CROWDED = 0.75;
+/**
+ * Plans closer than this share of the even spacing are pulled apart. Refreshes an exact ttl apart
+ * keep their places, so this acts when routes join, or once timer lateness has drifted them far.
+ */
+const CROWDED = 0.5;
 
 interface Slot {
   key: string;
