@@ -340,7 +340,7 @@ const ENCODED = new WeakMap<HealthResponse, { date: string; byFlags: Uint8Array[
 const MAX_REUSED_OUTPUT = 16_384;
 
 /** Status line, headers, Content-Length and the body (none for HEAD, which keeps the GET's length). */
-export function encodeResponse(
+function encodeResponse(
   res: HealthResponse,
   head: boolean,
   keepAlive: boolean,
