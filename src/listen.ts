@@ -71,11 +71,14 @@ export async function listen(
 const ACCEPT_PROBE_MS = 5000;
 /** How long the probe's TCP handshake may take. */
 const PROBE_CONNECT_MS = 1000;
+/** How soon a probe that could not open a connection of its own is tried again. */
+const PROBE_RETRY_MS = 1000;
 
 /**
  * Deno's node:tls accept loop dies silently on "too many open files": every
- * {@linkcode ACCEPT_PROBE_MS}, a probe connection must be accepted within 1 s, or the listener
- * listens again (with the accept back-off).
+ * {@linkcode ACCEPT_PROBE_MS} (every {@linkcode PROBE_RETRY_MS} while this process has no descriptor
+ * for the probe), a probe connection must be accepted within 1 s, or the listener listens again
+ * (with the accept back-off).
  */
 function recoverAccepting(
   tls: TlsListener,
@@ -98,7 +101,8 @@ function recoverAccepting(
       const id = setTimeout(wake, ms);
       wakers.add(wake);
     });
-  const probe = async () => {
+  /** One probe: whether the listener accepts, or unknown (no descriptor to spare here now). */
+  const probe = async (): Promise<"accepting" | "unknown" | "relistened"> => {
     const before = tls.accepted;
     try {
       // Bounded: once a dead listener's backlog is full, the kernel drops the handshake's SYNs.
@@ -110,30 +114,35 @@ function recoverAccepting(
       await sleep(1000);
       conn.close();
     } catch (e) {
-      // No descriptor to spare on our side right now: nothing to learn. Not even a handshake
-      // within the bound, or refused: the listener is gone.
-      if (!(e instanceof DOMException || e instanceof Deno.errors.ConnectionRefused)) return;
+      // Not even a handshake within the bound, or refused: the listener is gone.
+      if (!(e instanceof DOMException || e instanceof Deno.errors.ConnectionRefused)) {
+        return "unknown";
+      }
     }
-    if (tls.accepted > before || stopped) return;
+    if (tls.accepted > before || stopped) return "accepting";
     log.error(`listener ${url} stopped accepting connections; listening again`);
     for (let failures = 0; !stopped; failures++) {
       await sleep(acceptBackoffMs(failures));
-      if (stopped) return;
+      if (stopped) break;
       try {
         await tls.relisten();
         log.notice(`listening again on ${url}`);
-        return;
+        break;
       } catch { /* still no descriptor to spare, or the port is busy: try again */ }
     }
+    return "relistened";
   };
-  let probing: Promise<void> | undefined;
-  const prober = setInterval(() => {
-    probing ??= probe().finally(() => probing = undefined);
-  }, ACCEPT_PROBE_MS);
+  const probing = (async () => {
+    for (let wait = ACCEPT_PROBE_MS; !stopped;) {
+      await sleep(wait);
+      if (stopped) return;
+      // Out of descriptors here too (the flood that killed the listener): look again soon.
+      wait = await probe() === "unknown" ? PROBE_RETRY_MS : ACCEPT_PROBE_MS;
+    }
+  })();
   return {
     async stop() {
       stopped = true;
-      clearInterval(prober);
       for (const wake of [...wakers]) wake();
       await probing;
     },
