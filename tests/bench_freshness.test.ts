@@ -8,24 +8,7 @@ import {
   roleAfter,
   routeStatus,
 } from "../bench/freshness.ts";
-import type { FreshnessRaw } from "../bench/types.ts";
-
-/** A run of (11) with two flips (at 1000 and 4000 ms), ttl 1 s, a 6 s window, 5 s of quiet. */
-function run(over: Partial<FreshnessRaw> = {}): FreshnessRaw {
-  return {
-    ttlMs: 1000,
-    patroniMs: 150,
-    spanMs: 6000,
-    quietMs: 5000,
-    routes: ["/primary", "/replica"],
-    flips: [1000, 4000],
-    startRole: "primary",
-    checks: [],
-    gets: [],
-    lastAnsweredAt: 6000,
-    ...over,
-  };
-}
+import { freshnessRun } from "./support/bench_runs.ts";
 
 Deno.test("bench freshness: flips alternate the role, and each route's status follows it", () => {
   assert.deepEqual([0, 1, 2, 3].map((n) => roleAfter("primary", n)), [
@@ -63,7 +46,7 @@ Deno.test("bench freshness: one flip per slot, at phases against the ttl that ne
 });
 
 Deno.test("bench freshness: an old-role answer is judged by the flip before its answer", () => {
-  const raw = run({
+  const raw = freshnessRun({
     checks: [
       [500, 510, 0, 200], // before any flip
       [1300, 1302, 0, 200], // /primary still 200 after the demotion: old, 302 ms
@@ -76,14 +59,14 @@ Deno.test("bench freshness: an old-role answer is judged by the flip before its 
     ],
   });
   assert.deepEqual(oldRoleResponses(raw), { perFlip: [401, 60], count: 4 });
-  assert.deepEqual(oldRoleResponses(run({ checks: [[1200, 1201, 1, 200]] })), {
+  assert.deepEqual(oldRoleResponses(freshnessRun({ checks: [[1200, 1201, 1, 200]] })), {
     perFlip: [0, 0],
     count: 0,
   });
 });
 
 Deno.test("bench freshness: waited, failed and backend GETs count the window only", () => {
-  const raw = run({
+  const raw = freshnessRun({
     checks: [
       [-500, -340, 0, 200], // warm-up: not counted
       [100, 260, 0, 200], // waited (160 ms)
@@ -108,7 +91,7 @@ Deno.test("bench freshness: waited, failed and backend GETs count the window onl
 });
 
 Deno.test("bench freshness: the bars are ttl/2 + Patroni, one wait per flip per route, span/ttl + flips GETs, no idle GET", () => {
-  const raw = run();
+  const raw = freshnessRun();
   const limits = freshnessLimits(raw);
   assert.deepEqual(limits, { oldRoleMs: 650, waitedPerRoute: 2, getsPerRoute: 8 });
   const good = {
@@ -130,6 +113,6 @@ Deno.test("bench freshness: the bars are ttl/2 + Patroni, one wait per flip per 
     ),
     { oldRole: false, waited: false, gets: false, idle: false },
   );
-  const shortQuiet = freshnessFigures(run({ quietMs: 1000 }));
+  const shortQuiet = freshnessFigures(freshnessRun({ quietMs: 1000 }));
   assert.equal(freshnessBars(shortQuiet, limits).idle, undefined);
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { renderMarkdown, soakGrowth } from "../bench/report.ts";
 import { noMeasurements, type Results } from "../bench/types.ts";
+import { freshnessRun } from "./support/bench_runs.ts";
 
 /** One sample per second: [seconds, VmRSS KiB, RssAnon KiB]. */
 function samples(rssKiB: (second: number) => number, seconds = 100): [number, number, number][] {
@@ -97,18 +98,10 @@ Deno.test("bench report: (9), (10) and (11) get their sections and their bars' v
   const stats = { runs: [{ ...wrk, startedAt: 0, endedAt: 4000 }], ...wrk, non2xx: 0 };
   r.httpsHit = { patroniglue: stats, nginx: { ...stats, rps: 200 } };
   r.freshness = {
-    patroniglue: {
-      ttlMs: 1000,
-      patroniMs: 150,
-      spanMs: 6000,
-      quietMs: 5000,
-      routes: ["/primary", "/replica"],
-      flips: [1000, 4000],
-      startRole: "primary",
+    patroniglue: freshnessRun({
       checks: [[1900, 1901, 0, 200], [2000, 2200, 1, 200]],
       gets: [[2000, 1], [8000, 0]],
-      lastAnsweredAt: 6000,
-    },
+    }),
   };
   const md = renderMarkdown(r, undefined, "BENCHMARKS.md");
   for (const s of ["## (9) 1500 stuck TLS clients", "## (10) HTTPS", "## (11) Freshness"]) {
