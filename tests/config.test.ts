@@ -399,7 +399,15 @@ const CONTRACT: true[] = [
   >,
   true satisfies Equal<
     keyof Config,
-    "file" | "frontend" | "backend" | "cache" | "metrics" | "agent" | "logFormat" | "warnings"
+    | "file"
+    | "frontend"
+    | "backend"
+    | "cache"
+    | "metrics"
+    | "agent"
+    | "dcs"
+    | "logFormat"
+    | "warnings"
   >,
   true satisfies Equal<Config["logFormat"], "text" | "json">,
 ];
@@ -412,6 +420,7 @@ Deno.test("config: the Config derived from the schema has the fields other modul
     "agent",
     "backend",
     "cache",
+    "dcs",
     "file",
     "frontend",
     "logFormat",

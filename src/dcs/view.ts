@@ -49,7 +49,7 @@ export interface DcsSettings {
   type: DcsKind;
   /** Endpoints, tried in turn: `http://host:2379`, `https://...`. */
   endpoints: string[];
-  /** Patroni's `namespace`, with one leading and no trailing slash (`/service`). */
+  /** Patroni's `namespace`, with one leading and no trailing slash (`/service`; empty for the root). */
   namespace: string;
   /** Patroni's `scope` (the cluster name). */
   scope: string;
