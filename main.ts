@@ -59,6 +59,10 @@ export async function main(args: string[]): Promise<number> {
   }
   if (flags.checkConfig) {
     console.log("configuration OK");
+    if (config.dcs) {
+      const { inspectDcs } = await import("./src/dcs_config.ts");
+      console.log(await inspectDcs(config.dcs));
+    }
     return 0;
   }
 
@@ -70,10 +74,11 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
   const { backend } = config;
-  /** Where agent checks are answered, for the start and reload lines. */
+  /** Where agent checks are answered and which DCS is watched, for the start and reload lines. */
   const agentChecks = () => {
     const agent = service.agent;
-    return agent ? `; agent checks on ${agent.address} (default ${agent.check})` : "";
+    const dcs = service.dcs ? `; DCS witness: ${service.dcs}` : "";
+    return (agent ? `; agent checks on ${agent.address} (default ${agent.check})` : "") + dcs;
   };
   log.notice(
     `patroniglue ${VERSION} listening on ${service.frontend.url}, checking ${backend.scheme}://${backend.host}:${backend.port} (ttl ${config.cache.ttl}s, timeout ${backend.timeout}s)${agentChecks()}`,

@@ -20,7 +20,13 @@ export interface AttestOptions {
   patienceMs: number;
   /** Called once per check the DCS answers, with the check's path and the status. @default {undefined} */
   onAnswer?: (path: string, status: number) => void;
+  /** Starts the patience timer. @default {setTimeout} */
+  setTimer?: (fn: () => void, ms: number) => unknown;
+  /** Cancels it, given what `setTimer` returned. @default {clearTimeout} */
+  clearTimer?: (id: unknown) => void;
 }
+
+const stopTimer = (id: unknown) => clearTimeout(id as number);
 
 /** The query of a canonical cache key (`/replica?lag=1MB` -> `lag=1MB`). */
 function queryOf(key: string): string {
@@ -68,7 +74,7 @@ function counted(options: AttestOptions, path: string, a: Attested): Attested {
 }
 
 function attestFromCache(
-  { cache, witness, patienceMs }: AttestOptions,
+  { cache, witness, patienceMs, setTimer = setTimeout, clearTimer = stopTimer }: AttestOptions,
   path: string,
   key: string,
 ): Attested | Promise<Attested> {
@@ -85,7 +91,7 @@ function attestFromCache(
   const pending = cache.get(key);
   return new Promise<Attested>((resolve, reject) => {
     let answered = false;
-    const timer = setTimeout(() => {
+    const timer = setTimer(() => {
       const testimony = testify();
       if (testimony) {
         answered = true;
@@ -93,10 +99,10 @@ function attestFromCache(
       }
     }, patienceMs);
     pending.then(({ entry, result }) => {
-      clearTimeout(timer);
+      clearTimer(timer);
       if (!answered) resolve(judge(witness, path, key, entry, result));
     }, (e) => {
-      clearTimeout(timer);
+      clearTimer(timer);
       if (!answered) reject(e);
     });
   });

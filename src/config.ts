@@ -235,7 +235,11 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
     written: (path) => reading.positions.has(path),
   };
   for (const rule of RULES) report.add(rule(facts));
-  const dcs = await loadDcsConfig(reading.values.dcs, (key) => report.at(`dcs.${key}`));
+  const dcs = await loadDcsConfig(
+    reading.values.dcs,
+    (key) => report.at(`dcs.${key}`),
+    (key) => reading.positions.has(`dcs.${key}`),
+  );
   report.problems.push(...dcs.problems);
   report.warnings.push(...dcs.warnings);
   if (report.problems.length) throw new ConfigError(report.problems, file);

@@ -93,12 +93,11 @@ export interface DcsReading {
 export async function loadDcsConfig(
   values: DcsValues,
   where: (key: keyof typeof DCS_SECTION) => string,
+  written: (key: keyof typeof DCS_SECTION) => boolean,
 ): Promise<DcsReading> {
   const problems: string[] = [];
-  const written = (Object.keys(values) as (keyof DcsValues)[]).filter((k) =>
-    values[k] !== undefined
-  );
-  if (written.length === 0) return { problems, warnings: [] };
+  const keys = (Object.keys(DCS_SECTION) as (keyof DcsValues)[]).filter(written);
+  if (keys.length === 0) return { problems, warnings: [] };
   let file: PatroniDcsFacts | undefined;
   const patroniConfig = values["patroni-config"];
   if (patroniConfig !== undefined) {
@@ -119,9 +118,10 @@ export async function loadDcsConfig(
     const theirs = file?.[key] as Fact<NonNullable<DcsValues[K]>> | undefined;
     return theirs && { value: theirs.value, at: `${theirs.at}: ${key}` };
   };
-  const section = `${where(patroniConfig !== undefined ? "patroni-config" : written[0])}: dcs`;
-  const missing = (what: string, key: string, patroni: string) =>
-    problems.push(
+  const section = `${where(patroniConfig !== undefined ? "patroni-config" : keys[0])}: dcs`;
+  // A key written with a bad value has its problem already.
+  const missing = (what: string, key: keyof DcsValues, patroni: string) =>
+    written(key) || problems.push(
       `${section}: needs ${what}: set dcs.${key}${
         file ? ` (${file.file} has no ${patroni})` : " or dcs.patroni-config"
       }`,
@@ -139,7 +139,7 @@ export async function loadDcsConfig(
   if (!name) missing("this member's name", "name", "name");
   const ca = await readPemFile(pick("cacert"), "certificate", problems);
   const client = await readClient(pick("cert"), pick("key"), problems);
-  if (problems.length || !type || !hosts || !scope || !name) return { problems, warnings: [] };
+  if (!type || !hosts || !scope || !name || problems.length) return { problems, warnings: [] };
   const endpoints = hosts.value.map((e) => endpointUrl(e, protocol?.value));
   const warnings = endpoints.some((e) => e.startsWith("http:")) && (ca || client)
     ? [`${section}: cacert, cert and key have no effect on http:// endpoints`]
@@ -179,6 +179,9 @@ export function normalizeNamespace(namespace: string): string {
   return `/${namespace}`.replace(/\/+/g, "/").replace(/\/$/, "");
 }
 
+const CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+const KEY_BLOCK = /-----BEGIN ([A-Z ]*)PRIVATE KEY-----[\s\S]*?-----END \1PRIVATE KEY-----/;
+
 /** A PEM file's text, checked to hold `what`; a problem at the fact's position when it fails. */
 async function readPemFile(
   fact: Fact<string> | undefined,
@@ -188,7 +191,12 @@ async function readPemFile(
   if (!fact || fact.value === "") return undefined;
   try {
     await loadPemSupport();
-    const pem = await Deno.readTextFile(fact.value);
+    const text = await Deno.readTextFile(fact.value);
+    // Patroni takes a certificate and its key from one file: keep only the blocks asked for.
+    const blocks = what === "certificate"
+      ? text.match(CERTIFICATE_BLOCK)
+      : text.match(KEY_BLOCK)?.slice(0, 1);
+    const pem = blocks ? blocks.join("\n") + "\n" : text;
     if (what === "certificate") parseCertificates(pem);
     else parsePrivateKey(pem);
     return { file: fact.value, pem };
@@ -234,4 +242,29 @@ export function describeDcs(dcs: DcsConfig): string {
   return `${dcs.type} ${
     dcs.endpoints.join(",")
   } ${dcs.namespace}/${dcs.scope} (member ${dcs.name})`;
+}
+
+/** How long -check-config waits for one complete read of the DCS. */
+const INSPECT_TIMEOUT_MS = 5000;
+
+/**
+ * What the DCS says now, for -check-config: `dcs: etcd3 ... : leader node1 (4.2 s left on the
+ * lock); member node2: replica, running, ...`, or why it could not be read (the config stays valid:
+ * without the DCS, patroniglue answers from Patroni alone).
+ */
+export async function inspectDcs(dcs: DcsConfig): Promise<string> {
+  const { readView, summarize } = await import("./dcs/watch.ts");
+  const where = `dcs: ${describeDcs(dcs)}`;
+  try {
+    const view = await readView(dcsSettings(dcs), INSPECT_TIMEOUT_MS);
+    const margin = dcs.margin ?? (view.ttl ?? 30) / 2;
+    const never = view.ttl !== undefined && margin >= view.ttl
+      ? ` (margin ${margin} s is not below the ttl: the DCS will never answer 200)`
+      : ` (margin ${margin} s)`;
+    return `${where}: ${summarize(view, dcs.name, performance.now())}${never}`;
+  } catch (e) {
+    return `${where}: cannot read it: ${
+      reason(e)
+    } (checks are answered from Patroni alone while it cannot be read)`;
+  }
 }

@@ -5,7 +5,6 @@ import { HealthCache } from "./cache.ts";
 import { type AgentConfig, type Config, describeChanges } from "./config.ts";
 import { type DcsConfig, dcsSettings, describeDcs } from "./dcs_config.ts";
 import type { DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./dcs/view.ts";
-import { createWatcher } from "./dcs/watch.ts";
 import { Witness } from "./witness.ts";
 import type { AttestOptions } from "./attest.ts";
 import { createAgentResponder, createHandler, metricsHandler } from "./handler.ts";
@@ -20,13 +19,12 @@ export type WatchFactory = (settings: DcsSettings, options: DcsWatcherOptions) =
 
 /** What {@linkcode Service.start} takes besides the config. */
 export interface ServiceOptions {
-  /** Starts the DCS watcher of a `dcs:` section. @default {createWatcher of src/dcs/watch.ts} */
+  /** Starts the DCS watcher of a `dcs:` section. @default {createWatcher of src/dcs/watch.ts, loaded only then} */
   watch?: WatchFactory;
 }
 
 /** The DCS witness while `dcs:` is configured: its watcher and the rules over its view. */
 interface DcsWitness {
-  config: DcsConfig;
   watcher: DcsWatcher;
   witness: Witness;
   unsubscribe: () => void;
@@ -48,12 +46,12 @@ export class Service {
   #dcs?: DcsWitness;
   /** Watchers being closed (a reload that changed `dcs:`), for stop() to wait on. */
   #closing: Promise<void> = Promise.resolve();
-  readonly #watch: WatchFactory;
+  #watch?: WatchFactory;
 
   private constructor(config: Config, log: Logger, version: string, options: ServiceOptions) {
     this.#config = config;
     this.#log = log;
-    this.#watch = options.watch ?? createWatcher;
+    this.#watch = options.watch;
     this.metrics = new Metrics({
       version,
       startTime: Math.floor(Date.now() / 1000),
@@ -71,6 +69,7 @@ export class Service {
     options: ServiceOptions = {},
   ): Promise<Service> {
     const service = new Service(config, log, version, options);
+    await service.#loadWatch(config);
     service.#build(config);
     try {
       service.#frontend = await listen(config.frontend, (req) => service.#handle(req), log);
@@ -137,8 +136,15 @@ export class Service {
       clearInterval(this.#sweeper);
       this.#sweeper = setInterval(() => this.#cache.sweep(), config.cache.interval * 1000);
     }
-    if (!prev || JSON.stringify(prev.dcs) !== JSON.stringify(config.dcs)) {
-      this.#watchDcs(config.dcs);
+    const watched = (c: Config | undefined) => c?.dcs && JSON.stringify(dcsSettings(c.dcs));
+    if (!prev || watched(prev) !== watched(config)) this.#watchDcs(config.dcs);
+    if (this.#dcs && config.dcs) {
+      const { watcher } = this.#dcs;
+      this.#dcs.witness = new Witness({
+        view: () => watcher.view(),
+        name: config.dcs.name,
+        margin: config.dcs.margin,
+      });
     }
     const witness: AttestOptions | undefined = this.#dcs && {
       cache: this.#cache,
@@ -170,6 +176,11 @@ export class Service {
     }
   }
 
+  /** Loads the DCS watchers when `config` first needs one: a config without `dcs:` never does. */
+  async #loadWatch(config: Config): Promise<void> {
+    if (config.dcs && !this.#watch) this.#watch = (await import("./dcs/watch.ts")).createWatcher;
+  }
+
   /** (Re)starts the DCS watcher for `dcs`, or stops it when `dcs:` is gone. */
   #watchDcs(dcs: DcsConfig | undefined): void {
     const closing = this.#stopDcs();
@@ -177,7 +188,7 @@ export class Service {
     if (!dcs) return;
     const log = this.#log, metrics = this.metrics, where = describeDcs(dcs);
     let unreachable = false;
-    const watcher = this.#watch(dcsSettings(dcs), {
+    const watcher = this.#watch!(dcsSettings(dcs), {
       onError: (failure, message) => {
         metrics.countDcsError(failure);
         if (!unreachable) log.warn(`DCS ${where} is unreachable: ${message}`);
@@ -188,17 +199,30 @@ export class Service {
         unreachable = false;
       },
     });
-    const witness = new Witness({ view: () => watcher.view(), name: dcs.name, margin: dcs.margin });
-    const unsubscribe = watcher.subscribe((view, previous) =>
-      this.#heard(dcs.name, view, previous)
-    );
-    this.#dcs = { config: dcs, watcher, witness, unsubscribe };
-    log.info(`DCS witness: watching ${where}`);
+    const witness = new Witness({ view: () => watcher.view(), name: dcs.name });
+    const unsubscribe = watcher.subscribe((view, previous) => this.#heard(view, previous));
+    this.#dcs = { watcher, witness, unsubscribe };
+  }
+
+  /** The DCS the witness watches (`etcd3 http://... /service/main (member node1)`); unset without `dcs:`. */
+  get dcs(): string | undefined {
+    return this.#dcs && this.#config.dcs && describeDcs(this.#config.dcs);
   }
 
   /** A new DCS view: a change of the lock or of this member's role or state ends what it contradicts. */
-  #heard(name: string, view: DcsView, previous: DcsView | undefined): void {
-    if (!previous) return;
+  #heard(view: DcsView, previous: DcsView | undefined): void {
+    const witness = this.#dcs?.witness;
+    if (!witness) return;
+    if (!previous) {
+      const margin = witness.marginMs(view) / 1000;
+      if (view.ttl !== undefined && margin >= view.ttl) {
+        this.#log.warn(
+          `dcs.margin ${margin} s is not below Patroni's ttl ${view.ttl} s: the DCS will never answer 200`,
+        );
+      }
+      return;
+    }
+    const name = witness.name;
     const [was, is] = [previous.leader?.holder, view.leader?.holder];
     if (was !== is) {
       this.#log.notice(`DCS: leader lock ${was ?? "free"} -> ${is ?? "free"}`);
@@ -241,6 +265,7 @@ export class Service {
 
   /** Applies a new, validated config without dropping connections; returns what changed. */
   async reload(next: Config): Promise<string[]> {
+    await this.#loadWatch(next);
     const prev = this.#config;
     const changes = describeChanges(prev, next);
     const rebind = changed(prev.frontend, next.frontend, ["host", "port", "tlsMinVersion"]) ||
