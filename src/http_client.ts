@@ -59,7 +59,7 @@ export interface HttpRequest {
 export interface HttpStreamRequest extends HttpRequest {
   /** Longest silence in ms between two arriving pieces of the body. */
   idleMs: number;
-  /** Gets each piece of a 2xx body (a view, valid during the call only); throwing ends the stream. */
+  /** Gets each piece of a 2xx body (a view, valid during the call only); what it throws ends the stream and is what the stream rejects with. */
   onData(piece: Uint8Array): void;
 }
 
@@ -155,19 +155,21 @@ export class HttpClient {
     let timer: ReturnType<typeof setTimeout> | undefined;
     let link: Link | undefined;
     let reusable = false;
-    const settle = (result: HttpResponse | HttpError) => {
+    /** What the caller's `onData` threw: the stream's end, passed on as it is. */
+    let thrown: { error: unknown } | undefined;
+    const settle = (result: HttpResponse | Error) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       this.#active.delete(end);
       request.signal?.removeEventListener("abort", onAbort);
       abort.abort();
-      if (link && reusable && !(result instanceof HttpError) && !this.#idle && !this.#closed) {
+      if (link && reusable && !(result instanceof Error) && !this.#idle && !this.#closed) {
         this.#idle = link;
       } else {
         link?.conn.close();
       }
-      if (result instanceof HttpError) reject(result);
+      if (result instanceof Error) reject(result);
       else resolve(result);
     };
     const end = (e: HttpError) => settle(e);
@@ -224,7 +226,13 @@ export class HttpClient {
           arm(streaming.idleMs, idle);
           reader.onRead = () => arm(streaming.idleMs, idle);
           await readBody(reader, head, (piece) => {
-            if (!settled) streaming.onData(piece);
+            if (settled) return;
+            try {
+              streaming.onData(piece);
+            } catch (e) {
+              thrown = { error: e };
+              throw e;
+            }
           });
         } else {
           const sink = new Sink(this.#maxBody);
@@ -236,7 +244,9 @@ export class HttpClient {
         return settle({ status: head.status, headers: head.headers, body });
       }
     };
-    run().catch((e) => settle(classify(e)));
+    run().catch((e) =>
+      settle(thrown && thrown.error instanceof Error ? thrown.error : classify(thrown?.error ?? e))
+    );
     return promise;
   }
 
