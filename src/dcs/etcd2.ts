@@ -15,6 +15,7 @@ interface Node {
   value?: string;
   dir?: boolean;
   ttl?: number;
+  expiration?: string;
   modifiedIndex?: number;
   nodes?: Node[];
 }
@@ -27,7 +28,8 @@ interface Node {
  * key was written: it counts only when the key was written after the watch request reached etcd
  * (its `modifiedIndex` is above the response's `X-Etcd-Index`, the index when the watch began).
  * An older event (the watcher fell behind) leaves the time as it was for the same holder, and
- * reads the keys again for another holder.
+ * reads the keys again for another holder. A leader key past its expiry and not yet removed
+ * (`ttl` 0, left out of the JSON) is not known held: `heldUntil` is -Infinity, as for a holder whose time is unknown.
  */
 export function createEtcd2Watcher(
   settings: DcsSettings,
@@ -55,10 +57,16 @@ export function createEtcd2Watcher(
     const { client, signal, now } = context;
     const keys = new ScopeKeys();
     let leader: LeaderLock | undefined;
-    const lockFrom = (node: Node, sentAt: number): LeaderLock => ({
-      holder: node.value ?? "",
-      heldUntil: typeof node.ttl === "number" ? sentAt + Math.max(0, node.ttl - 1) * 1000 : sentAt,
-    });
+    // A key with an `expiration` and no `ttl` has a ttl of 0 (left out of the JSON): past its
+    // expiry, not yet removed (etcd sweeps expired keys every 500 ms). A key without either never
+    // expires: held when read.
+    const lockFrom = (node: Node, sentAt: number): LeaderLock => {
+      const ttl = node.ttl ?? (node.expiration === undefined ? undefined : 0);
+      return {
+        holder: node.value ?? "",
+        heldUntil: ttl === undefined ? sentAt : ttl >= 1 ? sentAt + (ttl - 1) * 1000 : -Infinity,
+      };
+    };
     const call = async (target: string, ms: number) => {
       const response = await client.request({ target, headers, timeoutMs: ms, signal });
       return { response, answer: answerOf(response) };

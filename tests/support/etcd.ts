@@ -1,4 +1,5 @@
 // A real single-member etcd on loopback for the DCS watcher tests: plain or TLS with client certificates, auth, restart, freeze, compaction, and a TCP relay that can hold a watcher's requests.
+import type { DcsFailure, DcsView, DcsWatcher, DcsWatcherOptions } from "../../src/dcs/view.ts";
 import { HttpClient, type HttpClientOptions } from "../../src/http_client.ts";
 import { fixture, freePort } from "./glue.ts";
 import { hasProgram } from "./tools.ts";
@@ -362,4 +363,53 @@ export class Relay {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** What a watcher reported through its options: failures and recoveries, in order. */
+export class Reports {
+  readonly errors: { failure: DcsFailure; message: string }[] = [];
+  recovers = 0;
+  readonly options: DcsWatcherOptions = {
+    onError: (failure, message) => this.errors.push({ failure, message }),
+    onRecover: () => this.recovers++,
+  };
+}
+
+/** Resolves with the first view (the current one, or one published within `ms`) that `ok` accepts. */
+export function viewWhere(
+  watcher: DcsWatcher,
+  ok: (view: DcsView) => boolean,
+  what: string,
+  ms = 10_000,
+): Promise<DcsView> {
+  const current = watcher.view();
+  if (current && ok(current)) return Promise.resolve(current);
+  const { promise, resolve, reject } = Promise.withResolvers<DcsView>();
+  let last = current;
+  const unsubscribe = watcher.subscribe((view) => {
+    last = view;
+    if (ok(view)) resolve(view);
+  });
+  const timer = setTimeout(
+    () => reject(new Error(`no view with ${what} within ${ms} ms; last: ${show(last)}`)),
+    ms,
+  );
+  return promise.finally(() => {
+    clearTimeout(timer);
+    unsubscribe();
+  });
+}
+
+/** Resolves when `check` holds (polled every 20 ms), rejects after `ms`. */
+export async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A view as one line of JSON, for messages. */
+export function show(view: DcsView | undefined): string {
+  return view ? JSON.stringify({ ...view, members: Object.fromEntries(view.members) }) : "none";
 }
