@@ -329,9 +329,12 @@ Deno.test({
         await etcd.v2("PUT", "/service/pg/other", { value: String(i) });
       }
       await etcd.v2("PUT", "/service/pg/members/pg9", { value: '{"role":"replica"}' });
+      const before = relay.requests;
       relay.release();
       await viewWhere(watcher, (v) => v.members.has("pg9"), "pg9 after the cleared index", 5000);
       assert.deepEqual(reports.errors, []);
+      const requests = relay.requests - before;
+      assert.ok(requests < 10, `${requests} requests: one read, not an event at a time`);
     } finally {
       relay.release();
       await watcher.close();

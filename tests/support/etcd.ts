@@ -277,12 +277,18 @@ export function b64(text: string): string {
   return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
 }
 
+function countRequests(bytes: Uint8Array): number {
+  return new TextDecoder("latin1").decode(bytes).match(/ HTTP\/1\.1\r\n/g)?.length ?? 0;
+}
+
 /**
  * A loopback TCP relay to a target port that can hold what clients send (`hold()`), so that a
  * test can change etcd before a watcher's next request reaches it.
  */
 export class Relay {
   readonly port: number;
+  /** Request heads passed on so far (counted by their `HTTP/1.1` request lines). */
+  requests = 0;
   readonly #listener: Deno.TcpListener;
   readonly #conns = new Set<Deno.Conn>();
   readonly #tasks = new Set<Promise<void>>();
@@ -321,7 +327,10 @@ export class Relay {
       for (;;) {
         const n = await from.read(buf);
         if (n === null) break;
-        if (upstream) { while (this.#held) await this.#held.promise; }
+        if (upstream) {
+          while (this.#held) await this.#held.promise;
+          this.requests += countRequests(buf.subarray(0, n));
+        }
         for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
       }
     } catch { /* closed */ }
