@@ -37,7 +37,9 @@ interface Leader {
  * changes (Patroni keeps its lease alive), so a watch alone cannot show the holder alive: the
  * leader's lease is read every `pollIntervalMs` (`/lease/timetolive` with its keys), and the lock
  * is held until (time that request was sent) + `TTL` s (etcd truncates `TTL` to whole seconds, so
- * the lease lives at least that long after the answer). A lease gone (`TTL` -1) means no lock; a
+ * the lease lives at least that long after the answer). `TTL` 0 (under a second left, or expired
+ * and not yet revoked) and a new holder whose lease is not read yet: `heldUntil` is -Infinity, the
+ * holder known, its time not. A lease gone (`TTL` -1) means no lock; a
  * lease that no longer holds the leader key means the keys are read again. Without a leader, the
  * leader key is read each interval instead, so a frozen etcd is noticed either way. A watch
  * canceled by compaction, a stream that ends, or one silent for `watchTimeoutMs`: everything is
@@ -133,7 +135,13 @@ export function createEtcd3Watcher(
       if (leader !== asked) return;
       const ttl = Number(answer.TTL ?? 0); // the gateway leaves out fields that are zero
       if (!Number.isInteger(ttl)) throw new DcsError("invalid", "malformed answer: bad lease TTL");
-      if (ttl < 0) {
+      if (ttl < 1) {
+        // 0: less than a second left, or past its expiry and not yet revoked (etcd revokes
+        // expired leases every 500 ms): not known held.
+        if (ttl === 0) {
+          asked.lock = { holder: asked.holder, heldUntil: -Infinity };
+          return publish();
+        }
         // The lease is gone: so is the key (etcd deletes it; the watch will say so too).
         keys.delete(LEADER_KEY);
         leader = undefined;

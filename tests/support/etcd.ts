@@ -145,6 +145,11 @@ export class Etcd {
     await this.v3("/v3/auth/user/add", { name: "root", password: ROOT_PASSWORD });
     await this.v3("/v3/auth/user/grant", { user: "root", role: "root" });
     await this.v3("/v3/auth/enable", {});
+    await this.#authenticate();
+  }
+
+  async #authenticate(): Promise<void> {
+    this.#token = undefined;
     const { token } = await this.v3("/v3/auth/authenticate", {
       name: "root",
       password: ROOT_PASSWORD,
@@ -248,6 +253,7 @@ export class Etcd {
   async restart(): Promise<void> {
     await this.stop();
     await this.#spawn();
+    if (this.options.auth === "v3") await this.#authenticate();
   }
 
   /** SIGSTOP: etcd accepts connections (the kernel does) and answers nothing. */
@@ -277,8 +283,9 @@ export function b64(text: string): string {
   return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
 }
 
-function countRequests(bytes: Uint8Array): number {
-  return new TextDecoder("latin1").decode(bytes).match(/ HTTP\/1\.1\r\n/g)?.length ?? 0;
+function requestTargets(bytes: Uint8Array): string[] {
+  const text = new TextDecoder("latin1").decode(bytes);
+  return [...text.matchAll(/(?:^|\n)[A-Z]+ (\S+) HTTP\/1\.1\r\n/g)].map((m) => m[1]);
 }
 
 /**
@@ -287,8 +294,8 @@ function countRequests(bytes: Uint8Array): number {
  */
 export class Relay {
   readonly port: number;
-  /** Request heads passed on so far (counted by their `HTTP/1.1` request lines). */
-  requests = 0;
+  /** The targets of the requests passed on so far (from their `HTTP/1.1` request lines). */
+  readonly targets: string[] = [];
   readonly #listener: Deno.TcpListener;
   readonly #conns = new Set<Deno.Conn>();
   readonly #tasks = new Set<Promise<void>>();
@@ -329,7 +336,7 @@ export class Relay {
         if (n === null) break;
         if (upstream) {
           while (this.#held) await this.#held.promise;
-          this.requests += countRequests(buf.subarray(0, n));
+          this.targets.push(...requestTargets(buf.subarray(0, n)));
         }
         for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
       }
