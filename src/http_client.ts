@@ -206,6 +206,7 @@ export class HttpClient {
           link = { conn, reader: new Reader(conn, this.#maxHead) };
         }
         const { conn, reader } = link!;
+        reader.total = 0;
         let head: Head;
         try {
           for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
@@ -385,7 +386,7 @@ class Reader {
   buf = new Uint8Array(4096);
   start = 0;
   end = 0;
-  /** Bytes read in all. */
+  /** Bytes read for the current request. */
   total = 0;
   /** Called after each read (a stream's idle timer). */
   onRead?: () => void;
