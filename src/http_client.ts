@@ -21,7 +21,7 @@ export interface HttpOrigin {
 
 /** How a client connects and how much it accepts. */
 export interface HttpClientOptions {
-  /** PEM of the CAs to trust for https (a self-signed CA:TRUE leaf works too). @default {undefined} (node's bundled public roots) */
+  /** PEM of the CAs to trust for https (a self-signed CA:TRUE leaf works too). @default {undefined} (the system's roots; reading them needs --allow-sys) */
   ca?: string | string[];
   /** PEM of a client certificate, for servers that ask for one. @default {undefined} */
   cert?: string;
@@ -284,8 +284,8 @@ export class HttpClient {
       host,
       port,
       rejectUnauthorized: !options.insecure,
-      // Never undefined: the runtime's own system-root lookup needs --allow-sys.
-      ca: options.ca ?? [...tls.rootCertificates],
+      // Never undefined: the runtime's own lookup of the system's roots fails without --allow-sys.
+      ca: options.ca ?? systemRoots(tls),
       cert: options.cert,
       key: options.key,
     };
@@ -308,6 +308,20 @@ export class HttpClient {
       signal.removeEventListener("abort", onAbort);
     }
     return conn;
+  }
+}
+
+/** The roots node:tls trusts by default; a clear refusal where reading them is not allowed. */
+function systemRoots(tls: typeof import("node:tls")): string[] {
+  try {
+    return [...tls.rootCertificates];
+  } catch (e) {
+    throw new HttpError(
+      "tls",
+      `TLS: no CA to trust: give the CA file, or allow reading the system's roots (--allow-sys): ${
+        e instanceof Error ? e.message : e
+      }`,
+    );
   }
 }
 

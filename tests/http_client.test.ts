@@ -441,3 +441,26 @@ Deno.test("http_client: a plain-HTTP request loads no node: module; an https one
   assert.deepEqual(await nodeModulesLoaded(script("http")), []);
   assert.ok((await nodeModulesLoaded(script("https"))).includes("node:tls"));
 });
+
+Deno.test("http_client: https without a CA where the system's roots cannot be read is a clear 'tls' refusal", async () => {
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      file,
+      `import { HttpClient } from "${new URL("../src/http_client.ts", import.meta.url).href}";
+      const c = new HttpClient({ scheme: "https", host: "127.0.0.1", port: ${freePort()} });
+      await c.request({ target: "/", timeoutMs: 2000 }).catch((e) => console.log(e.failure, e.message));`,
+    );
+    const { stdout } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", "--allow-read", file],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    assert.match(
+      text(stdout),
+      /^tls TLS: no CA to trust: give the CA file, or allow reading the system's roots/,
+    );
+  } finally {
+    await Deno.remove(file);
+  }
+});
