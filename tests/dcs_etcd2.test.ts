@@ -4,6 +4,7 @@ import { Etcd, HAS_ETCD, Relay, Reports, ROOT_PASSWORD, until, viewWhere } from 
 import {
   HaLoop,
   held,
+  scopeSettings,
   seed,
   watcherTests,
   type WatcherUnderTest,

@@ -13,6 +13,7 @@ import {
 import {
   HaLoop,
   held,
+  scopeSettings,
   seed,
   watcherTests,
   type WatcherUnderTest,
