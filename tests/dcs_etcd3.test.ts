@@ -10,6 +10,7 @@ import {
   until,
   viewWhere,
 } from "./support/etcd.ts";
+import { rawServer, send } from "./support/raw_server.ts";
 import {
   HaLoop,
   held,
@@ -55,7 +56,7 @@ const etcd3: WatcherUnderTest = {
   label: "dcs etcd3",
   create: createEtcd3Watcher,
   settings: scopeSettings("etcd3"),
-  fast: { requestTimeoutMs: 500, pollIntervalMs: 300, backoffMs: 50, maxBackoffMs: 400 },
+  fast: { requestTimeoutMs: 1000, pollIntervalMs: 300, backoffMs: 50, maxBackoffMs: 400 },
   member: (etcd, member, ttl) => new Etcd3Member(etcd, member, ttl),
   memberData: MEMBER,
 };
@@ -76,16 +77,18 @@ Deno.test({
     const reports = new Reports();
     const wrong = createEtcd3Watcher(
       etcd3.settings([etcd.url], { username: "root", password: "nope" }),
-      { ...etcd3.fast, ...wrongReports.options },
+      { ...etcd3.fast, requestTimeoutMs: 3000, ...wrongReports.options },
     );
     const right = createEtcd3Watcher(
       etcd3.settings([etcd.url], { username: "root", password: ROOT_PASSWORD }),
-      { ...etcd3.fast, ...reports.options },
+      { ...etcd3.fast, requestTimeoutMs: 3000, ...reports.options },
     );
     try {
       await viewWhere(right, held("pg1"), "pg1 holding the lock");
-      await until(() => wrongReports.errors.length > 0, "the wrong password refused");
-      assert.equal(wrongReports.errors[0].failure, "auth", JSON.stringify(wrongReports.errors));
+      await until(
+        () => wrongReports.errors.some((e) => e.failure === "auth"),
+        `the wrong password refused: ${JSON.stringify(wrongReports.errors)}`,
+      );
       assert.equal(wrong.view(), undefined);
 
       await etcd.restart(); // simple tokens live in etcd's memory
@@ -142,4 +145,41 @@ Deno.test({
       await watcher.close();
     }
   },
+});
+
+Deno.test("dcs etcd3: a watch canceled for another reason than compaction is a failure, not a silent read again", async () => {
+  const answer = (body: string) =>
+    `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  await using gateway = rawServer(async (conn, request) => {
+    const target = request.match(/^\w+ (\S+)/)?.[1];
+    if (target === "/version") {
+      await send(conn, answer('{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}'));
+    } else if (target === "/v3/kv/range") await send(conn, answer('{"header":{"revision":"5"}}'));
+    else if (target === "/v3/watch") {
+      const messages =
+        '{"result":{"created":true}}\n{"result":{"canceled":true,"cancel_reason":"etcdserver: permission denied"}}\n';
+      await send(
+        conn,
+        `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${
+          messages.length.toString(16)
+        }\r\n${messages}\r\n`,
+      );
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+  const reports = new Reports();
+  const watcher = createEtcd3Watcher(
+    etcd3.settings([`http://127.0.0.1:${gateway.port}`]),
+    { ...etcd3.fast, ...reports.options },
+  );
+  try {
+    await until(() => reports.errors.length > 0, "the canceled watch reported");
+    assert.deepEqual(reports.errors[0], {
+      failure: "auth",
+      message: "watch canceled: etcdserver: permission denied",
+    });
+    assert.equal(watcher.view()?.leader, undefined);
+  } finally {
+    await watcher.close();
+  }
 });

@@ -78,7 +78,10 @@ export function createEtcd3Watcher(
         const answer = jsonOf(response);
         if (response.status === 200) return answer;
         const error = gatewayError(response, answer);
-        if (attempt === 0 && settings.username !== undefined && isTokenError(error.message)) {
+        if (
+          attempt === 0 && settings.username !== undefined && path !== "/auth/authenticate" &&
+          isTokenError(error.message)
+        ) {
           await authenticate(); // expired or missing token: once more with a new one
           continue;
         }
@@ -224,8 +227,15 @@ export function createEtcd3Watcher(
           throw new DcsError("error", `watch: ${String(message.error.message).slice(0, 200)}`);
         }
         const result = message.result ?? {};
-        if (result.canceled || result.compact_revision) {
+        if (result.compact_revision) {
           throw new Resync(`the watch was canceled (compacted at ${result.compact_revision})`);
+        }
+        if (result.canceled) {
+          const reason = String(result.cancel_reason ?? "no reason given").slice(0, 200);
+          throw new DcsError(
+            /permission|auth/i.test(reason) ? "auth" : "error",
+            `watch canceled: ${reason}`,
+          );
         }
         if (!result.events?.length) return;
         const before = leader;
@@ -292,6 +302,7 @@ export function createEtcd3Watcher(
 interface WatchResult {
   created?: boolean;
   canceled?: boolean;
+  cancel_reason?: string;
   compact_revision?: string;
   events?: { type?: string; kv?: Kv }[];
 }
