@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createEtcd2Watcher } from "../src/dcs/etcd2.ts";
-import { Etcd, HAS_ETCD, Relay, Reports, ROOT_PASSWORD, until, viewWhere } from "./support/etcd.ts";
+import { Etcd, HAS_ETCD, Relay, Reports, until, viewWhere } from "./support/etcd.ts";
 import {
   HaLoop,
   held,
@@ -50,41 +50,12 @@ const etcd2: WatcherUnderTest = {
   fast: { requestTimeoutMs: 1000, watchTimeoutMs: 1500, backoffMs: 50, maxBackoffMs: 400 },
   member: (etcd, member, ttl) => new Etcd2Member(etcd, member, ttl),
   memberData: MEMBER,
+  auth: "v2",
 };
 
 watcherTests(etcd2);
 
 const seeded = (etcd: Etcd) => seed(new Etcd2Member(etcd, "pg1", 30), MEMBER);
-
-Deno.test({
-  name: name("basic auth: the right password reads, a wrong one is an 'auth' failure"),
-  ignore,
-  async fn() {
-    await using etcd = await Etcd.start({ auth: "v2" });
-    await seeded(etcd);
-    const reports = new Reports();
-    const wrong = createEtcd2Watcher(
-      etcd2.settings([etcd.url], { username: "root", password: "nope" }),
-      { ...etcd2.fast, requestTimeoutMs: 3000, ...reports.options },
-    );
-    const right = createEtcd2Watcher(
-      etcd2.settings([etcd.url], { username: "root", password: ROOT_PASSWORD }),
-      { ...etcd2.fast, requestTimeoutMs: 3000 },
-    );
-    try {
-      await viewWhere(right, held("pg1"), "pg1 holding the lock");
-      await until(
-        () => reports.errors.some((e) => e.failure === "auth"),
-        `the wrong password refused: ${JSON.stringify(reports.errors)}`,
-      );
-      assert.equal(wrong.view(), undefined);
-      assert.equal(wrong.reachable, false);
-    } finally {
-      await wrong.close();
-      await right.close();
-    }
-  },
-});
 
 Deno.test({
   name: name("etcd restarted: the watcher reconnects, reads again and watches on"),

@@ -2,7 +2,16 @@
 import assert from "node:assert/strict";
 import type { EtcdWatcherOptions } from "../../src/dcs/runner.ts";
 import type { DcsKind, DcsSettings, DcsView, DcsWatcher } from "../../src/dcs/view.ts";
-import { Etcd, HAS_ETCD, Reports, show, tlsClientOptions, until, viewWhere } from "./etcd.ts";
+import {
+  Etcd,
+  HAS_ETCD,
+  Reports,
+  ROOT_PASSWORD,
+  show,
+  tlsClientOptions,
+  until,
+  viewWhere,
+} from "./etcd.ts";
 import { freePort } from "./glue.ts";
 import { rawServer } from "./raw_server.ts";
 
@@ -82,6 +91,8 @@ export interface WatcherUnderTest {
   member(etcd: Etcd, name: string, ttl?: number): HaLoop;
   /** The member key the leader writes (`master` or `primary`). */
   memberData: Record<string, unknown>;
+  /** The API whose auth the watcher uses. */
+  auth: "v2" | "v3";
 }
 
 /** Settings for the scope `/service/pg` of a `type` DCS at `endpoints`. */
@@ -208,6 +219,38 @@ export function watcherTests(w: WatcherUnderTest): void {
         await viewWhere(watcher, (v) => !v.members.has("pg2"), "pg2's member key gone");
       } finally {
         await watcher.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name: name("auth: the right password reads, a wrong one is an 'auth' failure"),
+    ignore,
+    async fn() {
+      await using etcd = await Etcd.start({ auth: w.auth });
+      await seeded(etcd);
+      // etcd checks a bcrypt password on every v2 request and each authenticate: slow under load.
+      const options = { ...w.fast, requestTimeoutMs: 3000 };
+      const reports = new Reports();
+      const wrong = w.create(
+        w.settings([etcd.url], { username: "root", password: "nope" }),
+        { ...options, ...reports.options },
+      );
+      const right = w.create(
+        w.settings([etcd.url], { username: "root", password: ROOT_PASSWORD }),
+        options,
+      );
+      try {
+        await viewWhere(right, held("pg1"), "pg1 holding the lock");
+        await until(
+          () => reports.errors.some((e) => e.failure === "auth"),
+          `the wrong password refused: ${JSON.stringify(reports.errors)}`,
+        );
+        assert.equal(wrong.view(), undefined);
+        assert.equal(wrong.reachable, false);
+      } finally {
+        await wrong.close();
+        await right.close();
       }
     },
   });
