@@ -277,7 +277,9 @@ export class HttpClient {
 
   async #connect(signal: AbortSignal): Promise<Conn> {
     const { scheme, host, port } = this.#target;
-    if (scheme === "http") return await Deno.connect({ hostname: host, port, signal });
+    // No signal: a connect aborted as it completes can leave its connection open (seen under load);
+    // a connection that arrives after the request ended is closed by the caller.
+    if (scheme === "http") return await Deno.connect({ hostname: host, port });
     const tls = await (this.#tls ??= import("node:tls"));
     const options = this.#options;
     const settings: ConnectionOptions = {
