@@ -33,7 +33,9 @@ import {
   offerableSuites,
   parseCertificates,
   parsePrivateKey,
+  readSystemBundle,
   runtimeSuites,
+  SYSTEM_CA_BUNDLES,
   TLS_VERSIONS,
 } from "./tls.ts";
 
@@ -313,16 +315,6 @@ class Report {
 /** What the files a config names hold. */
 type LoadedFiles = Pick<FrontendConfig, "tls"> & Pick<BackendConfig, "ca" | "client">;
 
-/** Where Go's crypto/x509 looks for the system's CA bundle on Linux, BSD and macOS. */
-const SYSTEM_CA_BUNDLES = [
-  "/etc/ssl/certs/ca-certificates.crt",
-  "/etc/pki/tls/certs/ca-bundle.crt",
-  "/etc/ssl/ca-bundle.pem",
-  "/etc/pki/tls/cacert.pem",
-  "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-  "/etc/ssl/cert.pem",
-];
-
 /** Reads the frontend's and the client's key pairs and the trusted CAs; what fails is reported. */
 async function loadFiles(values: Values, report: Report): Promise<LoadedFiles> {
   const { backend } = values;
@@ -366,11 +358,8 @@ async function loadCaFile(cafile: string, report: Report): Promise<LoadedFiles["
 
 /** The system's roots, read where Go reads them (the runtime would need --allow-sys for its own). */
 async function loadSystemBundle(report: Report): Promise<LoadedFiles["ca"]> {
-  for (const bundle of SYSTEM_CA_BUNDLES) {
-    try {
-      return { cafile: bundle, pem: await Deno.readTextFile(bundle) };
-    } catch { /* not on this system */ }
-  }
+  const bundle = await readSystemBundle();
+  if (bundle) return bundle;
   report.problem(
     "backend.scheme",
     `https without backend.cafile, and no system CA bundle found (${

@@ -20,7 +20,13 @@ import {
   show,
   text,
 } from "./schema.ts";
-import { loadPemSupport, parseCertificates, parsePrivateKey } from "./tls.ts";
+import {
+  loadPemSupport,
+  parseCertificates,
+  parsePrivateKey,
+  readSystemBundle,
+  SYSTEM_CA_BUNDLES,
+} from "./tls.ts";
 import { hostPort } from "./wire.ts";
 
 /** `etcd` or `etcd3`; Patroni's other DCS kinds are refused by name. */
@@ -144,6 +150,20 @@ export async function loadDcsConfig(
   const warnings = endpoints.some((e) => e.startsWith("http:")) && (ca || client)
     ? [`${section}: cacert, cert and key have no effect on http:// endpoints`]
     : [];
+  const https = endpoints.some((e) => e.startsWith("https:"));
+  const trusted = ca
+    ? { cafile: ca.file, pem: ca.pem }
+    : https
+    ? await readSystemBundle()
+    : undefined;
+  if (https && !trusted) {
+    problems.push(
+      `${section}: https endpoints without dcs.cacert, and no system CA bundle found (${
+        SYSTEM_CA_BUNDLES.join(", ")
+      }); set dcs.cacert`,
+    );
+    return { problems, warnings };
+  }
   const password = pick("password")?.value;
   const username = pick("username")?.value;
   if (password !== undefined && username === undefined) {
@@ -161,7 +181,7 @@ export async function loadDcsConfig(
       name: name.value,
       username,
       password,
-      ca: ca && { cafile: ca.file, pem: ca.pem },
+      ca: trusted,
       client,
       margin: values.margin,
       patroniConfig,

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { type Config, ConfigError, describeChanges, parseConfig } from "../src/config.ts";
 import { dcsSettings, normalizeNamespace } from "../src/dcs_config.ts";
 import { parsePatroniConfig } from "../src/patroni_config.ts";
+import { SYSTEM_CA_BUNDLES } from "../src/tls.ts";
 import { fixture } from "./support/glue.ts";
 
 /** Writes `text` to a temp file; returns its path. */
@@ -300,4 +301,34 @@ Deno.test("dcs: a reload says what changed, never a password", async () => {
   );
   assert.deepEqual(changes, ["dcs.margin: unset -> 2", "dcs.password: changed"]);
   assert.ok(!changes.join().includes("secret"));
+});
+
+Deno.test("dcs: config.yml.example's commented dcs keys, uncommented, load as documented", async () => {
+  const example = await Deno.readTextFile(new URL("../config.yml.example", import.meta.url));
+  const block = example.match(/^dcs:\n[\s\S]*?\n\n/m)![0];
+  const explicit = block.replace(/^ {2}# ((?!patroni-config)[\w-]+: .*?)(\s+#.*)?$/gm, "  $1");
+  const config = await parseConfig(explicit.replace(/^ {2}(cacert|cert|key): .*\n/gm, ""), "x.yml");
+  assert.deepEqual(config.dcs, {
+    type: "etcd3",
+    endpoints: ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"],
+    namespace: "/service",
+    scope: "main",
+    name: "node1",
+    username: "patroniglue",
+    password: "secret",
+    ca: undefined,
+    client: undefined,
+    margin: 15,
+    patroniConfig: undefined,
+  });
+  assert.match(block, /^ {2}# patroni-config: \/etc\/patroni\/patroni\.yml$/m);
+});
+
+Deno.test("dcs: https endpoints without cacert trust the system bundle, read where Go reads it", async () => {
+  const config = await parseConfig(
+    "dcs:\n  type: etcd3\n  hosts: https://etcd:2379\n  scope: s\n  name: m1\n",
+    "c.yml",
+  );
+  assert.ok(SYSTEM_CA_BUNDLES.includes(config.dcs!.ca!.cafile), config.dcs!.ca!.cafile);
+  assert.match(config.dcs!.ca!.pem, /BEGIN CERTIFICATE/);
 });

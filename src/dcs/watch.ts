@@ -1,9 +1,16 @@
 // Watch: the watcher for a DCS kind, one complete read for -check-config, and a view in one line.
-import type { DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./view.ts";
+import { createEtcd2Watcher } from "./etcd2.ts";
+import { createEtcd3Watcher } from "./etcd3.ts";
+import type { DcsKind, DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./view.ts";
 
-/** Starts the watcher of `settings.type`. */
+const WATCHERS: Record<DcsKind, (s: DcsSettings, o: DcsWatcherOptions) => DcsWatcher> = {
+  etcd: createEtcd2Watcher,
+  etcd3: createEtcd3Watcher,
+};
+
+/** Starts the watcher of `settings.type`; it starts watching at once. */
 export function createWatcher(settings: DcsSettings, options: DcsWatcherOptions): DcsWatcher {
-  throw new Error(`no watcher for ${settings.type} yet (${Object.keys(options)})`);
+  return WATCHERS[settings.type](settings, options);
 }
 
 /**
@@ -41,9 +48,11 @@ export async function readView(
 export function summarize(view: DcsView, name: string, now: number): string {
   const lock = view.leader;
   const left = lock ? (lock.heldUntil - now) / 1000 : 0;
-  const leader = lock && left > 0
+  const leader = !lock
+    ? "no leader lock"
+    : left > 0
     ? `leader ${lock.holder} (${left.toFixed(1)} s left on the lock)`
-    : "no leader lock";
+    : `leader key names ${lock.holder}, but no time is known left on its lock`;
   const member = view.members.get(name);
   const facts = member
     ? [member.role ?? "no role", member.state ?? "no state"].concat(
