@@ -15,17 +15,9 @@ import {
 import { bool, input, integer, key, port, readFile, settings, text } from "../src/schema.ts";
 import { runtimeSuites } from "../src/tls.ts";
 import { parseYaml } from "../src/yaml.ts";
-import { fixture } from "./support/glue.ts";
+import { configProblems, fixture } from "./support/glue.ts";
 
-async function problems(text: string): Promise<string[]> {
-  try {
-    await parseConfig(text, "c.yml");
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  assert.fail(`accepted:\n${text}`);
-}
+const problems = configProblems;
 
 async function problem(text: string, expected: RegExp): Promise<void> {
   const found = await problems(text);

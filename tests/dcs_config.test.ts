@@ -1,11 +1,11 @@
 // The dcs: section: Patroni's own file as the source (positions in it), explicit keys winning,
 // refusals that say what to do, and reloads that never print a password.
 import assert from "node:assert/strict";
-import { type Config, ConfigError, describeChanges, parseConfig } from "../src/config.ts";
+import { type Config, describeChanges, parseConfig } from "../src/config.ts";
 import { dcsSettings, normalizeNamespace } from "../src/dcs_config.ts";
 import { parsePatroniConfig } from "../src/patroni_config.ts";
 import { SYSTEM_CA_BUNDLES } from "../src/tls.ts";
-import { fixture } from "./support/glue.ts";
+import { configProblems, fixture } from "./support/glue.ts";
 
 /** Writes `text` to a temp file; returns its path. */
 async function temp(text: string, suffix = ".yml"): Promise<string> {
@@ -14,15 +14,7 @@ async function temp(text: string, suffix = ".yml"): Promise<string> {
   return file;
 }
 
-async function problems(text: string): Promise<string[]> {
-  try {
-    await parseConfig(text, "c.yml");
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  assert.fail("the config was accepted");
-}
+const problems = configProblems;
 
 const PATRONI = `scope: pgglue
 namespace: /service/
