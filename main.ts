@@ -59,27 +59,49 @@ export async function main(args: string[]): Promise<number> {
   }
   if (flags.checkConfig) {
     console.log("configuration OK");
+    if (config.dcs) {
+      const { inspectDcs } = await import("./src/dcs_config.ts");
+      console.log(await inspectDcs(config.dcs));
+    }
     return 0;
   }
+
+  // Signals are taken before the ports open: a SIGTERM sent as soon as a port answers stops
+  // cleanly, and a SIGHUP during the start reloads once it is done.
+  const stopping = Promise.withResolvers<string>();
+  const signals = ["SIGTERM", "SIGINT"] as const;
+  const handlers = signals.map((s) => [s, () => stopping.resolve(s)] as const);
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  const started = Promise.withResolvers<void>();
+  let reloading = started.promise;
+  const onHangup = () => {
+    reloading = reloading.then(() => reload());
+  };
+  Deno.addSignalListener("SIGHUP", onHangup);
+  const removeSignals = () => {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    Deno.removeSignalListener("SIGHUP", onHangup);
+  };
 
   let service: Service;
   try {
     service = await Service.start(config, log, VERSION);
   } catch (e) {
+    removeSignals();
     log.error(`cannot start: ${(e as Error).message}`);
     return 1;
   }
   const { backend } = config;
-  /** Where agent checks are answered, for the start and reload lines. */
+  /** Where agent checks are answered and which DCS is watched, for the start and reload lines. */
   const agentChecks = () => {
     const agent = service.agent;
-    return agent ? `; agent checks on ${agent.address} (default ${agent.check})` : "";
+    const dcs = service.dcs ? `; DCS witness: ${service.dcs}` : "";
+    return (agent ? `; agent checks on ${agent.address} (default ${agent.check})` : "") + dcs;
   };
   log.notice(
     `patroniglue ${VERSION} listening on ${service.frontend.url}, checking ${backend.scheme}://${backend.host}:${backend.port} (ttl ${config.cache.ttl}s, timeout ${backend.timeout}s)${agentChecks()}`,
   );
 
-  let reloading = Promise.resolve();
   const reload = async () => {
     log.notice(`SIGHUP: reloading ${flags.config}`);
     let next: Config;
@@ -103,18 +125,9 @@ export async function main(args: string[]): Promise<number> {
       log.error(`reload refused, keeping the running configuration: ${(e as Error).message}`);
     }
   };
-  const onHangup = () => {
-    reloading = reloading.then(reload);
-  };
-  Deno.addSignalListener("SIGHUP", onHangup);
-
-  const stopping = Promise.withResolvers<string>();
-  const signals = ["SIGTERM", "SIGINT"] as const;
-  const handlers = signals.map((s) => [s, () => stopping.resolve(s)] as const);
-  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  started.resolve();
   const signal = await stopping.promise;
-  for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-  Deno.removeSignalListener("SIGHUP", onHangup);
+  removeSignals();
   log.notice(`${signal}: shutting down`);
   const deadline = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 5000));
   if (await Promise.race([service.stop().then(() => "stopped"), deadline]) === "timeout") {

@@ -64,6 +64,10 @@ export class HealthCache {
   #seq = 0;
   /** The newest member facts and the start order of the fetch that last reported them. */
   #facts?: { member: MemberFacts; seq: number };
+  /** The last outside evidence ({@linkcode invalidate}): fetches started before it must agree with it. */
+  #evidence?: { holds: (member?: MemberFacts) => boolean; seq: number };
+  /** Whether the last fetch to settle failed. */
+  #failing = false;
   #timer?: unknown;
   #timerAt = Infinity;
   #closed = false;
@@ -103,6 +107,11 @@ export class HealthCache {
     return this.#inFlight.size;
   }
 
+  /** Whether the last backend request to settle failed (Patroni is failing). */
+  get failing(): boolean {
+    return this.#failing;
+  }
+
   /** The fresh entry for `key`, if there is one (synchronous: the hot path of a cache hit). */
   peek(key: string): CacheEntry | undefined {
     const slot = this.#slots.get(key);
@@ -118,6 +127,22 @@ export class HealthCache {
     const pending = this.#inFlight.get(key);
     if (pending) return { entry: await pending, result: "coalesced" };
     return { entry: await this.#start(key), result: "miss" };
+  }
+
+  /** Asks the backend for `key` in the background, unless a request for it is in flight already. */
+  refresh(key: string): void {
+    if (!this.#closed && !this.#inFlight.has(key)) this.#startInBackground(key);
+  }
+
+  /**
+   * Outside evidence (the DCS) about the member: ends every entry whose member facts `holds`
+   * rejects, as a fresher body would, and asks again at once for those of routes in use. A fetch
+   * started before this call whose body `holds` rejects is never served; it is asked again within
+   * what is left of the backend timeout. `by` names the evidence for `onInvalidate`.
+   */
+  invalidate(holds: (member?: MemberFacts) => boolean, by: string): void {
+    this.#evidence = { holds, seq: ++this.#seq };
+    this.#endEntries((slot) => !holds(slot.entry.member), by);
   }
 
   /** Frees expired entries; expiry itself is exact on read, this only returns memory. */
@@ -176,7 +201,8 @@ export class HealthCache {
           storedAt,
           failure: outcome.failure,
         };
-      if (this.#learn(key, entry.member, seq)) {
+      this.#failing = !outcome.ok;
+      if (this.#agrees(entry.member, seq) && this.#learn(key, entry.member, seq)) {
         this.#store(key, entry, seq, storedAt - startedAt);
         return entry;
       }
@@ -187,6 +213,12 @@ export class HealthCache {
     }
   }
 
+  /** Whether a fetch started as `seq` agrees with outside evidence given after it started. */
+  #agrees(member: MemberFacts | undefined, seq: number): boolean {
+    const evidence = this.#evidence;
+    return !evidence || seq > evidence.seq || evidence.holds(member);
+  }
+
   /** Records a body's member facts; false when a fetch started later reported other facts. */
   #learn(key: string, member: MemberFacts | undefined, seq: number): boolean {
     if (!member) return true;
@@ -194,18 +226,26 @@ export class HealthCache {
     if (known && seq < known.seq) return sameFacts(member, known.member);
     this.#facts = { member, seq };
     if (known && sameFacts(member, known.member)) return true;
-    // Facts changed: end every entry stored before that does not carry them, unknown facts too;
-    // a route in use is asked again at once, so that its next check waits the least.
+    // Facts changed: end every entry stored before that does not carry them, unknown facts too.
+    this.#endEntries(
+      (slot) =>
+        slot.key !== key && slot.seq < seq &&
+        !(slot.entry.member && sameFacts(slot.entry.member, member)),
+      key,
+    );
+    return true;
+  }
+
+  /** Ends the entries `ended` picks; a route in use is asked again at once, so that its next check waits the least. */
+  #endEntries(ended: (slot: Slot) => boolean, by: string): void {
     for (const slot of this.#slots.values()) {
-      if (slot.key === key || slot.seq > seq) continue;
-      if (slot.entry.member && sameFacts(slot.entry.member, member)) continue;
+      if (!ended(slot)) continue;
       this.#drop(slot.key);
-      this.#onInvalidate?.(slot.key, key);
+      this.#onInvalidate?.(slot.key, by);
       if (slot.used && !this.#closed && !this.#inFlight.has(slot.key)) {
         this.#startInBackground(slot.key);
       }
     }
-    return true;
   }
 
   /**

@@ -1,4 +1,5 @@
 // Configuration: every key declared once, the YAML file -> a validated Config, and what changed between two.
+import { DCS_SECTION, type DcsConfig, loadDcsConfig } from "./dcs_config.ts";
 import { parseYaml, YamlError, type YamlNode } from "./yaml.ts";
 import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "./log.ts";
 import { routeRequest } from "./routes.ts";
@@ -32,7 +33,9 @@ import {
   offerableSuites,
   parseCertificates,
   parsePrivateKey,
+  readSystemBundle,
   runtimeSuites,
+  SYSTEM_CA_BUNDLES,
   TLS_VERSIONS,
 } from "./tls.ts";
 
@@ -120,6 +123,8 @@ const SCHEMA = {
     /** The word for a healthy member in another role. */
     mismatch: key(oneOf(["maint", "drain"]), "maint"),
   },
+  /** The DCS witness: Patroni's DCS, read beside its REST API (see dcs_config.ts). */
+  dcs: DCS_SECTION,
   "log-format": key(oneOf(["text", "json"]), "text"),
 } satisfies FileSchema;
 
@@ -178,6 +183,8 @@ export interface Config extends Settings<Schema> {
   metrics: MetricsConfig;
   /** Set when `agent.port` is. */
   agent?: AgentConfig;
+  /** Set when the `dcs:` section is written. */
+  dcs?: DcsConfig;
   /** Things worth a warning at start (never errors). */
   warnings: string[];
 }
@@ -230,8 +237,15 @@ export async function parseConfig(text: string, file: string): Promise<Config> {
     written: (path) => reading.positions.has(path),
   };
   for (const rule of RULES) report.add(rule(facts));
+  const dcs = await loadDcsConfig(
+    reading.values.dcs,
+    (key) => report.at(`dcs.${key}`),
+    (key) => reading.positions.has(`dcs.${key}`),
+  );
+  report.problems.push(...dcs.problems);
+  report.warnings.push(...dcs.warnings);
   if (report.problems.length) throw new ConfigError(report.problems, file);
-  return assemble(file, reading.values, files, report.warnings);
+  return { ...assemble(file, reading.values, files, report.warnings), dcs: dcs.dcs };
 }
 
 function parseDocument(text: string, file: string): YamlNode | null {
@@ -274,11 +288,15 @@ class Report {
     readonly problems: string[],
   ) {}
 
+  /** `file:line:col` of `path`'s value (else of its key), or `file` for a key the file does not write. */
+  at(path: string): string {
+    const node = this.positions.get(path);
+    return node ? `${this.file}:${node.line}:${node.col}` : this.file;
+  }
+
   /** `file:line:col: path: message`, or `file: path: message` for a key the file does not write. */
   problem(path: Path, message: string): void {
-    const node = this.positions.get(path);
-    const at = node ? `${this.file}:${node.line}:${node.col}` : this.file;
-    this.problems.push(`${at}: ${path}: ${message}`);
+    this.problems.push(`${this.at(path)}: ${path}: ${message}`);
   }
 
   warning(message: string): void {
@@ -296,16 +314,6 @@ class Report {
 
 /** What the files a config names hold. */
 type LoadedFiles = Pick<FrontendConfig, "tls"> & Pick<BackendConfig, "ca" | "client">;
-
-/** Where Go's crypto/x509 looks for the system's CA bundle on Linux, BSD and macOS. */
-const SYSTEM_CA_BUNDLES = [
-  "/etc/ssl/certs/ca-certificates.crt",
-  "/etc/pki/tls/certs/ca-bundle.crt",
-  "/etc/ssl/ca-bundle.pem",
-  "/etc/pki/tls/cacert.pem",
-  "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-  "/etc/ssl/cert.pem",
-];
 
 /** Reads the frontend's and the client's key pairs and the trusted CAs; what fails is reported. */
 async function loadFiles(values: Values, report: Report): Promise<LoadedFiles> {
@@ -350,11 +358,8 @@ async function loadCaFile(cafile: string, report: Report): Promise<LoadedFiles["
 
 /** The system's roots, read where Go reads them (the runtime would need --allow-sys for its own). */
 async function loadSystemBundle(report: Report): Promise<LoadedFiles["ca"]> {
-  for (const bundle of SYSTEM_CA_BUNDLES) {
-    try {
-      return { cafile: bundle, pem: await Deno.readTextFile(bundle) };
-    } catch { /* not on this system */ }
-  }
+  const bundle = await readSystemBundle();
+  if (bundle) return bundle;
   report.problem(
     "backend.scheme",
     `https without backend.cafile, and no system CA bundle found (${
@@ -540,12 +545,15 @@ export function describeChanges(prev: Config, next: Config): string[] {
   return [
     ...new Set(named.map(([name, p]) => {
       const content = /^(.*)\.(cert|key|pem)$/.exec(name);
-      return content
-        ? `${content[1]}: file content changed`
-        : `${name}: ${a.get(p) ?? "unset"} -> ${b.get(p) ?? "unset"}`;
+      if (content) return `${content[1]}: file content changed`;
+      if (SECRETS.test(name)) return `${name}: changed`;
+      return `${name}: ${a.get(p) ?? "unset"} -> ${b.get(p) ?? "unset"}`;
     })),
   ];
 }
+
+/** Values never written to a log, even changed. */
+const SECRETS = /(^|\.)password$/;
 
 /** Every leaf value of a config (but its file name and warnings) as JSON, by dotted path. */
 function flatten(config: Config): Map<string, string> {

@@ -1,4 +1,5 @@
 // Handler: route -> cache -> response (HTTP) or reply line (agent); every response rule in one place, no socket needed.
+import { attest, type Attested, type AttestOptions } from "./attest.ts";
 import type { CacheEntry, CacheResult, HealthCache } from "./cache.ts";
 import type { AgentConfig } from "./config.ts";
 import {
@@ -25,6 +26,8 @@ export interface HandlerOptions {
   onResponse?: (route: Route, req: HealthRequest, res: HealthResponse, cacheResult: string) => void;
   /** Monotonic clock in ms, the cache's (for the `age` header). @default {performance.now} */
   now?: () => number;
+  /** The DCS witness beside the cache (with the same cache). @default {undefined} (Patroni alone) */
+  witness?: AttestOptions;
 }
 
 /** A check's entry from the cache: the entry itself when fresh (a hit), else how it was obtained. */
@@ -39,7 +42,37 @@ export function lookup(cache: HealthCache, key: string): Lookup {
 }
 
 const METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8";
-const X_CACHE: Record<string, string> = { hit: "HIT", miss: "MISS", coalesced: "COALESCED" };
+const X_CACHE: Record<string, string> = {
+  hit: "HIT",
+  miss: "MISS",
+  coalesced: "COALESCED",
+  dcs: "DCS",
+};
+
+/** How a check was answered, as `X-Cache`, the access log's `%C` and the metrics say it. */
+export type AnswerSource = CacheResult | "dcs" | "error" | "local";
+
+/** The response of a check the DCS answered: its 200 with the evidence, or its veto of a 200. */
+export function dcsResponse(
+  answer: Exclude<Attested, { source: "patroni" }>,
+  method: string,
+): HealthResponse {
+  const body = answer.status === 200
+    ? {
+      source: "dcs",
+      role: answer.testimony.member.role,
+      state: answer.testimony.member.state,
+      timeline: answer.testimony.member.timeline,
+      dcs: answer.testimony.evidence,
+      patroni: answer.entry ? `no answer (${answer.entry.failure})` : "asked again, no answer yet",
+    }
+    : { source: "dcs", error: answer.overruled };
+  return {
+    status: answer.status,
+    headers: { "content-type": JSON_TYPE, "x-cache": X_CACHE.dcs, age: "0" },
+    body: method === "OPTIONS" ? "" : JSON.stringify(body),
+  };
+}
 type CheckRoute = Extract<Route, { kind: "check" }>;
 
 /** The handler: one route, at most one cache lookup, one response; it never throws. */
@@ -117,12 +150,30 @@ export function createHandler(options: HandlerOptions): Handler {
     const res = cachedResponse(req, entry, result);
     return finish(req, route, started, res, entry.failure ? "error" : result);
   };
+  /** Responds to a check the witness judged. */
+  const fromAttested = (req: HealthRequest, route: CheckRoute, started: number, a: Attested) => {
+    if (a.source === "patroni") return fromCache(req, route, started, a.entry, a.result);
+    if (log.enabled("debug")) {
+      const why = a.status === 200 ? a.testimony.evidence : a.overruled;
+      log.debug("dcs", { key: route.key, status: a.status, why });
+    }
+    return finish(req, route, started, dcsResponse(a, req.method), "dcs");
+  };
+  const witnessed = (req: HealthRequest, route: CheckRoute, started: number, w: AttestOptions) => {
+    const answer = attest(w, route.path, route.key);
+    if (!(answer instanceof Promise)) return fromAttested(req, route, started, answer);
+    return answer.then(
+      (a) => fromAttested(req, route, started, a),
+      (e) => finish(req, route, started, failed(req, e), "local"),
+    );
+  };
   return (req) => {
     const started = log.enabled("info") ? performance.now() : 0;
     const route = routeRequest(req.method, req.target, options.metrics !== undefined);
     try {
       const local = localResponse(req, route);
       if (local || route.kind !== "check") return finish(req, route, started, local!, "local");
+      if (options.witness) return witnessed(req, route, started, options.witness);
       const found = lookup(cache, route.key);
       if (!(found instanceof Promise)) return fromCache(req, route, started, found, "hit");
       return found.then(
@@ -173,6 +224,8 @@ export interface AgentResponderOptions {
    * reply's word (`up`, `maint`, `drain`, `down`). @default {undefined}
    */
   onResponse?: (check: string, word: string) => void;
+  /** The DCS witness beside the cache (with the same cache). @default {undefined} (Patroni alone) */
+  witness?: AttestOptions;
 }
 
 /** Longest `#` comment of a `down` reply. */
@@ -216,6 +269,12 @@ export function agentReply(entry: CacheEntry, mismatch: MismatchWord, path: stri
     return downReply(`${member.role} without the leader lock`);
   }
   return mismatch;
+}
+
+/** The agent reply for a witnessed check: the DCS's 200 is `up ready`, its veto `down #reason`. */
+export function attestedReply(a: Attested, mismatch: MismatchWord, path: string): string {
+  if (a.source === "patroni") return agentReply(a.entry, mismatch, path);
+  return a.status === 200 ? "up ready" : downReply(a.overruled);
 }
 
 /** The reply for a target that is not a Patroni health check, which never reaches Patroni. */
@@ -268,6 +327,20 @@ export function createAgentResponder(options: AgentResponderOptions): AgentHandl
     }
     const { path } = route;
     try {
+      if (options.witness) {
+        const reply = (a: Attested) =>
+          finish(
+            req,
+            path,
+            target,
+            started,
+            attestedReply(a, mismatch, path),
+            a.source === "dcs" ? "dcs" : a.entry.failure ? "error" : a.result,
+          );
+        const answer = attest(options.witness, path, route.key);
+        if (!(answer instanceof Promise)) return reply(answer);
+        return answer.then(reply, (e) => failed(req, path, target, started, e));
+      }
       const found = lookup(cache, route.key);
       if (!(found instanceof Promise)) {
         return finish(req, path, target, started, agentReply(found, mismatch, path), "hit");

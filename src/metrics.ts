@@ -47,6 +47,20 @@ export interface MetricsSources {
   backendInFlight: () => number;
   /** Seconds since the epoch when the process started. */
   startTime: number;
+  /** The DCS witness's gauges, while `dcs:` is configured. @default {undefined} */
+  dcs?: () => DcsGauges | undefined;
+}
+
+/** What the DCS witness shows at scrape time. */
+export interface DcsGauges {
+  /** 1 if the last request to the DCS succeeded, else 0. */
+  up: number;
+  /** Seconds since the DCS last confirmed the view; -1 before the first complete read. */
+  viewAgeSeconds: number;
+  /** Seconds left on the leader lock by the view's evidence (0 when none is known held). */
+  lockLeftSeconds: number;
+  /** 1 when the view says this member holds a live leader lock. */
+  lockHeld: number;
 }
 
 /** Every metric patroniglue exports; the names are stable. */
@@ -56,6 +70,8 @@ export class Metrics {
   readonly refreshesAhead = new CounterFamily();
   readonly invalidations = new CounterFamily();
   readonly agentChecks = new CounterFamily();
+  readonly dcsAnswers = new CounterFamily();
+  readonly dcsErrors = new CounterFamily();
   readonly #durationBuckets = new Array<number>(DURATION_BUCKETS.length).fill(0);
   #durationSum = 0;
   #durationCount = 0;
@@ -102,6 +118,16 @@ export class Metrics {
   /** Counts one agent check of `check` answered with `word` (`up`, `maint`, `drain`, `down`). */
   countAgentCheck(check: string, word: string): void {
     this.agentChecks.cell({ check, word }).value++;
+  }
+
+  /** Counts one check (HTTP or agent) of `route` that the DCS answered with `status`. */
+  countDcsAnswer(route: string, status: number): void {
+    this.dcsAnswers.cell({ route, status: String(status) }).value++;
+  }
+
+  /** Counts one failed request to the DCS. */
+  countDcsError(failure: string): void {
+    this.dcsErrors.cell({ failure }).value++;
   }
 
   /** The text exposition format, version 0.0.4. */
@@ -170,6 +196,35 @@ export class Metrics {
       this.#sources.startTime,
     );
     gauge("patroniglue_build_info", "Build information.", 1, { version: this.#sources.version });
+    const dcs = this.#sources.dcs?.();
+    if (dcs) {
+      counter(
+        "patroniglue_dcs_answers_total",
+        "Checks (HTTP and agent) answered by the DCS witness instead of Patroni, by route and status.",
+        this.dcsAnswers,
+      );
+      counter(
+        "patroniglue_dcs_watch_errors_total",
+        "Failed requests to the DCS, by failure (timeout, refused, tls, auth, invalid, error).",
+        this.dcsErrors,
+      );
+      gauge("patroniglue_dcs_up", "1 if the last request to the DCS succeeded, else 0.", dcs.up);
+      gauge(
+        "patroniglue_dcs_view_age_seconds",
+        "Seconds since the DCS last confirmed the view; -1 before the first complete read.",
+        dcs.viewAgeSeconds,
+      );
+      gauge(
+        "patroniglue_dcs_leader_lock_remaining_seconds",
+        "Seconds left on the leader lock by the view's evidence (0 when no lock is known held).",
+        dcs.lockLeftSeconds,
+      );
+      gauge(
+        "patroniglue_dcs_leader_lock_held",
+        "1 when the DCS view says this member holds a live leader lock, else 0.",
+        dcs.lockHeld,
+      );
+    }
     return out.join("\n") + "\n";
   }
 }

@@ -56,11 +56,18 @@ export interface Reading<F extends FileSchema> {
   problems: string[];
 }
 
+/** How {@linkcode readFile} treats names the schema does not declare. */
+export interface ReadOptions {
+  /** Pass over unknown sections and keys (another program's file, read for a few keys). @default {false} */
+  ignoreUnknown?: boolean;
+}
+
 /** Reads a YAML document against `schema`: unknown names, wrong types and ranges become problems. */
 export function readFile<F extends FileSchema>(
   schema: F,
   root: YamlNode | null,
   file: string,
+  options: ReadOptions = {},
 ): Reading<F> {
   const positions = new Map<string, YamlNode>();
   const problems: string[] = [];
@@ -90,6 +97,7 @@ export function readFile<F extends FileSchema>(
     const name = keyName(pair.key);
     const spec = Object.hasOwn(schema, name) ? schema[name] : undefined;
     if (spec === undefined) {
+      if (options.ignoreUnknown) continue;
       problems.push(
         `${at(pair.key)}: unknown section '${name}'${suggest(name, Object.keys(schema))}`,
       );
@@ -105,6 +113,7 @@ export function readFile<F extends FileSchema>(
         const key = keyName(item.key);
         const path = `${name}.${key}`;
         if (!Object.hasOwn(spec, key)) {
+          if (options.ignoreUnknown) continue;
           problems.push(
             `${at(item.key)}: unknown key '${path}'${suggest(key, Object.keys(spec))}`,
           );

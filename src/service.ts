@@ -3,12 +3,32 @@ import { type AgentListener, listenAgent } from "./agent.ts";
 import { PatroniClient } from "./backend.ts";
 import { HealthCache } from "./cache.ts";
 import { type AgentConfig, type Config, describeChanges } from "./config.ts";
+import { type DcsConfig, dcsSettings, describeDcs } from "./dcs_config.ts";
+import type { DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./dcs/view.ts";
+import { Witness } from "./witness.ts";
+import type { AttestOptions } from "./attest.ts";
 import { createAgentResponder, createHandler, metricsHandler } from "./handler.ts";
 import type { AgentHandler, Handler } from "./health.ts";
 import { listen, type Listener } from "./listen.ts";
 import type { Logger } from "./log.ts";
-import { Metrics } from "./metrics.ts";
+import { type DcsGauges, Metrics } from "./metrics.ts";
 import type { Route } from "./routes.ts";
+
+/** Starts a DCS watcher for some settings (one kind per module in src/dcs/). */
+export type WatchFactory = (settings: DcsSettings, options: DcsWatcherOptions) => DcsWatcher;
+
+/** What {@linkcode Service.start} takes besides the config. */
+export interface ServiceOptions {
+  /** Starts the DCS watcher of a `dcs:` section. @default {createWatcher of src/dcs/watch.ts, loaded only then} */
+  watch?: WatchFactory;
+}
+
+/** The DCS witness while `dcs:` is configured: its watcher and the rules over its view. */
+interface DcsWitness {
+  watcher: DcsWatcher;
+  witness: Witness;
+  unsubscribe: () => void;
+}
 
 /** A running patroniglue: listeners, the pipeline behind them, and its metrics. */
 export class Service {
@@ -23,21 +43,33 @@ export class Service {
   #frontend?: Listener;
   #metricsListener?: Listener;
   #agent?: AgentListener;
+  #dcs?: DcsWitness;
+  /** Watchers being closed (a reload that changed `dcs:`), for stop() to wait on. */
+  #closing: Promise<void> = Promise.resolve();
+  #watch?: WatchFactory;
 
-  private constructor(config: Config, log: Logger, version: string) {
+  private constructor(config: Config, log: Logger, version: string, options: ServiceOptions) {
     this.#config = config;
     this.#log = log;
+    this.#watch = options.watch;
     this.metrics = new Metrics({
       version,
       startTime: Math.floor(Date.now() / 1000),
       cacheEntries: () => this.#cache.size,
       backendInFlight: () => this.#client.inFlight,
+      dcs: () => this.#dcsGauges(),
     });
   }
 
   /** Starts everything `config` describes; throws (having closed what it opened) when a listener cannot bind. */
-  static async start(config: Config, log: Logger, version: string): Promise<Service> {
-    const service = new Service(config, log, version);
+  static async start(
+    config: Config,
+    log: Logger,
+    version: string,
+    options: ServiceOptions = {},
+  ): Promise<Service> {
+    const service = new Service(config, log, version, options);
+    await service.#loadWatch(config);
     service.#build(config);
     try {
       service.#frontend = await listen(config.frontend, (req) => service.#handle(req), log);
@@ -104,7 +136,24 @@ export class Service {
       clearInterval(this.#sweeper);
       this.#sweeper = setInterval(() => this.#cache.sweep(), config.cache.interval * 1000);
     }
+    const watched = (c: Config | undefined) => c?.dcs && JSON.stringify(dcsSettings(c.dcs));
+    if (!prev || watched(prev) !== watched(config)) this.#watchDcs(config.dcs);
+    if (this.#dcs && config.dcs) {
+      const { watcher } = this.#dcs;
+      this.#dcs.witness = new Witness({
+        view: () => watcher.view(),
+        name: config.dcs.name,
+        margin: config.dcs.margin,
+      });
+    }
+    const witness: AttestOptions | undefined = this.#dcs && {
+      cache: this.#cache,
+      witness: this.#dcs.witness,
+      patienceMs: config.backend.timeout * 1000 / 2,
+      onAnswer: (path, status) => this.metrics.countDcsAnswer(path, status),
+    };
     this.#handle = createHandler({
+      witness,
       cache: this.#cache,
       log: this.#log,
       logformat: config.frontend.logformat,
@@ -122,12 +171,101 @@ export class Service {
         mismatch: config.agent.mismatch,
         defaultCheck: config.agent.check,
         onResponse: (check, word) => this.metrics.countAgentCheck(check, word),
+        witness,
       });
     }
   }
 
+  /** Loads the DCS watchers when `config` first needs one: a config without `dcs:` never does. */
+  async #loadWatch(config: Config): Promise<void> {
+    if (config.dcs && !this.#watch) this.#watch = (await import("./dcs/watch.ts")).createWatcher;
+  }
+
+  /** (Re)starts the DCS watcher for `dcs`, or stops it when `dcs:` is gone. */
+  #watchDcs(dcs: DcsConfig | undefined): void {
+    const closing = this.#stopDcs();
+    this.#closing = Promise.all([this.#closing, closing]).then(() => {});
+    if (!dcs) return;
+    const log = this.#log, metrics = this.metrics, where = describeDcs(dcs);
+    let unreachable = false;
+    const watcher = this.#watch!(dcsSettings(dcs), {
+      onError: (failure, message) => {
+        metrics.countDcsError(failure);
+        if (!unreachable) log.warn(`DCS ${where} is unreachable: ${message}`);
+        unreachable = true;
+      },
+      onRecover: () => {
+        if (unreachable) log.notice(`DCS ${where} is reachable again`);
+        unreachable = false;
+      },
+    });
+    const witness = new Witness({ view: () => watcher.view(), name: dcs.name });
+    const unsubscribe = watcher.subscribe((view, previous) => this.#heard(view, previous));
+    this.#dcs = { watcher, witness, unsubscribe };
+  }
+
+  /** The DCS the witness watches (`etcd3 http://... /service/main (member node1)`); unset without `dcs:`. */
+  get dcs(): string | undefined {
+    return this.#dcs && this.#config.dcs && describeDcs(this.#config.dcs);
+  }
+
+  /** A new DCS view: a change of the lock or of this member's role or state ends what it contradicts. */
+  #heard(view: DcsView, previous: DcsView | undefined): void {
+    const witness = this.#dcs?.witness;
+    if (!witness) return;
+    if (!previous) {
+      const margin = witness.marginMs(view) / 1000;
+      if (view.ttl !== undefined && margin >= view.ttl) {
+        this.#log.warn(
+          `dcs.margin ${margin} s is not below Patroni's ttl ${view.ttl} s: the DCS will never answer 200`,
+        );
+      }
+      return;
+    }
+    const name = witness.name;
+    const [was, is] = [previous.leader?.holder, view.leader?.holder];
+    if (was !== is) {
+      this.#log.notice(`DCS: leader lock ${was ?? "free"} -> ${is ?? "free"}`);
+      this.#cache.invalidate(() => false, "dcs");
+      return;
+    }
+    const [before, after] = [previous.members.get(name), view.members.get(name)];
+    if (before?.role === after?.role && before?.state === after?.state) return;
+    this.#log.notice(
+      `DCS: member ${name} ${before?.role ?? "absent"}/${before?.state ?? "-"} -> ${
+        after?.role ?? "absent"
+      }/${after?.state ?? "-"}`,
+    );
+    this.#cache.invalidate(
+      (member) => member?.role === after?.role && member?.state === after?.state,
+      "dcs",
+    );
+  }
+
+  #dcsGauges(): DcsGauges | undefined {
+    if (!this.#dcs) return undefined;
+    const { watcher, witness } = this.#dcs;
+    const view = watcher.view();
+    const now = performance.now();
+    return {
+      up: watcher.reachable ? 1 : 0,
+      viewAgeSeconds: view ? Math.max(0, now - view.confirmedAt) / 1000 : -1,
+      lockLeftSeconds: witness.lockLeftMs(view) / 1000,
+      lockHeld: view?.leader?.holder === witness.name && witness.lockLeftMs(view) > 0 ? 1 : 0,
+    };
+  }
+
+  #stopDcs(): Promise<void> {
+    const dcs = this.#dcs;
+    this.#dcs = undefined;
+    if (!dcs) return Promise.resolve();
+    dcs.unsubscribe();
+    return dcs.watcher.close();
+  }
+
   /** Applies a new, validated config without dropping connections; returns what changed. */
   async reload(next: Config): Promise<string[]> {
+    await this.#loadWatch(next);
     const prev = this.#config;
     const changes = describeChanges(prev, next);
     const rebind = changed(prev.frontend, next.frontend, ["host", "port", "tlsMinVersion"]) ||
@@ -186,6 +324,8 @@ export class Service {
     this.#cache.close();
     this.#client.close();
     await Promise.all([
+      this.#stopDcs(),
+      this.#closing,
       this.#frontend?.shutdown(),
       this.#metricsListener?.shutdown(),
       this.#agent?.shutdown(),

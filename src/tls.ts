@@ -119,3 +119,23 @@ export function keyKindOf(cert: X509Certificate): KeyKind {
   const type = cert.publicKey.asymmetricKeyType;
   return type === "rsa" || type === "rsa-pss" ? "rsa" : type === "ec" ? "ec" : "other";
 }
+
+/** Where Go's crypto/x509 looks for the system's CA bundle on Linux, BSD and macOS. */
+export const SYSTEM_CA_BUNDLES: readonly string[] = [
+  "/etc/ssl/certs/ca-certificates.crt",
+  "/etc/pki/tls/certs/ca-bundle.crt",
+  "/etc/ssl/ca-bundle.pem",
+  "/etc/pki/tls/cacert.pem",
+  "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+  "/etc/ssl/cert.pem",
+];
+
+/** The system's CA bundle, read where Go reads it (the runtime's own lookup needs --allow-sys). */
+export async function readSystemBundle(): Promise<{ cafile: string; pem: string } | undefined> {
+  for (const cafile of SYSTEM_CA_BUNDLES) {
+    try {
+      return { cafile, pem: await Deno.readTextFile(cafile) };
+    } catch { /* not on this system */ }
+  }
+  return undefined;
+}

@@ -15,17 +15,9 @@ import {
 import { bool, input, integer, key, port, readFile, settings, text } from "../src/schema.ts";
 import { runtimeSuites } from "../src/tls.ts";
 import { parseYaml } from "../src/yaml.ts";
-import { fixture } from "./support/glue.ts";
+import { configProblems, fixture } from "./support/glue.ts";
 
-async function problems(text: string): Promise<string[]> {
-  try {
-    await parseConfig(text, "c.yml");
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  assert.fail(`accepted:\n${text}`);
-}
+const problems = configProblems;
 
 async function problem(text: string, expected: RegExp): Promise<void> {
   const found = await problems(text);
@@ -399,7 +391,15 @@ const CONTRACT: true[] = [
   >,
   true satisfies Equal<
     keyof Config,
-    "file" | "frontend" | "backend" | "cache" | "metrics" | "agent" | "logFormat" | "warnings"
+    | "file"
+    | "frontend"
+    | "backend"
+    | "cache"
+    | "metrics"
+    | "agent"
+    | "dcs"
+    | "logFormat"
+    | "warnings"
   >,
   true satisfies Equal<Config["logFormat"], "text" | "json">,
 ];
@@ -412,6 +412,7 @@ Deno.test("config: the Config derived from the schema has the fields other modul
     "agent",
     "backend",
     "cache",
+    "dcs",
     "file",
     "frontend",
     "logFormat",

@@ -88,12 +88,20 @@ function importsOf(source: string): string[] {
   return [...new Set(IMPORT_FORMS.flatMap((form) => [...code.matchAll(form)].map((m) => m[2])))];
 }
 
-/** main.ts and src/*.ts, each with the project modules it imports (paths from the root). */
+/** The .ts files below `dir` (a path from the root, ending in `/`), folders included. */
+function sourcesIn(dir: string): string[] {
+  return [...Deno.readDirSync(new URL(dir, ROOT))].flatMap((entry) =>
+    entry.isDirectory
+      ? sourcesIn(`${dir}${entry.name}/`)
+      : entry.isFile && entry.name.endsWith(".ts")
+      ? [`${dir}${entry.name}`]
+      : []
+  );
+}
+
+/** main.ts and src/**.ts, each with the project modules it imports (paths from the root). */
 function projectGraph(): Map<string, string[]> {
-  const files = ["main.ts"];
-  for (const entry of Deno.readDirSync(new URL("src/", ROOT))) {
-    if (entry.isFile && entry.name.endsWith(".ts")) files.push(`src/${entry.name}`);
-  }
+  const files = ["main.ts", ...sourcesIn("src/")];
   const graph = new Map<string, string[]>();
   for (const file of files.sort()) {
     const url = new URL(file, ROOT);
@@ -206,4 +214,15 @@ Deno.test("imports: listeners sit on top; health.ts and wire.ts are leaves", () 
     }
   }
   for (const leaf of LEAVES) assert.deepEqual(graph.get(leaf), [], `${leaf} is a leaf`);
+});
+
+/** What src/dcs/ may use outside itself: the HTTP client and the byte helpers under it. */
+const DCS_MAY_IMPORT = ["src/http_client.ts", "src/wire.ts"];
+
+Deno.test("imports: src/dcs/ knows nothing of health checks, listeners or config", () => {
+  for (const [file, imports] of projectGraph()) {
+    if (!file.startsWith("src/dcs/")) continue;
+    const outside = imports.filter((t) => !t.startsWith("src/dcs/") && !DCS_MAY_IMPORT.includes(t));
+    assert.deepEqual(outside, [], `${file} imports ${outside.join(", ")}`);
+  }
 });

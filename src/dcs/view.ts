@@ -20,7 +20,8 @@ export interface LeaderLock {
   /**
    * Monotonic time (ms, the watcher's clock) until which the lock is certainly held, from the
    * latest evidence: when that evidence was asked for, plus the time it said was left, rounded
-   * down. Past it, the view says nothing about the lock.
+   * down. Past it, the view says nothing about the lock. `-Infinity` when the holder is known but
+   * not yet how long it holds the lock (a new holder's lease not read yet, a key past its expiry).
    */
   heldUntil: number;
 }
@@ -49,7 +50,7 @@ export interface DcsSettings {
   type: DcsKind;
   /** Endpoints, tried in turn: `http://host:2379`, `https://...`. */
   endpoints: string[];
-  /** Patroni's `namespace`, with one leading and no trailing slash (`/service`). */
+  /** Patroni's `namespace`, with one leading and no trailing slash (`/service`; empty for the root). */
   namespace: string;
   /** Patroni's `scope` (the cluster name). */
   scope: string;
