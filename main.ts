@@ -21,11 +21,6 @@ export async function main(args: string[]): Promise<number> {
   let flags: Flags;
   try {
     flags = parseFlags(args, home);
-    if (!["", "text", "json"].includes(flags.logFormat)) {
-      throw new FlagError(
-        `invalid value "${flags.logFormat}" for -log-format: must be text or json`,
-      );
-    }
   } catch (e) {
     if (!(e instanceof FlagError)) throw e;
     console.error(`${e.message}\n${usage(home)}`);
@@ -41,11 +36,11 @@ export async function main(args: string[]): Promise<number> {
   }
   const log = new Logger({
     level: logLevel(flags),
-    format: flags.logFormat === "json" ? "json" : "text",
+    format: flags.logFormat ?? "text",
   });
   const load = async (): Promise<Config> => {
     const config = await loadConfig(flags.config);
-    if (flags.logFormat === "") log.format = config.logFormat;
+    if (flags.logFormat === undefined) log.format = config.logFormat;
     for (const warning of config.warnings) log.warn(warning);
     return config;
   };
