@@ -40,26 +40,26 @@ const dcsKind: Check<DcsKind> = (v) => {
 /** The keys of `dcs:`; each but `patroni-config` and `margin` overrides what Patroni's file says. */
 export const DCS_SECTION = {
   /** Patroni's own YAML: scope, namespace, name and its etcd:/etcd3: section. */
-  "patroni-config": input(text),
-  type: input(dcsKind),
+  "patroni-config": input(text).reloads("watcher", "patroniConfig"),
+  type: input(dcsKind).reloads("watcher", "type"),
   /** `host:port` or `http(s)://host:port`, a list or one string separated by commas. */
-  hosts: input(endpointList),
+  hosts: input(endpointList).reloads("watcher", "endpoints"),
   /** For hosts written without a scheme. */
-  protocol: input(oneOf(["http", "https"])),
-  scope: input(text),
+  protocol: input(oneOf(["http", "https"])).reloads("watcher", "endpoints"),
+  scope: input(text).reloads("watcher", "scope"),
   /** Patroni's namespace (default `/service/`). */
-  namespace: input(text),
+  namespace: input(text).reloads("watcher", "namespace"),
   /** This member's name in Patroni (its `name`). */
-  name: input(text),
-  username: input(text),
-  password: input(anyString),
+  name: input(text).reloads("handler", "name"),
+  username: input(text).reloads("watcher", "username"),
+  password: input(anyString).reloads("watcher", "password"),
   /** CA certificates to trust for https endpoints. */
-  cacert: input(text),
+  cacert: input(text).reloads("watcher", "ca"),
   /** A client certificate (with `key`, or holding its key). */
-  cert: input(text),
-  key: input(text),
+  cert: input(text).reloads("watcher", "client"),
+  key: input(text).reloads("watcher", "client"),
   /** Seconds of the leader lock that must be left for a 200 from the DCS (default: half Patroni's ttl). */
-  margin: input(seconds(0, false)),
+  margin: input(seconds(0, false)).reloads("handler", "margin"),
 } as const;
 
 /** The values of `dcs:` as the schema reads them. */

@@ -7,9 +7,40 @@ export type Check<T> = (value: unknown) => T;
 /** A `setting` lands in the result under its camelCased name; an `input` feeds files, derived fields or rules. */
 export type Role = "setting" | "input";
 
-/** One key of the file: its check, the value used when it is absent, and its role. */
+/**
+ * What applying a changed key to a running service takes: `none` (validated only), `handler` (the
+ * next checks see it), `log` (the log format), `sweeper`, `cache` (a new cache), `client` (a new
+ * client to Patroni, and a new cache), `watcher` (a new DCS watcher), `certificate` (served to the
+ * next handshakes; a rebind when HTTPS is turned on or off), `frontend`, `metrics` or `agent` (that
+ * listener bound again).
+ */
+export type Reload =
+  | "none"
+  | "handler"
+  | "log"
+  | "sweeper"
+  | "cache"
+  | "client"
+  | "watcher"
+  | "certificate"
+  | "frontend"
+  | "metrics"
+  | "agent";
+
+/** One key of the file: its check, the value used when it is absent, its role, and what a change to it takes. */
 export class Key<T, R extends Role = Role> {
+  /** What a reload that changes it must do (see {@linkcode Key.reloads}). */
+  reload?: Reload;
+  /** For an input, the field of the result it becomes (`certfile` -> `tls`); a setting's is its camelCased name. */
+  into?: string;
   constructor(readonly check: Check<T>, readonly fallback: T, readonly role: R) {}
+
+  /** Declares what a reload that changes this key must do, and (for an input) the field it becomes. */
+  reloads(reload: Reload, into?: string): this {
+    this.reload = reload;
+    this.into = into;
+    return this;
+  }
 }
 
 /** A setting; without `fallback` it is undefined when absent. */
@@ -144,6 +175,25 @@ export function settings<S extends Section | FileSchema>(
     if (spec instanceof Key && spec.role === "setting") out[camel(name)] = values[name];
   }
   return out as Settings<S>;
+}
+
+/**
+ * For each key, the path of the result it becomes (`cache.maxEntries`, `frontend.tls` for
+ * `frontend.certfile`) -> the key: what a reload that changes that part of the result must do.
+ */
+export function resultKeys(schema: FileSchema): Map<string, { path: string; key: Key<unknown> }> {
+  const out = new Map<string, { path: string; key: Key<unknown> }>();
+  const add = (prefix: string, name: string, key: Key<unknown>) => {
+    const into = key.into ?? camel(name);
+    if (key.role === "setting" || key.into !== undefined) {
+      out.set(prefix + into, { path: prefix + name, key });
+    }
+  };
+  for (const [name, spec] of Object.entries(schema)) {
+    if (spec instanceof Key) add("", name, spec);
+    else for (const [k, key] of Object.entries(spec)) add(`${name}.`, k, key);
+  }
+  return out;
 }
 
 /** For each setting, its path in the result (`cache.maxEntries`) -> its path in the file (`cache.max-entries`). */
