@@ -100,69 +100,99 @@ export function readFile<F extends FileSchema>(
   file: string,
   options: ReadOptions = {},
 ): Reading<F> {
-  const positions = new Map<string, YamlNode>();
-  const problems: string[] = [];
-  const at = (node: YamlNode) => `${file}:${node.line}:${node.col}`;
-  const values: Record<string, unknown> = {};
-  const sections: Record<string, Record<string, unknown>> = {};
-  const read = (
+  const reader = new FileReader(schema, file, options);
+  reader.document(root);
+  return reader.reading() as Reading<F>;
+}
+
+/** One reading of a file against a schema: the values, positions and problems found so far. */
+class FileReader {
+  readonly positions = new Map<string, YamlNode>();
+  readonly problems: string[] = [];
+  readonly #values: Record<string, unknown> = {};
+  readonly #sections: Record<string, Record<string, unknown>> = {};
+
+  constructor(
+    readonly schema: FileSchema,
+    readonly file: string,
+    readonly options: ReadOptions,
+  ) {}
+
+  #at(node: YamlNode): string {
+    return `${this.file}:${node.line}:${node.col}`;
+  }
+
+  /** The top level: sections and top-level keys. */
+  document(root: YamlNode | null): void {
+    if (root !== null && !isNull(root) && root.kind !== "map") {
+      this.problems.push(`${this.#at(root)}: the configuration must be a mapping of sections`);
+    }
+    for (const pair of root?.kind === "map" ? root.items : []) {
+      const name = keyName(pair.key);
+      const spec = Object.hasOwn(this.schema, name) ? this.schema[name] : undefined;
+      if (spec === undefined) {
+        this.#unknown(pair.key, `section '${name}'`, name, Object.keys(this.schema));
+      } else if (spec instanceof Key) {
+        this.#read(this.#values, name, name, spec, pair);
+      } else if (pair.value !== null && !isNull(pair.value)) {
+        this.#section(name, spec, pair.value);
+      }
+    }
+  }
+
+  #section(name: string, spec: Section, node: YamlNode): void {
+    if (node.kind !== "map") {
+      this.problems.push(`${this.#at(node)}: ${name}: must be a mapping of keys`);
+      return;
+    }
+    const section: Record<string, unknown> = this.#sections[name] = {};
+    for (const item of node.items) {
+      const key = keyName(item.key);
+      const path = `${name}.${key}`;
+      if (Object.hasOwn(spec, key)) this.#read(section, key, path, spec[key], item);
+      else this.#unknown(item.key, `key '${path}'`, key, Object.keys(spec));
+    }
+  }
+
+  #unknown(node: YamlNode, what: string, name: string, known: string[]): void {
+    if (this.options.ignoreUnknown) return;
+    this.problems.push(`${this.#at(node)}: unknown ${what}${suggest(name, known)}`);
+  }
+
+  /** Checks one key's value; a refusal (a RangeError from its check) is a problem, anything else a bug. */
+  #read(
     into: Record<string, unknown>,
     name: string,
     path: string,
     spec: Key<unknown>,
     pair: { key: YamlNode; value: YamlNode | null },
-  ) => {
+  ): void {
     const node = pair.value ?? pair.key;
-    positions.set(path, node);
+    this.positions.set(path, node);
     try {
       into[name] = spec.check(toValue(pair.value));
     } catch (e) {
-      problems.push(`${at(node)}: ${path}: ${reason(e)}`);
+      if (!(e instanceof RangeError)) throw e;
+      this.problems.push(`${this.#at(node)}: ${path}: ${e.message}`);
     }
-  };
-
-  if (root !== null && !isNull(root) && root.kind !== "map") {
-    problems.push(`${at(root)}: the configuration must be a mapping of sections`);
   }
-  for (const pair of root?.kind === "map" ? root.items : []) {
-    const name = keyName(pair.key);
-    const spec = Object.hasOwn(schema, name) ? schema[name] : undefined;
-    if (spec === undefined) {
-      if (options.ignoreUnknown) continue;
-      problems.push(
-        `${at(pair.key)}: unknown section '${name}'${suggest(name, Object.keys(schema))}`,
-      );
-    } else if (spec instanceof Key) {
-      read(values, name, name, spec, pair);
-    } else if (pair.value !== null && !isNull(pair.value)) {
-      if (pair.value.kind !== "map") {
-        problems.push(`${at(pair.value)}: ${name}: must be a mapping of keys`);
+
+  /** The values with every absent key at its default, and what was found. */
+  reading(): Reading<FileSchema> {
+    for (const [name, spec] of Object.entries(this.schema)) {
+      if (spec instanceof Key) {
+        this.#values[name] ??= spec.fallback;
         continue;
       }
-      const section: Record<string, unknown> = sections[name] = {};
-      for (const item of pair.value.items) {
-        const key = keyName(item.key);
-        const path = `${name}.${key}`;
-        if (!Object.hasOwn(spec, key)) {
-          if (options.ignoreUnknown) continue;
-          problems.push(
-            `${at(item.key)}: unknown key '${path}'${suggest(key, Object.keys(spec))}`,
-          );
-        } else {
-          read(section, key, path, spec[key], item);
-        }
-      }
+      const section = this.#values[name] = this.#sections[name] ?? {};
+      for (const [key, { fallback }] of Object.entries(spec)) section[key] ??= fallback;
     }
+    return {
+      values: this.#values as FileValues<FileSchema>,
+      positions: this.positions,
+      problems: this.problems,
+    };
   }
-  for (const [name, spec] of Object.entries(schema)) {
-    if (spec instanceof Key) {
-      values[name] ??= spec.fallback;
-      continue;
-    }
-    const section = values[name] = sections[name] ?? {};
-    for (const [key, { fallback }] of Object.entries(spec)) section[key] ??= fallback;
-  }
-  return { values: values as FileValues<F>, positions, problems };
 }
 
 /** The settings among `values`, camelCased (`max-entries` -> `maxEntries`); sections and inputs are left out. */
