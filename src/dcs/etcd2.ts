@@ -51,7 +51,6 @@ interface Etcd2Target {
   keys: string;
   /** Accept, and basic auth when a user is set. */
   headers: Record<string, string>;
-  timeoutMs: number;
   watchMs: number;
 }
 
@@ -79,7 +78,6 @@ export function createEtcd2Watcher(
     path,
     keys: `/v2/keys${path.split("/").map(encodeURIComponent).join("/")}`,
     headers,
-    timeoutMs: options.requestTimeoutMs ?? 2000,
     watchMs: options.watchTimeoutMs ?? 5000,
   };
   return new WatchLoop(settings, options, (context) => new Etcd2Session(target, context).run());
@@ -108,7 +106,7 @@ class Etcd2Session {
   /** Reads the whole scope and publishes it. */
   async #read(): Promise<void> {
     const sentAt = this.#context.now();
-    const { response, answer } = await this.#call("?recursive=true", this.#target.timeoutMs);
+    const { response, answer } = await this.#call("?recursive=true", this.#context.timeoutMs);
     const index = etcdIndex(response);
     if (answer.errorCode !== KEY_NOT_FOUND && (answer.errorCode !== undefined || !answer.node)) {
       throw answerError(response, answer);

@@ -77,7 +77,7 @@ export function createEtcd3Watcher(
 ): DcsWatcher {
   const prefix = `${scopePath(settings)}/`;
   const target: Etcd3Target = {
-    gateway: new Gateway(settings, options.requestTimeoutMs ?? 2000),
+    gateway: new Gateway(settings),
     prefix,
     leaderKey: `${prefix}${LEADER_KEY}`,
     range: { key: toBase64(prefix), range_end: toBase64(prefixEnd(prefix)) },

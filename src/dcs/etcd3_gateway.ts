@@ -30,20 +30,18 @@ export interface WatchStream {
  */
 export class Gateway {
   readonly #settings: DcsSettings;
-  readonly #timeoutMs: number;
   /** The gateway's path prefix (`/v3`), from `/version`. */
   #prefix?: string;
   /** The auth token. */
   #token?: string;
 
-  constructor(settings: DcsSettings, timeoutMs: number) {
+  constructor(settings: DcsSettings) {
     this.#settings = settings;
-    this.#timeoutMs = timeoutMs;
   }
 
   /** Finds the API prefix and, with a user, takes a token, unless an earlier session did. */
   async open(context: SessionContext): Promise<void> {
-    this.#prefix ??= await gatewayPrefix(context, this.#timeoutMs);
+    this.#prefix ??= await gatewayPrefix(context);
     if (this.#settings.username !== undefined && this.#token === undefined) {
       await this.#authenticate(context);
     }
@@ -57,7 +55,7 @@ export class Gateway {
         target: `${this.#prefix}${path}`,
         headers: this.#headers(),
         body: JSON.stringify(body),
-        timeoutMs: this.#timeoutMs,
+        timeoutMs: context.timeoutMs,
         signal: context.signal,
       });
       const answer = answerJson(response);
@@ -82,7 +80,7 @@ export class Gateway {
       target: `${this.#prefix}/watch`,
       headers: this.#headers(),
       body: JSON.stringify(request),
-      timeoutMs: this.#timeoutMs,
+      timeoutMs: context.timeoutMs,
       idleMs: stream.idleMs,
       signal: stream.signal,
       onData: (piece) => messages.add(piece, stream.onMessage),
@@ -154,12 +152,9 @@ class MessageBuffer {
 }
 
 /** `/v3` (etcd 3.4+), `/v3beta` (3.3) or `/v3alpha` (before), from the cluster's version. */
-async function gatewayPrefix(context: SessionContext, timeoutMs: number): Promise<string> {
-  const response = await context.client.request({
-    target: "/version",
-    timeoutMs,
-    signal: context.signal,
-  });
+async function gatewayPrefix(context: SessionContext): Promise<string> {
+  const { client, timeoutMs, signal } = context;
+  const response = await client.request({ target: "/version", timeoutMs, signal });
   const answer = answerObject(response) as { etcdcluster?: unknown };
   const version = typeof answer.etcdcluster === "string"
     ? answer.etcdcluster.match(/^(\d+)\.(\d+)/)

@@ -45,7 +45,8 @@ export interface SessionContext {
   readonly client: HttpClient;
   readonly signal: AbortSignal;
   readonly now: () => number;
-  readonly options: EtcdWatcherOptions;
+  /** The deadline of each request in ms (`requestTimeoutMs`). */
+  readonly timeoutMs: number;
   /** Replaces the view (listeners hear it). */
   publish(view: DcsView): void;
   /** A request was answered: the DCS is reachable. */
@@ -204,7 +205,7 @@ export class WatchLoop implements DcsWatcher {
           client,
           signal,
           now: this.#now,
-          options: this.#options,
+          timeoutMs: this.#options.requestTimeoutMs ?? 2000,
           publish: (view) => this.#publish(view),
           answered: () => this.#answered(),
         });
