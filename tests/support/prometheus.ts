@@ -1,4 +1,5 @@
-// A strict reader of the Prometheus text exposition format, for tests.
+// Prometheus for tests: a strict reader of the text exposition format, and promtool.
+import { hasProgram } from "./tools.ts";
 
 /** One sample line. */
 export interface Sample {
@@ -58,4 +59,32 @@ export function sampleValue(
   return samples.find((s) =>
     s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)
   )?.value;
+}
+
+/** Prometheus's promtool (Debian's `prometheus` package). */
+export const HAS_PROMTOOL: boolean = hasProgram("promtool");
+
+/** Runs `promtool args`, `stdin` on its input; its exit code and everything it printed. */
+export async function promtool(
+  args: string[],
+  stdin = "",
+): Promise<{ code: number; output: string }> {
+  const child = new Deno.Command("promtool", {
+    args,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(stdin));
+  await writer.close();
+  const out = await child.output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, output: decode(out.stdout) + decode(out.stderr) };
+}
+
+/** `promtool check metrics` of exposition `text`: what it complains of, "" when nothing. */
+export async function checkMetrics(text: string): Promise<string> {
+  const { code, output } = await promtool(["check", "metrics"], text);
+  return code === 0 ? output.trim() : `exit ${code}: ${output}`;
 }
