@@ -25,41 +25,13 @@ import {
   VERSION,
 } from "../packaging/build.ts";
 import { smokeConfig } from "../packaging/smoke.ts";
+import { onPath, runCommand } from "./support/tools.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 const DENO = Deno.execPath();
-const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const target = (name: string): Target => findTarget(name)!;
 
-async function onPath(program: string): Promise<boolean> {
-  try {
-    const { success } = await new Deno.Command("sh", {
-      args: ["-c", `command -v ${program}`],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success;
-  } catch {
-    return false;
-  }
-}
-
-/** Runs a command to completion; stdout and stderr as text. */
-async function run(
-  program: string,
-  args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(program, {
-    args,
-    cwd: options.cwd ?? ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    ...(options.env ? { env: options.env, clearEnv: true } : {}),
-  }).output();
-  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
-}
+const run = runCommand;
 
 /** This process's environment without DENORT_BIN, plus `extra`. */
 function envWith(extra: Record<string, string>): Record<string, string> {

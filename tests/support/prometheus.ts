@@ -1,5 +1,5 @@
 // Prometheus for tests: a strict reader of the text exposition format, and promtool.
-import { hasProgram } from "./tools.ts";
+import { hasProgram, runCommand } from "./tools.ts";
 
 /** One sample line. */
 export interface Sample {
@@ -69,18 +69,8 @@ export async function promtool(
   args: string[],
   stdin = "",
 ): Promise<{ code: number; output: string }> {
-  const child = new Deno.Command("promtool", {
-    args,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(stdin));
-  await writer.close();
-  const out = await child.output();
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, output: decode(out.stdout) + decode(out.stderr) };
+  const { code, stdout, stderr } = await runCommand("promtool", args, { stdin });
+  return { code, output: stdout + stderr };
 }
 
 /** `promtool check metrics` of exposition `text`: what it complains of, "" when nothing. */
