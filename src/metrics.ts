@@ -47,6 +47,8 @@ export interface MetricsSources {
   backendInFlight: () => number;
   /** Seconds since the epoch when the process started. */
   startTime: number;
+  /** `backend.timeout`, in seconds, as configured now. @default {undefined} (not exported) */
+  backendTimeout?: () => number;
   /** Connections open now, by listener (`frontend`, `agent`, `metrics`). @default {() => ({})} */
   openConnections?: () => Record<string, number>;
   /** The process's resource use, read at each scrape. @default {readProcessStats} */
@@ -215,6 +217,14 @@ export class Metrics {
       "1 if the last request to Patroni succeeded, 0 if it failed, -1 before the first.",
       this.backendUp,
     );
+    const timeout = this.#sources.backendTimeout?.();
+    if (timeout !== undefined) {
+      gauge(
+        "patroniglue_backend_timeout_seconds",
+        "backend.timeout: how long a request to Patroni may take before the check answers 503.",
+        timeout,
+      );
+    }
     const member = this.member;
     family(
       "patroniglue_member_info",

@@ -32,6 +32,7 @@ export class Service {
       startTime: Math.floor(Date.now() / 1000),
       cacheEntries: () => this.#cache.size,
       backendInFlight: () => this.#client.inFlight,
+      backendTimeout: () => this.#config.backend.timeout,
       openConnections: () => this.#openConnections(),
     });
   }

@@ -115,6 +115,7 @@ Deno.test("metrics: open connections by listener, and the process's resource use
     startTime: 1,
     cacheEntries: () => 0,
     backendInFlight: () => 0,
+    backendTimeout: () => 2.5,
     openConnections: () => ({ frontend: 7, agent: 2 }),
     processStats: () => ({ residentBytes: 50 * 2 ** 20, cpuSeconds: 1.25 }),
   });
@@ -128,6 +129,8 @@ Deno.test("metrics: open connections by listener, and the process's resource use
   assert.equal(sampleValue(samples, "process_cpu_seconds_total"), 1.25);
   assert.equal(types.get("process_resident_memory_bytes"), "gauge");
   assert.equal(sampleValue(samples, "process_resident_memory_bytes"), 50 * 2 ** 20);
+  assert.equal(types.get("patroniglue_backend_timeout_seconds"), "gauge");
+  assert.equal(sampleValue(samples, "patroniglue_backend_timeout_seconds"), 2.5);
   // What the runtime does not tell is left out, never shown as 0.
   const bare = new Metrics({
     version: "0",
@@ -140,6 +143,7 @@ Deno.test("metrics: open connections by listener, and the process's resource use
   assert.ok(!names.has("process_cpu_seconds_total"));
   assert.ok(!names.has("process_resident_memory_bytes"));
   assert.ok(!names.has(open));
+  assert.ok(!names.has("patroniglue_backend_timeout_seconds"));
 });
 
 Deno.test("metrics: readProcessStats reads this process's resident size and CPU time", () => {
@@ -165,6 +169,7 @@ Deno.test({
       startTime: 1,
       cacheEntries: () => 1,
       backendInFlight: () => 0,
+      backendTimeout: () => 2,
       openConnections: () => ({ frontend: 1, agent: 0, metrics: 1 }),
     });
     m.countRequest("/primary", "GET", 200, "hit");
@@ -234,6 +239,7 @@ Deno.test("metrics from main.ts (deno.json's permissions): member, role change, 
   let { samples } = await scrape(url);
   assert.deepEqual(memberOf(samples), [], "nothing before Patroni has answered");
   assert.equal(changes(samples), 0);
+  assert.equal(sampleValue(samples, "patroniglue_backend_timeout_seconds"), 1, "backend.timeout");
   assert.equal(await status(`${glue.url}/primary`), 200);
   ({ samples } = await scrape(url));
   assert.deepEqual(memberOf(samples), [[{ role: "master", state: "running", timeline: "1" }, 1]]);
