@@ -572,7 +572,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "systemd unit: exposure at most 2.0 (`systemd-analyze security --offline=true`), as shipped and with the port-80 opt-in",
+    "systemd unit: exposure at most 2.0 (`systemd-analyze security --offline=true`), as shipped and with the port-80 opt-in, in the unit or a drop-in",
   ignore: !(await onPath("systemd-analyze")),
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "pg-unit-" });
@@ -594,6 +594,32 @@ Deno.test({
         // A static user is as good as a transient one here: the analysis says so.
         assert.match(out.stdout, /✓ User=\/DynamicUser=/, name);
       }
+      // The two lines in a drop-in (systemctl edit), over the unit as a package installs it.
+      const root = `${dir}/root`;
+      await Deno.mkdir(`${root}/lib/systemd/system`, { recursive: true });
+      await Deno.mkdir(`${root}/etc/systemd/system/patroniglue.service.d`, { recursive: true });
+      await Deno.copyFile(UNIT, `${root}/lib/systemd/system/patroniglue.service`);
+      const lines = shipped.split("\n").filter((l) =>
+        /^#(CapabilityBoundingSet|AmbientCapabilities)=/.test(l)
+      );
+      await Deno.writeTextFile(
+        `${root}/etc/systemd/system/patroniglue.service.d/port80.conf`,
+        `[Service]\n${lines.map((l) => l.slice(1)).join("\n")}\n`,
+      );
+      const out = await run("systemd-analyze", [
+        "security",
+        "--offline=true",
+        "--no-pager",
+        `--root=${root}`,
+        "patroniglue.service",
+      ], { cwd: dir });
+      assert.equal(out.code, 0, out.stdout + out.stderr);
+      assert.match(
+        out.stdout,
+        /✗ CapabilityBoundingSet=~CAP_NET_\(BIND_SERVICE.*elevated networking/,
+      );
+      const level = Number(out.stdout.match(/Overall exposure level for \S+: (\d+\.\d+)/)?.[1]);
+      assert.ok(level <= 2.0, `drop-in: exposure ${level}`);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -727,7 +753,22 @@ Deno.test("workflows: release builds, smoke-tests, pushes the image and publishe
   assert.match(runs, /\.\/build\.sh/);
   assert.match(runs, /packaging\/smoke\.ts -- .*linux-amd64\/patroniglue/);
   assert.match(runs, /sha256sum -c SHA256SUMS/);
-  assert.match(runs, /gh release create .*dist\/\*\.tar\.gz dist\/SHA256SUMS/);
+  assert.match(
+    runs,
+    /gh release create .*dist\/\*\.tar\.gz dist\/\*\.deb dist\/\*\.rpm dist\/SHA256SUMS/,
+  );
+  // Packages for both linux architectures, from the built binaries; linted; the .deb installed.
+  assert.match(
+    runs,
+    /for arch in amd64 arm64; do\n\s+deno task package --binary "dist\/patroniglue-\$VERSION-linux-\$arch\/patroniglue"/,
+  );
+  assert.match(runs, /lintian --fail-on error dist\/\*\.deb/);
+  assert.match(runs, /rpmlint -c packaging\/rpm\/rpmlint\.toml dist\/\*\.rpm/);
+  assert.match(runs, /apt-get install -y "\.\/dist\/patroniglue_\$\{VERSION\}_amd64\.deb"/);
+  assert.match(runs, /packaging\/smoke\.ts -- \/usr\/bin\/patroniglue/);
+  assert.ok(runs.indexOf("deno task package") < runs.indexOf("sha256sum -c SHA256SUMS"));
+  const uploaded = steps.find((s) => s.uses?.startsWith("actions/upload-artifact@"))?.with?.path;
+  assert.match(String(uploaded), /dist\/\*\.deb\n.*dist\/\*\.rpm/s);
   const pushed = steps.find((s) => s.uses?.startsWith("docker/build-push-action@") && s.with?.push);
   assert.equal(pushed?.with?.platforms, "linux/amd64,linux/arm64");
   const ci = parseYaml(await Deno.readTextFile(`${ROOT}/.github/workflows/ci.yml`));
