@@ -17,21 +17,26 @@ export const CAN_INSTALL_DEB: boolean = Deno.uid() === 0 && CAN_BUILD_PACKAGES &
 /** What a `deno compile` output has after its runtime, and what a strip would cut off. */
 export const PAYLOAD = "\n// patroniglue's program, after the runtime\n";
 
+/** Stand-ins are padded to this size, so that the documentation is a small part of a package, as with the real binary (rpmlint's package-with-huge-docs). */
+const STAND_IN_BYTES = 2 * 1024 * 1024;
+
 /** ELF machine numbers (e_machine) of the targets' architectures. */
 const MACHINE: Record<Target["arch"], number> = { amd64: 62, arm64: 183 };
 
 /**
  * A dynamically linked ELF executable for `arch`, standing in for the compiled binary: this machine's
  * /usr/bin/true with its machine field set to `arch` (its libraries and symbol versions stay real),
- * and {@linkcode PAYLOAD} appended, as a `deno compile` output carries its program.
+ * padded, and {@linkcode PAYLOAD} at its end, as a `deno compile` output carries its program.
  */
 export async function elfStandIn(dir: string, arch: Target["arch"]): Promise<string> {
   const bytes = await Deno.readFile("/usr/bin/true");
   new DataView(bytes.buffer).setUint16(18, MACHINE[arch], true);
   const path = `${dir}/patroniglue-${arch}`;
-  await Deno.writeFile(path, new Uint8Array([...bytes, ...new TextEncoder().encode(PAYLOAD)]), {
-    mode: 0o755,
-  });
+  const payload = new TextEncoder().encode(PAYLOAD);
+  const file = new Uint8Array(Math.max(STAND_IN_BYTES, bytes.length + payload.length));
+  file.set(bytes);
+  file.set(payload, file.length - payload.length);
+  await Deno.writeFile(path, file, { mode: 0o755 });
   return path;
 }
 
