@@ -2,7 +2,7 @@
 //
 //   deno task package --binary FILE [--target linux-amd64|linux-arm64] [--dist DIR]
 //
-// Both packages hold the same files (PACKAGE_FILES): the binary in /usr/bin, the unit in the system
+// Both packages hold the same files (packageFiles): the binary in /usr/bin, the unit in the system
 // unit directory, /etc/patroniglue/config.yml from config.yml.example as a configuration file the
 // package manager keeps, and the documentation. The .deb is a staged tree built with
 // `dpkg-deb --build --root-owner-group` and the maintainer scripts in packaging/deb/; the .rpm is

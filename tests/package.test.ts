@@ -201,7 +201,8 @@ Deno.test("package.ts command line", () => {
 });
 
 Deno.test({
-  name: "Depends from the binary's libraries: deno's (a denort-like ELF) and the stand-ins'",
+  name:
+    "Depends from the binary's libraries by readelf: deno's (a denort-like ELF) and the stand-ins'",
   ignore: !hasProgram("readelf"),
   async fn() {
     // deno and denort are built alike: glibc (its newest symbol version) and libgcc_s.
@@ -242,7 +243,7 @@ async function rpmListing(rpm: string): Promise<string[][]> {
 
 Deno.test({
   name:
-    "packages of an amd64 and an arm64 stand-in: contents, modes, owners, metadata, scripts, SHA256SUMS",
+    "packages of an amd64 and an arm64 stand-in (dpkg-deb, rpmbuild, readelf, rpm): contents, modes, owners, metadata, scripts, SHA256SUMS",
   ignore: !CAN_BUILD_PACKAGES || !hasProgram("rpm"),
   async fn() {
     await using dir = await tempDir("pg-pkg-");
@@ -363,7 +364,8 @@ function permissions(mode: number): string {
 }
 
 Deno.test({
-  name: "packages reproduce: the same binary and SOURCE_DATE_EPOCH give the same bytes",
+  name:
+    "packages reproduce (dpkg-deb, rpmbuild, readelf): the same binary and SOURCE_DATE_EPOCH give the same bytes",
   ignore: !CAN_BUILD_PACKAGES,
   async fn() {
     await using dir = await tempDir("pg-repro-");
@@ -434,7 +436,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "deno task package: both packages and SHA256SUMS; a wrong binary is one line and exit 1",
+  name:
+    "deno task package (dpkg-deb, rpmbuild, readelf): both packages and SHA256SUMS; a wrong binary is one line and exit 1",
   ignore: !CAN_BUILD_PACKAGES,
   async fn() {
     await using dir = await tempDir("pg-cli-");

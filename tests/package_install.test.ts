@@ -55,7 +55,7 @@ async function cleanUp(): Promise<void> {
 
 Deno.test({
   name:
-    "the .deb with apt-get and dpkg, systemd not running: the user, root:patroniglue 0640, reinstall, upgrade, remove, purge",
+    "the .deb with apt-get and dpkg on this machine (needs root, apt-get, dpkg-deb, rpmbuild, readelf, setpriv), systemd not running: the user, root:patroniglue 0640, reinstall, upgrade, remove, purge",
   ignore: !CAN_INSTALL_DEB,
   async fn() {
     // Refuse to touch a patroniglue this test did not install.
@@ -214,7 +214,7 @@ async function smallRoot(dir: string): Promise<void> {
 
 Deno.test({
   name:
-    "the .rpm with rpm --root into a small root: %pre makes the user, root:patroniglue 0640, reinstall, upgrade, erase",
+    "the .rpm with rpm --root into a small root (needs root, rpm, rpmbuild, ldd): %pre makes the user, root:patroniglue 0640, reinstall, upgrade, erase",
   ignore: !CAN_INSTALL_RPM,
   async fn() {
     await using dir = await tempDir("pg-rpm-");

@@ -647,7 +647,7 @@ const CAN_UNSHARE_NET = Deno.uid() === 0 &&
 
 Deno.test({
   name:
-    "systemd unit: as a non-root user, port 80 is refused as shipped and served with the capability lines (network namespace, setpriv)",
+    "systemd unit: as a non-root user, port 80 is refused as shipped and served with the capability lines (needs root, a network namespace, setpriv, ip, curl)",
   ignore: !CAN_UNSHARE_NET,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "pg-port80-" });
