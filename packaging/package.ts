@@ -50,6 +50,8 @@ export const CONFIG_PATH = "/etc/patroniglue/config.yml";
 export const DOC_DIR = "/usr/share/doc/patroniglue";
 /** The manual page. */
 export const MAN_PATH = "/usr/share/man/man1/patroniglue.1.gz";
+/** What lintian is told about the binary, which is Deno's runtime (the .deb only). */
+export const LINTIAN_OVERRIDES = "/usr/share/lintian/overrides/patroniglue";
 
 /** The two package formats. */
 export type PackageKind = "deb" | "rpm";
@@ -105,6 +107,7 @@ export function packageFiles(kind: PackageKind, version: string, epoch: number):
   ];
   if (kind === "deb") {
     files.push(
+      { path: LINTIAN_OVERRIDES, mode: 0o644, from: "packaging/deb/lintian-overrides" },
       { path: `${DOC_DIR}/copyright`, mode: 0o644, from: "packaging/deb/copyright" },
       { path: `${DOC_DIR}/changelog.gz`, mode: 0o644, from: debChangelog(version, epoch) },
     );
@@ -303,6 +306,8 @@ export interface PackageOptions {
   version: string;
   /** Dates and modification times, in seconds since the epoch. @default {now} */
   epoch?: number;
+  /** How the payloads are compressed: xz, or gzip -1 (quicker, for tests of large binaries). @default {"xz"} */
+  compression?: "xz" | "fast";
   /** Progress lines. @default {console.log} */
   log?: (line: string) => void;
 }
@@ -444,7 +449,7 @@ async function buildDeb(settings: BuildSettings): Promise<string> {
   const name = debFileName(version, target);
   await runOk("dpkg-deb", [
     "--root-owner-group",
-    "-Zxz",
+    ...(settings.compression === "fast" ? ["-Zgzip", "-z1"] : ["-Zxz"]),
     "--build",
     dir,
     `${settings.dist}/${name}`,
@@ -502,6 +507,7 @@ async function buildRpm(settings: BuildSettings): Promise<string> {
     ...define("_rpmdir", settings.dist),
     ...define("_build_name_fmt", name),
     ...define("_buildhost", "patroniglue"),
+    ...define("_binary_payload", settings.compression === "fast" ? "w1.gzdio" : "w6.xzdio"),
     ...define("use_source_date_epoch_as_buildtime", "1"),
     ...define("clamp_mtime_to_source_date_epoch", "1"),
     `${work}/patroniglue.spec`,

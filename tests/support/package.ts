@@ -67,7 +67,7 @@ export function packageOf(
   binary: string,
   arch: Target["arch"],
   dist: string,
-  options: { root?: string; version?: string; epoch?: number } = {},
+  options: { root?: string; version?: string; epoch?: number; compression?: "xz" | "fast" } = {},
 ): Promise<PackageResult> {
   return buildPackages({
     root: options.root ?? ROOT,
@@ -76,6 +76,7 @@ export function packageOf(
     dist,
     version: options.version ?? VERSION,
     epoch: options.epoch ?? 1_796_000_000,
+    compression: options.compression,
     log: () => {},
   });
 }
