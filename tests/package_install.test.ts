@@ -2,7 +2,7 @@
 // with apt-get and dpkg on this machine (install, the user, modes, reinstall, upgrade, remove, purge),
 // the .rpm with rpm --root into a small root (its %pre creates the user there, reinstall, upgrade, erase).
 import assert from "node:assert/strict";
-import { VERSION } from "../packaging/build.ts";
+import { hostTarget, VERSION } from "../packaging/build.ts";
 import { BINARY_PATH, CONFIG_PATH } from "../packaging/package.ts";
 import {
   CAN_BUILD_PACKAGES,
@@ -15,6 +15,9 @@ import {
 } from "./support/package.ts";
 import { fixture } from "./support/glue.ts";
 import { type CommandResult, hasProgram, runCommand } from "./support/tools.ts";
+
+/** This machine's architecture: the packages installed here are built for it. */
+const ARCH = hostTarget()?.arch ?? "amd64";
 
 /** Runs a program as root on this machine; the environment is this process's plus `env`. */
 function sh(script: string, env: Record<string, string> = {}): Promise<CommandResult> {
@@ -66,7 +69,7 @@ Deno.test({
     await Deno.mkdir(`${dir.path}/deno`, { mode: 0o777 });
     await Deno.chmod(`${dir.path}/deno`, 0o777);
     const binary = await scriptStandIn(dir.path, `${dir.path}/deno`);
-    const { deb } = await packageOf(binary, "amd64", `${dir.path}/v1`);
+    const { deb } = await packageOf(binary, ARCH, `${dir.path}/v1`);
     const debPath = `${dir.path}/v1/${deb}`;
     try {
       // Install as the README says (apt); dpkg does the rest, faster.
@@ -130,7 +133,7 @@ Deno.test({
         await ok(`cp -r ${ROOT}/. ${next.path}/ 2>/dev/null; true`);
         await Deno.writeTextFile(`${next.path}/config.yml.example`, `# version ${n}\n`);
         const version = `${VERSION}.${n}`;
-        const { deb } = await packageOf(binary, "amd64", `${dir.path}/v${n}`, {
+        const { deb } = await packageOf(binary, ARCH, `${dir.path}/v${n}`, {
           root: next.path,
           version,
         });
@@ -190,7 +193,8 @@ Deno.test({
 });
 
 /** Whether an .rpm can be installed into a small root here: root, rpm, and the %pre's programs. */
-const CAN_INSTALL_RPM = Deno.uid() === 0 && CAN_BUILD_PACKAGES && hasProgram("rpm") &&
+const CAN_INSTALL_RPM = Deno.uid() === 0 && hostTarget()?.os === "linux" && CAN_BUILD_PACKAGES &&
+  hasProgram("rpm") &&
   hasProgram("ldd") && ["/bin/dash", "/usr/bin/getent", "/usr/sbin/groupadd", "/usr/sbin/useradd"]
   .every((p) => Deno.statSync(p).isFile);
 
@@ -220,8 +224,8 @@ Deno.test({
     await using dir = await tempDir("pg-rpm-");
     const root = `${dir.path}/root`;
     await smallRoot(root);
-    const binary = await elfStandIn(dir.path, "amd64");
-    const { rpm } = await packageOf(binary, "amd64", `${dir.path}/v1`);
+    const binary = await elfStandIn(dir.path, ARCH);
+    const { rpm } = await packageOf(binary, ARCH, `${dir.path}/v1`);
     const rpmDb = `rpm --root ${root} --dbpath /var/lib/rpm`;
     // No rpm database knows the root's few files: dependencies are not checked there.
     const rpmCmd = `${rpmDb} --force-debian --nodeps`;
@@ -258,7 +262,7 @@ Deno.test({
     await using next = await tempDir("pg-rpm-root-");
     await ok(`cp -r ${ROOT}/. ${next.path}/ 2>/dev/null; true`);
     await Deno.writeTextFile(`${next.path}/config.yml.example`, "# the next version's example\n");
-    const v2 = await packageOf(binary, "amd64", `${dir.path}/v2`, {
+    const v2 = await packageOf(binary, ARCH, `${dir.path}/v2`, {
       root: next.path,
       version: `${VERSION}.1`,
     });

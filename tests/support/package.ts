@@ -1,6 +1,6 @@
 // Stand-ins for the compiled binary in package tests (`deno compile` cannot run here), and building packages of them.
 import { buildPackages, type PackageResult } from "../../packaging/package.ts";
-import { findTarget, type Target, VERSION } from "../../packaging/build.ts";
+import { findTarget, hostTarget, type Target, VERSION } from "../../packaging/build.ts";
 import { hasProgram, onPath } from "./tools.ts";
 
 /** The repository. */
@@ -11,7 +11,8 @@ export const CAN_BUILD_PACKAGES: boolean = hasProgram("dpkg-deb") && hasProgram(
   hasProgram("readelf");
 
 /** Whether this process may install packages on this machine (root, apt-get and dpkg). */
-export const CAN_INSTALL_DEB: boolean = Deno.uid() === 0 && CAN_BUILD_PACKAGES &&
+export const CAN_INSTALL_DEB: boolean = Deno.uid() === 0 && hostTarget()?.os === "linux" &&
+  CAN_BUILD_PACKAGES &&
   hasProgram("apt-get") && hasProgram("dpkg") && (await onPath("setpriv"));
 
 /** What a `deno compile` output has after its runtime, and what a strip would cut off. */
