@@ -7,7 +7,7 @@ import { Logger } from "../src/log.ts";
 import { Metrics, readProcessStats } from "../src/metrics.ts";
 import { Service } from "../src/service.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { configText, freePort, GlueProcess, writeConfig } from "./support/glue.ts";
+import { configText, freePorts, GlueProcess, writeConfig } from "./support/glue.ts";
 import {
   checkMetrics,
   HAS_PROMTOOL,
@@ -224,9 +224,9 @@ const status = (url: string) => fetch(url).then(async (r) => (await r.body?.canc
 
 Deno.test("metrics from main.ts (deno.json's permissions): member, role change, connections, process", async () => {
   await using fake = await FakePatroni.start();
-  const [metricsPort, agentPort] = [freePort(), freePort()];
+  const [port, metricsPort, agentPort] = freePorts(3);
   const file = await writeConfig(
-    configText(freePort(), fake.port, {
+    configText(port, fake.port, {
       cache: "  ttl: 0.2",
       top: `metrics:\n  host: 127.0.0.1\n  port: ${metricsPort}\n` +
         `agent:\n  host: 127.0.0.1\n  port: ${agentPort}`,
@@ -291,9 +291,9 @@ Deno.test("metrics from main.ts (deno.json's permissions): member, role change, 
 
 Deno.test("metrics: open agent and frontend connections, counted while they are open (in process)", async () => {
   await using fake = await FakePatroni.start();
-  const agentPort = freePort();
+  const [port, agentPort] = freePorts(2);
   const config = await parseConfig(
-    configText(freePort(), fake.port, { top: `agent:\n  host: 127.0.0.1\n  port: ${agentPort}` }),
+    configText(port, fake.port, { top: `agent:\n  host: 127.0.0.1\n  port: ${agentPort}` }),
     "test.yml",
   );
   const service = await Service.start(config, new Logger({ level: "error", write: () => {} }), "t");

@@ -6,7 +6,7 @@ import { parse as parseYaml } from "yaml";
 import { HEALTH_CHECK_PATHS } from "../src/routes.ts";
 import { agentCheck } from "./support/agent_client.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { configText, freePort, GlueProcess, writeConfig } from "./support/glue.ts";
+import { configText, freePorts, GlueProcess, writeConfig } from "./support/glue.ts";
 import { HAS_PROMTOOL, promtool } from "./support/prometheus.ts";
 import { ROOT, tempDir } from "./support/package.ts";
 import { hasProgram, runCommand } from "./support/tools.ts";
@@ -206,7 +206,7 @@ Deno.test({
   async fn() {
     await using dir = await tempDir("pg-prometheus-");
     await using fake = await FakePatroni.start({ delayMs: 5 });
-    const [port, agentPort, promPort] = [freePort(), freePort(), freePort()];
+    const [port, agentPort, promPort] = freePorts(3);
     const file = await writeConfig(
       configText(port, fake.port, {
         backend: "  timeout: 0.3",
