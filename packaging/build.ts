@@ -157,14 +157,21 @@ export async function sha256File(path: string): Promise<string> {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Writes `dist/SHA256SUMS` (`sha256sum` format) for every `patroniglue-VERSION-*.tar.gz` there. */
+/** Whether `name` is a release file of `version`: an archive, a .deb or an .rpm. */
+export function isReleaseFile(name: string, version: string): boolean {
+  return (name.startsWith(`patroniglue-${version}-`) &&
+    (name.endsWith(".tar.gz") || name.endsWith(".rpm"))) ||
+    (name.startsWith(`patroniglue_${version}_`) && name.endsWith(".deb"));
+}
+
+/**
+ * Writes `dist/SHA256SUMS` (`sha256sum` format) for every release file of `version` there: the
+ * `patroniglue-VERSION-*.tar.gz` archives and the packages (`deno task package`).
+ */
 export async function writeSha256Sums(dist: string, version: string): Promise<string> {
   const names: string[] = [];
   for await (const entry of Deno.readDir(dist)) {
-    if (
-      entry.isFile && entry.name.startsWith(`patroniglue-${version}-`) &&
-      entry.name.endsWith(".tar.gz")
-    ) names.push(entry.name);
+    if (entry.isFile && isReleaseFile(entry.name, version)) names.push(entry.name);
   }
   names.sort();
   let text = "";
@@ -248,7 +255,8 @@ export function binaryKind(head: Uint8Array): Pick<Target, "os" | "arch"> | unde
   return undefined;
 }
 
-async function readHead(path: string): Promise<Uint8Array> {
+/** The first 64 bytes of a file (an executable's header). */
+export async function readHead(path: string): Promise<Uint8Array> {
   using file = await Deno.open(path);
   const head = new Uint8Array(64);
   const n = await file.read(head);
@@ -395,17 +403,33 @@ const USAGE = `usage: deno task build [--target TARGET]... [--dist DIR]
   env DENORT_BIN        a denort binary for the target, instead of downloading it
   env SOURCE_DATE_EPOCH modification time of archive entries (default: now)`;
 
-/** Parses the command line: `undefined` targets means every target (or DENORT_BIN's). */
-export function parseArgs(args: readonly string[]): { targets?: Target[]; dist: string } {
-  let targets: Target[] | undefined;
-  let dist = "dist";
+/**
+ * Reads `--flag value` and `--flag=value` arguments in order (`--` is skipped): `take` is called with
+ * each flag and a reader of its value, and returns false for a flag it does not know.
+ */
+export function readFlags(
+  args: readonly string[],
+  usage: string,
+  take: (flag: string, value: () => string) => boolean,
+): void {
   for (let i = 0; i < args.length; i++) {
     const [flag, inline] = args[i].includes("=") ? args[i].split(/=(.*)/s, 2) : [args[i]];
     const value = () => {
       const v = inline ?? args[++i];
-      if (v === undefined) throw new BuildError(`${flag} needs a value\n${USAGE}`);
+      if (v === undefined) throw new BuildError(`${flag} needs a value\n${usage}`);
       return v;
     };
+    if (flag !== "--" && !take(flag, value)) {
+      throw new BuildError(`unknown argument ${JSON.stringify(args[i])}\n${usage}`);
+    }
+  }
+}
+
+/** Parses the command line: `undefined` targets means every target (or DENORT_BIN's). */
+export function parseArgs(args: readonly string[]): { targets?: Target[]; dist: string } {
+  let targets: Target[] | undefined;
+  let dist = "dist";
+  readFlags(args, USAGE, (flag, value) => {
     if (flag === "--target" || flag === "-target") {
       const name = value();
       const target = findTarget(name);
@@ -413,27 +437,59 @@ export function parseArgs(args: readonly string[]): { targets?: Target[]; dist: 
       targets ??= [];
       if (!targets.includes(target)) targets.push(target);
     } else if (flag === "--dist") dist = value();
-    else if (flag === "--") continue;
-    else throw new BuildError(`unknown argument ${JSON.stringify(args[i])}\n${USAGE}`);
-  }
+    else return false;
+    return true;
+  });
   return { targets, dist };
 }
 
-/** Runs the command line; resolves to the exit code. */
-export async function main(args: string[]): Promise<number> {
+/**
+ * A release tool's command line: `--help`, then `parse` (its error: one line after `name: ` and the
+ * usage, exit 2), then `act` with the repository root (a {@linkcode BuildError}: one line, exit 1).
+ */
+export async function commandLine<T>(
+  name: string,
+  usage: string,
+  args: readonly string[],
+  parse: (args: readonly string[]) => T,
+  act: (parsed: T, root: string) => Promise<void>,
+): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
-    console.log(USAGE);
+    console.log(usage);
     return 0;
   }
-  let parsed: ReturnType<typeof parseArgs>;
+  let parsed: T;
   try {
-    parsed = parseArgs(args);
+    parsed = parse(args);
   } catch (e) {
-    console.error(`build: ${(e as Error).message}`);
+    console.error(`${name}: ${(e as Error).message}`);
     return 2;
   }
   const root = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
   try {
+    await act(parsed, root);
+    return 0;
+  } catch (e) {
+    if (!(e instanceof BuildError)) throw e;
+    console.error(`${name}: ${e.message}`);
+    return 1;
+  }
+}
+
+/** A path from the command line, made absolute against the working directory. */
+export function absolutePath(path: string): string {
+  return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+}
+
+/** `SOURCE_DATE_EPOCH`, when it is set to a positive integer. */
+export function sourceDateEpoch(): number | undefined {
+  const epoch = Number(Deno.env.get("SOURCE_DATE_EPOCH"));
+  return Number.isInteger(epoch) && epoch > 0 ? epoch : undefined;
+}
+
+/** Runs the command line; resolves to the exit code. */
+export function main(args: string[]): Promise<number> {
+  return commandLine("build", USAGE, args, parseArgs, async (parsed, root) => {
     let targets = parsed.targets ?? TARGETS;
     const denort = Deno.env.get("DENORT_BIN");
     // deno compile treats a set-but-empty DENORT_BIN as a path; empty means unset here.
@@ -447,21 +503,15 @@ export async function main(args: string[]): Promise<number> {
       }
       targets = own;
     }
-    const epoch = Number(Deno.env.get("SOURCE_DATE_EPOCH"));
     await build({
       root,
-      dist: parsed.dist.startsWith("/") ? parsed.dist : `${Deno.cwd()}/${parsed.dist}`,
+      dist: absolutePath(parsed.dist),
       version: VERSION,
       targets,
       compile: denoCompile(root, VERSION),
-      mtime: Number.isInteger(epoch) && epoch > 0 ? epoch : undefined,
+      mtime: sourceDateEpoch(),
     });
-    return 0;
-  } catch (e) {
-    if (!(e instanceof BuildError)) throw e;
-    console.error(`build: ${e.message}`);
-    return 1;
-  }
+  });
 }
 
 if (import.meta.main) {

@@ -17,6 +17,8 @@ export interface AgentOptions extends ListenerOptions {
 /** A listening {@linkcode serveAgent} server. */
 export interface AgentServer {
   readonly addr: Deno.NetAddr;
+  /** Client connections open now. */
+  readonly connections: number;
   /** Stops accepting, closes connections still waiting for their line, lets replies in progress finish. */
   shutdown(): Promise<void>;
 }
@@ -121,7 +123,13 @@ export function serveAgent(options: AgentOptions, handle: AgentHandler): AgentSe
     onAcceptError: options.onAcceptError,
     serve: serveConnection,
   });
-  return { addr: conns.addr, shutdown: () => conns.shutdown() };
+  return {
+    addr: conns.addr,
+    get connections() {
+      return conns.size;
+    },
+    shutdown: () => conns.shutdown(),
+  };
 }
 
 /** A running agent listener. */
@@ -129,6 +137,8 @@ export interface AgentListener {
   /** `host:port`, as bound. */
   readonly address: string;
   readonly port: number;
+  /** Client connections open now. */
+  readonly connections: number;
   /** Stops accepting, lets replies in progress finish, closes connections. */
   shutdown(): Promise<void>;
 }
@@ -153,5 +163,12 @@ export function listenAgent(
     onHandlerError: (e) => log.error(`agent check failed: ${e.message}`),
   }, handle);
   const { hostname, port } = server.addr;
-  return { address: hostPort(hostname, port), port, shutdown: () => server.shutdown() };
+  return {
+    address: hostPort(hostname, port),
+    port,
+    get connections() {
+      return server.connections;
+    },
+    shutdown: () => server.shutdown(),
+  };
 }

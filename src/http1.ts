@@ -20,6 +20,8 @@ export interface Http1Options extends ListenerOptions {
 /** A listening {@linkcode serveHttp1} server. */
 export interface Http1Server {
   readonly addr: Deno.NetAddr;
+  /** Client connections open now. */
+  readonly connections: number;
   /** Stops accepting, closes idle and half-sent connections, lets responses in progress finish. */
   shutdown(): Promise<void>;
 }
@@ -151,7 +153,13 @@ export function serveHttp1(options: Http1Options, handle: Handler): Http1Server 
     onAcceptError: options.onAcceptError,
     serve: serveConnection,
   });
-  return { addr: conns.addr, shutdown: () => conns.shutdown() };
+  return {
+    addr: conns.addr,
+    get connections() {
+      return conns.size;
+    },
+    shutdown: () => conns.shutdown(),
+  };
 }
 
 /** Token characters (RFC 9110), by byte. */

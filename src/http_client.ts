@@ -1,4 +1,8 @@
-// HTTP client: HTTP/1.1 requests to one origin over TCP or TLS (node:tls, loaded only for https), each bounded by a deadline and cancellable; the project's only client.
+/**
+ * HTTP client: HTTP/1.1 requests to one origin over TCP or TLS (node:tls, loaded only for https), each bounded by a deadline and cancellable; the project's only client.
+ *
+ * @module
+ */
 import type { ConnectionOptions, TLSSocket } from "node:tls";
 import { BARE_LF, findHeadEnd, grow, hostPort } from "./wire.ts";
 
@@ -7,6 +11,7 @@ export type HttpFailure = "timeout" | "refused" | "tls" | "invalid" | "error";
 
 /** A failed request: its {@linkcode HttpFailure} and a message for people. */
 export class HttpError extends Error {
+  override name = "HttpError";
   constructor(readonly failure: HttpFailure, message: string) {
     super(message);
   }
@@ -89,6 +94,12 @@ const DEFAULT_HEAD_BYTES = 16 * 1024;
 const DEFAULT_BODY_BYTES = 256 * 1024;
 /** Most bytes of a chunk-size line (with extensions). */
 const MAX_CHUNK_LINE = 1024;
+/** A TLS connection's received bytes waiting to be read above which the socket pauses. */
+const TLS_PAUSE_BYTES = 64 * 1024;
+/** ... and at or below which it resumes. */
+const TLS_RESUME_BYTES = 16 * 1024;
+/** The bytes that end a line: CR LF. */
+const CR = 0x0d, LF = 0x0a;
 
 const invalid = (message: string) => new HttpError("invalid", message);
 const cutShort = () => invalid("answer cut short");
@@ -108,8 +119,8 @@ export class HttpClient {
   readonly #maxBody: number;
   #tls?: Promise<typeof import("node:tls")>;
   #idle?: Link;
-  /** How to end each request in flight. */
-  readonly #active = new Set<(e: HttpError) => void>();
+  /** The requests in flight. */
+  readonly #active = new Set<Exchange>();
   #closed = false;
 
   constructor(origin: HttpOrigin, options: HttpClientOptions = {}) {
@@ -142,113 +153,83 @@ export class HttpClient {
   /** Cancels every request in flight and closes the kept connection. */
   close(): void {
     this.#closed = true;
-    for (const end of [...this.#active]) end(new HttpError("error", "shutting down"));
+    for (const exchange of [...this.#active]) {
+      exchange.settle(new HttpError("error", "shutting down"));
+    }
     this.#idle?.conn.close();
     this.#idle = undefined;
   }
 
   #exchange(request: HttpRequest, streaming: HttpStreamRequest | undefined): Promise<HttpResponse> {
     if (this.#closed) return Promise.reject(new HttpError("error", "shutting down"));
-    const { promise, resolve, reject } = Promise.withResolvers<HttpResponse>();
-    const abort = new AbortController();
-    let settled = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let link: Link | undefined;
-    let reusable = false;
-    /** What the caller's `onData` threw: the stream's end, passed on as it is. */
-    let thrown: { error: unknown } | undefined;
-    const settle = (result: HttpResponse | Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      this.#active.delete(end);
-      request.signal?.removeEventListener("abort", onAbort);
-      abort.abort();
-      if (link && reusable && !(result instanceof Error) && !this.#idle && !this.#closed) {
-        this.#idle = link;
-      } else {
-        link?.conn.close();
-      }
-      if (result instanceof Error) reject(result);
-      else resolve(result);
-    };
-    const end = (e: HttpError) => settle(e);
-    const arm = (ms: number, error: () => HttpError) => {
-      clearTimeout(timer);
-      timer = setTimeout(() => settle(error()), Math.max(0, ms));
-    };
-    const onAbort = () => {
-      const reason = request.signal?.reason;
-      settle(reason instanceof HttpError ? reason : new HttpError("error", "cancelled"));
-    };
-    if (request.signal?.aborted) {
-      onAbort();
-      return promise;
-    }
-    request.signal?.addEventListener("abort", onAbort);
-    this.#active.add(end);
-    arm(
-      request.timeoutMs,
-      () => new HttpError("timeout", `no answer within ${seconds(request.timeoutMs)}s`),
-    );
+    const exchange = new Exchange(request, (ended, ok) => this.#release(ended, ok));
+    if (!exchange.begin()) return exchange.promise;
+    this.#active.add(exchange);
+    this.#run(exchange, streaming).catch((e) => exchange.fail(e));
+    return exchange.promise;
+  }
 
-    const run = async () => {
-      const bytes = this.#encode(request, streaming !== undefined);
-      for (let attempt = 0;; attempt++) {
-        const reused = !streaming && attempt === 0 && this.#idle !== undefined;
-        if (reused) {
-          link = this.#idle;
-          this.#idle = undefined;
-        } else {
-          link = undefined;
-          const conn = await this.#connect(abort.signal);
-          if (settled) return conn.close();
-          link = { conn, reader: new Reader(conn, this.#maxHead) };
-        }
-        const { conn, reader } = link!;
-        reader.total = 0;
-        let head: Head;
-        try {
-          for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
-          head = await readHead(reader, this.#maxHead);
-        } catch (e) {
-          if (reused && reader.total === 0 && isClosedEarly(e)) {
-            conn.close(); // the server closed the kept connection: send once more on a new one
-            continue;
-          }
-          throw e;
-        }
-        if (settled) return;
-        const ok = head.status >= 200 && head.status < 300;
-        let body: Uint8Array = new Uint8Array(0);
-        if (streaming && ok) {
-          const idle = () =>
-            new HttpError("timeout", `no data within ${seconds(streaming.idleMs)}s`);
-          arm(streaming.idleMs, idle);
-          reader.onRead = () => arm(streaming.idleMs, idle);
-          await readBody(reader, head, (piece) => {
-            if (settled) return;
-            try {
-              streaming.onData(piece);
-            } catch (e) {
-              thrown = { error: e };
-              throw e;
-            }
-          });
-        } else {
-          const sink = new Sink(this.#maxBody);
-          await readBody(reader, head, (piece) => sink.add(piece));
-          body = sink.bytes();
-        }
-        reusable = !streaming && this.#options.keepAlive === true && head.keepAlive &&
-          reader.pending === 0;
-        return settle({ status: head.status, headers: head.headers, body });
+  /** Where an exchange ends: its connection kept for the next request, or closed. */
+  #release(exchange: Exchange, ok: boolean): void {
+    this.#active.delete(exchange);
+    const link = exchange.link;
+    if (link && exchange.reusable && ok && !this.#idle && !this.#closed) this.#idle = link;
+    else link?.conn.close();
+  }
+
+  /** Sends the request and reads its answer; a kept connection the server had closed is replaced once. */
+  async #run(exchange: Exchange, streaming: HttpStreamRequest | undefined): Promise<void> {
+    const bytes = this.#encode(exchange.request, streaming !== undefined);
+    for (let attempt = 0;; attempt++) {
+      const reused = !streaming && attempt === 0 && this.#idle !== undefined;
+      if (reused) {
+        exchange.link = this.#idle;
+        this.#idle = undefined;
+      } else {
+        exchange.link = undefined;
+        const conn = await this.#connect(exchange.abort.signal);
+        if (exchange.settled) return conn.close();
+        exchange.link = { conn, reader: new Reader(conn, this.#maxHead) };
       }
-    };
-    run().catch((e) =>
-      settle(thrown && thrown.error instanceof Error ? thrown.error : classify(thrown?.error ?? e))
-    );
-    return promise;
+      const head = await this.#send(exchange.link!, bytes, reused);
+      if (!head) continue;
+      if (exchange.settled) return;
+      return await this.#receive(exchange, head, streaming);
+    }
+  }
+
+  /** Writes `bytes` and reads the answer's head; undefined when a kept connection closed unanswered. */
+  async #send(link: Link, bytes: Uint8Array, reused: boolean): Promise<Head | undefined> {
+    const { conn, reader } = link;
+    reader.total = 0;
+    try {
+      for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+      return await readHead(reader, this.#maxHead);
+    } catch (e) {
+      if (!reused || reader.total !== 0 || !isClosedEarly(e)) throw e;
+      conn.close(); // the server closed the kept connection: send once more on a new one
+      return undefined;
+    }
+  }
+
+  /** Reads the body `head` announces (a 2xx stream's to `onData`), then settles the exchange. */
+  async #receive(
+    exchange: Exchange,
+    head: Head,
+    streaming: HttpStreamRequest | undefined,
+  ): Promise<void> {
+    const reader = exchange.link!.reader;
+    let body: Uint8Array = new Uint8Array(0);
+    if (streaming && head.status >= 200 && head.status < 300) {
+      await exchange.stream(reader, head, streaming);
+    } else {
+      const sink = new Sink(this.#maxBody);
+      await readBody(reader, head, (piece) => sink.add(piece));
+      body = sink.bytes();
+    }
+    exchange.reusable = !streaming && this.#options.keepAlive === true && head.keepAlive &&
+      reader.pending === 0;
+    exchange.settle({ status: head.status, headers: head.headers, body });
   }
 
   #encode(request: HttpRequest, streaming: boolean): Uint8Array {
@@ -327,11 +308,100 @@ function systemRoots(tls: typeof import("node:tls")): string[] {
   }
 }
 
+/**
+ * One request's life: its deadline, its cancellation, the connection it holds, and its end
+ * (settled once; what comes after is ignored).
+ */
+class Exchange {
+  readonly request: HttpRequest;
+  readonly promise: Promise<HttpResponse>;
+  /** Aborted when the exchange settles (a TLS handshake under way ends with it). */
+  readonly abort = new AbortController();
+  settled = false;
+  link?: Link;
+  /** Whether `link` may carry the next request once this one has succeeded. */
+  reusable = false;
+  readonly #resolve: (response: HttpResponse) => void;
+  readonly #reject: (error: Error) => void;
+  readonly #release: (exchange: Exchange, ok: boolean) => void;
+  #timer?: ReturnType<typeof setTimeout>;
+  /** What the caller's `onData` threw: the stream's end, passed on as it is. */
+  #thrown?: { error: unknown };
+
+  constructor(request: HttpRequest, release: (exchange: Exchange, ok: boolean) => void) {
+    const { promise, resolve, reject } = Promise.withResolvers<HttpResponse>();
+    this.request = request;
+    this.promise = promise;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    this.#release = release;
+  }
+
+  /** Starts the deadline and hears cancellation; false when the request was cancelled already. */
+  begin(): boolean {
+    const { signal, timeoutMs } = this.request;
+    if (signal?.aborted) {
+      this.#cancelled();
+      return false;
+    }
+    signal?.addEventListener("abort", this.#cancelled);
+    this.arm(timeoutMs, () => new HttpError("timeout", `no answer within ${seconds(timeoutMs)}s`));
+    return true;
+  }
+
+  /** Sets the deadline: settles with `error()` in `ms`, unless settled before. */
+  arm(ms: number, error: () => HttpError): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.settle(error()), Math.max(0, ms));
+  }
+
+  /** Ends the exchange with `result`, the first time only. */
+  settle(result: HttpResponse | Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.#timer);
+    this.request.signal?.removeEventListener("abort", this.#cancelled);
+    this.abort.abort();
+    this.#release(this, !(result instanceof Error));
+    if (result instanceof Error) this.#reject(result);
+    else this.#resolve(result);
+  }
+
+  /** Ends the exchange with what failed: what `onData` threw as it is, else an {@linkcode HttpError}. */
+  fail(e: unknown): void {
+    const thrown = this.#thrown;
+    this.settle(
+      thrown && thrown.error instanceof Error ? thrown.error : classify(thrown?.error ?? e),
+    );
+  }
+
+  /** Hands a 2xx body to `onData` as it arrives; each read moves the deadline `idleMs` on. */
+  async stream(reader: Reader, head: Head, streaming: HttpStreamRequest): Promise<void> {
+    const idle = () => new HttpError("timeout", `no data within ${seconds(streaming.idleMs)}s`);
+    this.arm(streaming.idleMs, idle);
+    reader.onRead = () => this.arm(streaming.idleMs, idle);
+    await readBody(reader, head, (piece) => {
+      if (this.settled) return;
+      try {
+        streaming.onData(piece);
+      } catch (e) {
+        this.#thrown = { error: e };
+        throw e;
+      }
+    });
+  }
+
+  readonly #cancelled = (): void => {
+    const reason = this.request.signal?.reason;
+    this.settle(reason instanceof HttpError ? reason : new HttpError("error", "cancelled"));
+  };
+}
+
 function seconds(ms: number): number {
   return Math.round(ms) / 1000;
 }
 
-/** A node:tls socket as a pull-based {@linkcode Conn}; pauses the socket while 64 KiB wait. */
+/** A node:tls socket as a pull-based {@linkcode Conn}; pauses the socket while 64 KiB wait ({@linkcode TLS_PAUSE_BYTES}). */
 class TlsConn implements Conn {
   readonly #socket: TLSSocket;
   readonly #chunks: Uint8Array[] = [];
@@ -345,7 +415,7 @@ class TlsConn implements Conn {
     socket.on("data", (chunk: Uint8Array) => {
       this.#chunks.push(chunk);
       this.#queued += chunk.length;
-      if (this.#queued > 64 * 1024) socket.pause();
+      if (this.#queued > TLS_PAUSE_BYTES) socket.pause();
       this.#notify();
     });
     socket.on("end", () => {
@@ -380,7 +450,7 @@ class TlsConn implements Conn {
     if (n === chunk.length) this.#chunks.shift();
     else this.#chunks[0] = chunk.subarray(n);
     this.#queued -= n;
-    if (this.#queued <= 16 * 1024 && this.#socket.isPaused()) this.#socket.resume();
+    if (this.#queued <= TLS_RESUME_BYTES && this.#socket.isPaused()) this.#socket.resume();
     return n;
   }
 
@@ -444,10 +514,10 @@ class Reader {
   /** The offset of the CR of the next CRLF at or after `start`, reading more as needed (bounded). */
   async line(max: number): Promise<number> {
     for (let scanned = 0;;) {
-      const lf = this.buf.subarray(this.start + scanned, this.end).indexOf(10);
+      const lf = this.buf.subarray(this.start + scanned, this.end).indexOf(LF);
       if (lf !== -1) {
         const at = this.start + scanned + lf;
-        if (at === this.start || this.buf[at - 1] !== 13) {
+        if (at === this.start || this.buf[at - 1] !== CR) {
           throw invalid("malformed answer: bare LF");
         }
         return at - 1;

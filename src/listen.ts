@@ -13,6 +13,8 @@ export interface Listener {
   /** `http://host:port` or `https://host:port`, as bound. */
   readonly url: string;
   readonly port: number;
+  /** Client connections open now. */
+  readonly connections: number;
   /** Stops accepting, lets responses in progress finish, closes connections. */
   shutdown(): Promise<void>;
   /** Swaps the certificate for the next TLS handshakes (HTTPS only). */
@@ -54,11 +56,23 @@ export async function listen(
   }, handle);
   const { hostname, port } = server.addr;
   const url = `${tls ? "https" : "http"}://${hostPort(hostname, port)}`;
-  if (!tls) return { url, port, shutdown: () => server.shutdown() };
+  if (!tls) {
+    return {
+      url,
+      port,
+      get connections() {
+        return server.connections;
+      },
+      shutdown: () => server.shutdown(),
+    };
+  }
   const recovery = recoverAccepting(tls, frontend.host, url, log);
   return {
     url,
     port,
+    get connections() {
+      return server.connections;
+    },
     shutdown: async () => {
       await recovery.stop();
       await server.shutdown();

@@ -1,5 +1,5 @@
 // Metrics: counters, gauges and a histogram rendered in Prometheus text exposition format.
-import type { BackendOutcome } from "./backend.ts";
+import type { BackendOutcome, MemberFacts } from "./backend.ts";
 
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -49,6 +49,12 @@ export interface MetricsSources {
   startTime: number;
   /** The DCS witness's gauges, while `dcs:` is configured. @default {undefined} */
   dcs?: () => DcsGauges | undefined;
+  /** `backend.timeout`, in seconds, as configured now. @default {undefined} (not exported) */
+  backendTimeout?: () => number;
+  /** Connections open now, by listener (`frontend`, `agent`, `metrics`). @default {() => ({})} */
+  openConnections?: () => Record<string, number>;
+  /** The process's resource use, read at each scrape. @default {readProcessStats} */
+  processStats?: () => ProcessStats;
 }
 
 /** What the DCS witness shows at scrape time. */
@@ -61,6 +67,32 @@ export interface DcsGauges {
   lockLeftSeconds: number;
   /** 1 when the view says this member holds a live leader lock. */
   lockHeld: number;
+}
+
+/** The process's resource use; a field is undefined where this runtime does not tell it. */
+export interface ProcessStats {
+  residentBytes?: number;
+  /** User and system CPU time. */
+  cpuSeconds?: number;
+}
+
+/** What the runtime's Node compatibility layer offers for CPU time (materialized on first use). */
+type CpuUsage = () => { user: number; system: number };
+
+/**
+ * The process's resource use, as far as deno.json's permission set lets a process know it: Deno
+ * refuses /proc (hence virtual size and file descriptors) to any process without --allow-all.
+ * Resident size comes from the runtime; CPU time from `process.cpuUsage()`, whose Node layer is
+ * loaded on the first scrape only (about 3 MiB of resident memory).
+ */
+export function readProcessStats(): ProcessStats {
+  const stats: ProcessStats = { residentBytes: Deno.memoryUsage().rss };
+  const cpuUsage = (globalThis as { process?: { cpuUsage?: CpuUsage } }).process?.cpuUsage;
+  if (cpuUsage) {
+    const { user, system } = cpuUsage();
+    stats.cpuSeconds = (user + system) / 1e6;
+  }
+  return stats;
 }
 
 /** Every metric patroniglue exports; the names are stable. */
@@ -77,6 +109,12 @@ export class Metrics {
   #durationCount = 0;
   /** 1 when the last backend request succeeded, 0 when it failed, -1 before the first. */
   backendUp = -1;
+  /** The member as the newest backend request to describe it did, if any has. */
+  member?: MemberFacts;
+  /** When that request was sent (`performance.now()`). */
+  #memberSent = -Infinity;
+  /** Times the member's role differed from the one described before. */
+  roleChanges = 0;
   readonly #sources: MetricsSources;
   readonly #requestCells: RequestCells = new Map();
 
@@ -95,10 +133,25 @@ export class Metrics {
     cell.value++;
   }
 
-  /** Counts one backend request and its duration. */
-  countBackend(route: string, outcome: BackendOutcome, seconds: number): void {
+  /**
+   * Counts one backend request and its duration, and records the member facts its body reported.
+   * Facts from a request sent (`sent`, on `performance.now()`) before the one whose facts are
+   * shown are older, and ignored.
+   */
+  countBackend(
+    route: string,
+    outcome: BackendOutcome,
+    seconds: number,
+    sent: number = performance.now() - seconds * 1000,
+  ): void {
     this.backendRequests.cell({ route, outcome: outcome.ok ? "ok" : outcome.failure }).value++;
     this.backendUp = outcome.ok ? 1 : 0;
+    if (outcome.ok && outcome.member && sent >= this.#memberSent) {
+      this.#memberSent = sent;
+      const last = this.member;
+      if (last && last.role !== outcome.member.role) this.roleChanges++;
+      this.member = outcome.member;
+    }
     this.#durationSum += seconds;
     this.#durationCount++;
     const i = DURATION_BUCKETS.findIndex((b) => seconds <= b);
@@ -190,6 +243,51 @@ export class Metrics {
       "1 if the last request to Patroni succeeded, 0 if it failed, -1 before the first.",
       this.backendUp,
     );
+    const timeout = this.#sources.backendTimeout?.();
+    if (timeout !== undefined) {
+      gauge(
+        "patroniglue_backend_timeout_seconds",
+        "backend.timeout: how long a request to Patroni may take before the check answers 503.",
+        timeout,
+      );
+    }
+    const member = this.member;
+    family(
+      "patroniglue_member_info",
+      "gauge",
+      "The member as Patroni last described it: role, state and timeline (1 for that description).",
+    );
+    if (member) {
+      const facts: Labels = { role: member.role, state: member.state };
+      if (member.timeline !== undefined) facts.timeline = String(member.timeline);
+      out.push(`patroniglue_member_info${labelText(facts)} 1`);
+    }
+    family(
+      "patroniglue_member_role_changes_total",
+      "counter",
+      "Times Patroni described the member in another role than the time before.",
+    );
+    out.push(`patroniglue_member_role_changes_total ${this.roleChanges}`);
+    family(
+      "patroniglue_open_connections",
+      "gauge",
+      "Client connections open now, by listener (frontend, agent, metrics).",
+    );
+    for (const [listener, n] of Object.entries(this.#sources.openConnections?.() ?? {})) {
+      out.push(`patroniglue_open_connections${labelText({ listener })} ${n}`);
+    }
+    const proc = (this.#sources.processStats ?? readProcessStats)();
+    if (proc.cpuSeconds !== undefined) {
+      family(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+      );
+      out.push(`process_cpu_seconds_total ${proc.cpuSeconds}`);
+    }
+    if (proc.residentBytes !== undefined) {
+      gauge("process_resident_memory_bytes", "Resident memory size in bytes.", proc.residentBytes);
+    }
     gauge(
       "process_start_time_seconds",
       "Start time of the process since unix epoch in seconds.",

@@ -64,6 +64,8 @@ export class Service {
       cacheEntries: () => this.#cache.size,
       backendInFlight: () => this.#client.inFlight,
       dcs: () => this.#dcsGauges(),
+      backendTimeout: () => this.#config.backend.timeout,
+      openConnections: () => this.#openConnections(),
     });
   }
 
@@ -98,6 +100,14 @@ export class Service {
   /** Where agent checks are answered, and the check asked when HAProxy sends no line; unset without `agent.port`. */
   get agent(): { address: string; check: string } | undefined {
     return this.#agent && { address: this.#agent.address, check: this.#config.agent!.check };
+  }
+
+  /** Client connections open now on each listener running. */
+  #openConnections(): Record<string, number> {
+    const open: Record<string, number> = { frontend: this.#frontend?.connections ?? 0 };
+    if (this.#agent) open.agent = this.#agent.connections;
+    if (this.#metricsListener) open.metrics = this.#metricsListener.connections;
+    return open;
   }
 
   #listenAgent(agent: AgentConfig): AgentListener {

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { createEtcd3Watcher } from "../src/dcs/etcd3.ts";
+import { DcsError, Resync } from "../src/dcs/runner.ts";
+import type { DcsFailure } from "../src/dcs/view.ts";
 import {
   b64,
   Etcd,
@@ -134,39 +136,125 @@ Deno.test({
   },
 });
 
-Deno.test("dcs etcd3: a watch canceled for another reason than compaction is a failure, not a silent read again", async () => {
+/** Chunked framing of `text`: its size in hex, the text, CRLF. */
+const chunk = (text: string) =>
+  `${new TextEncoder().encode(text).length.toString(16)}\r\n${text}\r\n`;
+
+/**
+ * A fake etcd3 gateway on loopback: etcd 3.4's version, a scope without keys at revision 5, and a
+ * watch stream whose body `watch` writes in chunks, after the head.
+ */
+function fakeGateway(watch: (conn: Deno.Conn) => Promise<void>) {
   const answer = (body: string) =>
     `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-  await using gateway = rawServer(async (conn, request) => {
+  return rawServer(async (conn, request) => {
     const target = request.match(/^\w+ (\S+)/)?.[1];
     if (target === "/version") {
       await send(conn, answer('{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}'));
     } else if (target === "/v3/kv/range") await send(conn, answer('{"header":{"revision":"5"}}'));
     else if (target === "/v3/watch") {
-      const messages =
-        '{"result":{"created":true}}\n{"result":{"canceled":true,"cancel_reason":"etcdserver: permission denied"}}\n';
-      await send(
-        conn,
-        `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${
-          messages.length.toString(16)
-        }\r\n${messages}\r\n`,
-      );
-      await new Promise((r) => setTimeout(r, 200));
+      await send(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+      await watch(conn);
     }
+  });
+}
+
+/** Options for a watcher of a fake gateway: requests that do not time out on a loaded machine. */
+const GATEWAY_OPTIONS = { ...etcd3.fast, requestTimeoutMs: 3000 };
+
+/**
+ * The first failure (of kind `failure`, when given) that a watcher of the fake gateway at `port`
+ * reports, and its view then.
+ */
+async function firstFailure(port: number, failure?: DcsFailure) {
+  const reports = new Reports();
+  const watcher = createEtcd3Watcher(
+    etcd3.settings([`http://127.0.0.1:${port}`]),
+    { ...GATEWAY_OPTIONS, ...reports.options },
+  );
+  const found = () => reports.errors.find((e) => failure === undefined || e.failure === failure);
+  try {
+    await until(() => found() !== undefined, `a failure ${failure ?? ""} reported`);
+    return { error: found()!, view: watcher.view() };
+  } finally {
+    await watcher.close();
+  }
+}
+
+/** A watch message with one PUT event of `key` (relative to `/service/pg/`) to `value`. */
+const putEvent = (key: string, value: string) =>
+  JSON.stringify({
+    result: { events: [{ kv: { key: b64(`/service/pg/${key}`), value: b64(value) } }] },
+  });
+
+Deno.test("dcs etcd3: a watch canceled for another reason than compaction is a failure, not a silent read again", async () => {
+  await using gateway = fakeGateway(async (conn) => {
+    await send(
+      conn,
+      chunk(
+        '{"result":{"created":true}}\n{"result":{"canceled":true,"cancel_reason":"etcdserver: permission denied"}}\n',
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 200));
+  });
+  const { error, view } = await firstFailure(gateway.port);
+  assert.deepEqual(error, {
+    failure: "auth",
+    message: "watch canceled: etcdserver: permission denied",
+  });
+  assert.equal(view?.leader, undefined);
+});
+
+Deno.test("dcs etcd3: a watch message cut between two pieces of the stream is applied whole", async () => {
+  const rest = Promise.withResolvers<void>();
+  const second = putEvent("members/pg5", '{"role":"replica","state":"running"}');
+  const cut = Math.floor(second.length / 2);
+  await using gateway = fakeGateway(async (conn) => {
+    await send(
+      conn,
+      chunk(`${putEvent("members/pg4", '{"role":"replica"}')}\n${second.slice(0, cut)}`),
+    );
+    await rest.promise; // the first piece was handled: its whole message is in the view
+    await send(conn, chunk(`${second.slice(cut)}\n`));
+    await conn.read(new Uint8Array(1)); // the stream stays open until the watcher closes it
   });
   const reports = new Reports();
   const watcher = createEtcd3Watcher(
     etcd3.settings([`http://127.0.0.1:${gateway.port}`]),
-    { ...etcd3.fast, ...reports.options },
+    { ...GATEWAY_OPTIONS, ...reports.options },
   );
   try {
-    await until(() => reports.errors.length > 0, "the canceled watch reported");
-    assert.deepEqual(reports.errors[0], {
-      failure: "auth",
-      message: "watch canceled: etcdserver: permission denied",
-    });
-    assert.equal(watcher.view()?.leader, undefined);
+    const first = await viewWhere(watcher, (v) => v.members.has("pg4"), "pg4 from the first piece");
+    assert.equal(first.members.has("pg5"), false, "half a message is not applied");
+    rest.resolve();
+    const whole = await viewWhere(watcher, (v) => v.members.has("pg5"), "pg5 from both pieces");
+    assert.deepEqual(whole.members.get("pg5"), { role: "replica", state: "running", tags: {} });
+    assert.deepEqual(reports.errors.filter((e) => e.failure === "invalid"), []);
   } finally {
+    rest.resolve();
     await watcher.close();
   }
+});
+
+Deno.test("dcs etcd3: a watch message over 4 MiB without its end is refused as 'invalid'", async () => {
+  const mib = " ".repeat(1024 * 1024);
+  await using gateway = fakeGateway(async (conn) => {
+    await send(conn, chunk('{"result":{"events":['));
+    for (let i = 0; i < 5; i++) await send(conn, chunk(mib));
+    await conn.read(new Uint8Array(1));
+  });
+  assert.deepEqual((await firstFailure(gateway.port, "invalid")).error, {
+    failure: "invalid",
+    message: `watch message larger than ${4 * 1024 * 1024} bytes`,
+  });
+});
+
+Deno.test("dcs: a session's failures are Errors with their names (DcsError, Resync)", () => {
+  const failure = new DcsError("auth", "etcd answered 401: bad password");
+  assert.ok(failure instanceof Error);
+  assert.equal(failure.name, "DcsError");
+  assert.equal(String(failure), "DcsError: etcd answered 401: bad password");
+  const resync = new Resync("the watch was canceled (compacted at 7)");
+  assert.ok(resync instanceof Error);
+  assert.equal(resync.name, "Resync");
 });

@@ -252,6 +252,18 @@ Deno.test("http_client: refused, deadline, and cancellation that closes the sock
   }
 });
 
+Deno.test("http_client: a failure is an Error named HttpError, its name in what it prints", async () => {
+  const refused = client(freePort());
+  try {
+    const e = await refused.request({ target: "/", timeoutMs: 1000 }).catch((e) => e);
+    assert.ok(e instanceof HttpError && e instanceof Error, String(e));
+    assert.equal(e.name, "HttpError");
+    assert.match(String(e), /^HttpError: connection refused/);
+  } finally {
+    refused.close();
+  }
+});
+
 Deno.test("http_client: keep-alive reuses one connection; one the server dropped is replaced, the request sent once more", async () => {
   await using server = keepAliveServer((_, n) =>
     `HTTP/1.1 200 OK\r\nContent-Length: ${String(n).length}\r\n\r\n${n}`

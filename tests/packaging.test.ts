@@ -25,41 +25,13 @@ import {
   VERSION,
 } from "../packaging/build.ts";
 import { smokeConfig } from "../packaging/smoke.ts";
+import { onPath, runCommand } from "./support/tools.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 const DENO = Deno.execPath();
-const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const target = (name: string): Target => findTarget(name)!;
 
-async function onPath(program: string): Promise<boolean> {
-  try {
-    const { success } = await new Deno.Command("sh", {
-      args: ["-c", `command -v ${program}`],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success;
-  } catch {
-    return false;
-  }
-}
-
-/** Runs a command to completion; stdout and stderr as text. */
-async function run(
-  program: string,
-  args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(program, {
-    args,
-    cwd: options.cwd ?? ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    ...(options.env ? { env: options.env, clearEnv: true } : {}),
-  }).output();
-  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
-}
+const run = runCommand;
 
 /** This process's environment without DENORT_BIN, plus `extra`. */
 function envWith(extra: Record<string, string>): Record<string, string> {
@@ -527,20 +499,29 @@ Deno.test("smoke script fails, one line per check, against a command that is not
 
 const UNIT = `${ROOT}/packaging/patroniglue.service`;
 
-Deno.test("systemd unit: hardened sandbox, restart on failure, reload by SIGHUP", async () => {
+Deno.test("systemd unit: the system user patroniglue, hardened sandbox, restart on failure, reload by SIGHUP", async () => {
   const text = await Deno.readTextFile(UNIT);
   const directives = text.split("\n").filter((l) => /^[A-Z]/.test(l));
   for (
     const d of [
-      "DynamicUser=yes",
+      "User=patroniglue",
+      "Group=patroniglue",
       "ProtectSystem=strict",
+      "ProtectHome=yes",
+      "PrivateTmp=yes",
+      "RemoveIPC=yes",
       "NoNewPrivileges=yes",
       "Restart=on-failure",
       "ExecReload=/bin/kill -HUP $MAINPID",
       "CapabilityBoundingSet=",
-      "ExecStart=/usr/local/bin/patroniglue -config /etc/patroniglue/config.yml",
+      "ExecStartPre=/usr/bin/patroniglue -check-config -config /etc/patroniglue/config.yml",
+      "ExecStart=/usr/bin/patroniglue -config /etc/patroniglue/config.yml",
     ]
   ) assert.ok(directives.includes(d), d);
+  assert.ok(
+    !directives.some((d) => d.startsWith("DynamicUser")),
+    "a static user, not a transient one",
+  );
   assert.ok(!directives.some((d) => d.startsWith("AmbientCapabilities")));
   assert.ok(!directives.some((d) => d.startsWith("MemoryDenyWriteExecute")), "V8 needs W^X off");
   assert.match(
@@ -548,6 +529,16 @@ Deno.test("systemd unit: hardened sandbox, restart on failure, reload by SIGHUP"
     /\n#CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n#AmbientCapabilities=CAP_NET_BIND_SERVICE\n/,
   );
 });
+
+/** The unit with the port-80 opt-in: its commented capability lines instead of the empty set. */
+function withPort80(unit: string): string {
+  const port80 = unit
+    .replace(/\nCapabilityBoundingSet=\n/, "\n")
+    .replace("#CapabilityBoundingSet=", "CapabilityBoundingSet=")
+    .replace("#AmbientCapabilities=", "AmbientCapabilities=");
+  assert.notEqual(port80, unit);
+  return port80;
+}
 
 Deno.test({
   name: "systemd unit passes `systemd-analyze verify`, as shipped and with the port-80 opt-in",
@@ -558,14 +549,10 @@ Deno.test({
       // verify wants ExecStart's program to exist: point it at a stub, change nothing else.
       await Deno.writeTextFile(`${dir}/patroniglue`, STUB, { mode: 0o755 });
       const shipped = (await Deno.readTextFile(UNIT)).replaceAll(
-        "/usr/local/bin/patroniglue",
+        "/usr/bin/patroniglue",
         `${dir}/patroniglue`,
       );
-      const port80 = shipped
-        .replace(/\nCapabilityBoundingSet=\n/, "\n")
-        .replace("#CapabilityBoundingSet=", "CapabilityBoundingSet=")
-        .replace("#AmbientCapabilities=", "AmbientCapabilities=");
-      assert.notEqual(port80, shipped);
+      const port80 = withPort80(shipped);
       for (const [name, text] of [["shipped", shipped], ["port80", port80]]) {
         await Deno.mkdir(`${dir}/${name}`);
         await Deno.writeTextFile(`${dir}/${name}/patroniglue.service`, text);
@@ -577,6 +564,145 @@ Deno.test({
         assert.equal(out.code, 0, `${name}: ${out.stdout}${out.stderr}`);
         assert.equal(out.stderr.trim(), "", name);
       }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "systemd unit: exposure at most 2.0 (`systemd-analyze security --offline=true`), as shipped and with the port-80 opt-in, in the unit or a drop-in",
+  ignore: !(await onPath("systemd-analyze")),
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "pg-unit-" });
+    try {
+      const shipped = await Deno.readTextFile(UNIT);
+      for (const [name, text] of [["shipped", shipped], ["port80", withPort80(shipped)]]) {
+        await Deno.mkdir(`${dir}/${name}`);
+        await Deno.writeTextFile(`${dir}/${name}/patroniglue.service`, text);
+        const out = await run("systemd-analyze", [
+          "security",
+          "--offline=true",
+          "--no-pager",
+          `${dir}/${name}/patroniglue.service`,
+        ], { cwd: dir });
+        assert.equal(out.code, 0, `${name}: ${out.stdout}${out.stderr}`);
+        const level = out.stdout.match(/Overall exposure level for \S+: (\d+\.\d+)/)?.[1];
+        assert.ok(level !== undefined, out.stdout);
+        assert.ok(Number(level) <= 2.0, `${name}: exposure ${level}`);
+        // A static user is as good as a transient one here: the analysis says so.
+        assert.match(out.stdout, /✓ User=\/DynamicUser=/, name);
+      }
+      // The two lines in a drop-in (systemctl edit), over the unit as a package installs it.
+      const root = `${dir}/root`;
+      await Deno.mkdir(`${root}/lib/systemd/system`, { recursive: true });
+      await Deno.mkdir(`${root}/etc/systemd/system/patroniglue.service.d`, { recursive: true });
+      await Deno.copyFile(UNIT, `${root}/lib/systemd/system/patroniglue.service`);
+      const lines = shipped.split("\n").filter((l) =>
+        /^#(CapabilityBoundingSet|AmbientCapabilities)=/.test(l)
+      );
+      await Deno.writeTextFile(
+        `${root}/etc/systemd/system/patroniglue.service.d/port80.conf`,
+        `[Service]\n${lines.map((l) => l.slice(1)).join("\n")}\n`,
+      );
+      const out = await run("systemd-analyze", [
+        "security",
+        "--offline=true",
+        "--no-pager",
+        `--root=${root}`,
+        "patroniglue.service",
+      ], { cwd: dir });
+      assert.equal(out.code, 0, out.stdout + out.stderr);
+      assert.match(
+        out.stdout,
+        /✗ CapabilityBoundingSet=~CAP_NET_\(BIND_SERVICE.*elevated networking/,
+      );
+      const level = Number(out.stdout.match(/Overall exposure level for \S+: (\d+\.\d+)/)?.[1]);
+      assert.ok(level <= 2.0, `drop-in: exposure ${level}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** The setpriv(1) options that give a process what the unit's capability lines give the service. */
+function capabilityOptions(unit: string): string[] {
+  const directive = (name: string) =>
+    unit.split("\n").find((l) => l.startsWith(`${name}=`))?.slice(name.length + 1).trim() ?? "";
+  const caps = (value: string) =>
+    value.split(/\s+/).filter(Boolean).map((c) => `,+${c.replace(/^CAP_/, "").toLowerCase()}`)
+      .join("");
+  const bounding = caps(directive("CapabilityBoundingSet"));
+  const ambient = caps(directive("AmbientCapabilities"));
+  const options = [`--bounding-set=-all${bounding}`, `--inh-caps=-all${ambient}`];
+  if (ambient) options.push(`--ambient-caps=-all${ambient}`);
+  return options;
+}
+
+/** Whether this process can make a network namespace (root, and a runtime that lets it). */
+const CAN_UNSHARE_NET = Deno.uid() === 0 &&
+  await run("unshare", ["--net", "true"]).then((o) => o.code === 0, () => false) &&
+  await onPath("setpriv") && await onPath("ip") && await onPath("curl");
+
+Deno.test({
+  name:
+    "systemd unit: as a non-root user, port 80 is refused as shipped and served with the capability lines (needs root, a network namespace, setpriv, ip, curl)",
+  ignore: !CAN_UNSHARE_NET,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "pg-port80-" });
+    try {
+      await Deno.chmod(dir, 0o755);
+      await Deno.writeTextFile(
+        `${dir}/config.yml`,
+        "frontend:\n  host: 127.0.0.1\n  port: 80\nbackend:\n  host: 127.0.0.1\n  port: 8008\n",
+        { mode: 0o644 },
+      );
+      await Deno.chmod(`${dir}/config.yml`, 0o644);
+      await Deno.mkdir(`${dir}/deno`);
+      await Deno.chown(`${dir}/deno`, 65534, 65534);
+      // In a network namespace of its own (unprivileged ports start at 1024 there): the service's
+      // user change, capabilities and no_new_privs, then /health on port 80 or the exit.
+      const script = `
+        ip link set lo up
+        caps="$1"; shift
+        DENO_DIR="$DIR/deno" HOME=/nonexistent setpriv --reuid=65534 --regid=65534 \\
+          --clear-groups $caps --no-new-privs "$@" 2>"$DIR/stderr" &
+        pid=$!
+        for i in $(seq 1 300); do
+          code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:80/health) && break
+          kill -0 $pid 2>/dev/null || break
+          sleep 0.1
+        done
+        echo "health=$code"
+        kill $pid 2>/dev/null; wait $pid; echo "exit=$?"`;
+      const shipped = await Deno.readTextFile(UNIT);
+      const attempt = async (unit: string) => {
+        const out = await run("unshare", [
+          "--net",
+          "sh",
+          "-c",
+          script,
+          "sh",
+          capabilityOptions(unit).join(" "),
+          DENO,
+          "run",
+          "-q",
+          "-P",
+          "--config",
+          `${ROOT}/deno.json`,
+          `${ROOT}/main.ts`,
+          "-config",
+          `${dir}/config.yml`,
+        ], { env: { ...Deno.env.toObject(), DIR: dir } });
+        return { ...out, stderr: await Deno.readTextFile(`${dir}/stderr`) };
+      };
+      const refused = await attempt(shipped);
+      assert.match(refused.stdout, /health=000\nexit=1\n/, refused.stdout + refused.stderr);
+      assert.match(refused.stderr, /cannot listen on 127\.0\.0\.1:80: Permission denied/);
+      const served = await attempt(withPort80(shipped));
+      assert.match(served.stdout, /health=200\nexit=0\n/, served.stdout + served.stderr);
+      assert.match(served.stderr, /listening on http:\/\/127\.0\.0\.1:80,/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -627,7 +753,22 @@ Deno.test("workflows: release builds, smoke-tests, pushes the image and publishe
   assert.match(runs, /\.\/build\.sh/);
   assert.match(runs, /packaging\/smoke\.ts -- .*linux-amd64\/patroniglue/);
   assert.match(runs, /sha256sum -c SHA256SUMS/);
-  assert.match(runs, /gh release create .*dist\/\*\.tar\.gz dist\/SHA256SUMS/);
+  assert.match(
+    runs,
+    /gh release create .*dist\/\*\.tar\.gz dist\/\*\.deb dist\/\*\.rpm dist\/SHA256SUMS/,
+  );
+  // Packages for both linux architectures, from the built binaries; linted; the .deb installed.
+  assert.match(
+    runs,
+    /for arch in amd64 arm64; do\n\s+deno task package --binary "dist\/patroniglue-\$VERSION-linux-\$arch\/patroniglue"/,
+  );
+  assert.match(runs, /lintian --fail-on error dist\/\*\.deb/);
+  assert.match(runs, /rpmlint -c packaging\/rpm\/rpmlint\.toml dist\/\*\.rpm/);
+  assert.match(runs, /apt-get install -y "\.\/dist\/patroniglue_\$\{VERSION\}_amd64\.deb"/);
+  assert.match(runs, /packaging\/smoke\.ts -- \/usr\/bin\/patroniglue/);
+  assert.ok(runs.indexOf("deno task package") < runs.indexOf("sha256sum -c SHA256SUMS"));
+  const uploaded = steps.find((s) => s.uses?.startsWith("actions/upload-artifact@"))?.with?.path;
+  assert.match(String(uploaded), /dist\/\*\.deb\n.*dist\/\*\.rpm/s);
   const pushed = steps.find((s) => s.uses?.startsWith("docker/build-push-action@") && s.with?.push);
   assert.equal(pushed?.with?.platforms, "linux/amd64,linux/arm64");
   const ci = parseYaml(await Deno.readTextFile(`${ROOT}/.github/workflows/ci.yml`));

@@ -1,5 +1,9 @@
-// DCS keys: Patroni's keys under one scope (leader, members/*, status, optime/leader, config) as the parts of a DcsView, whatever store they come from.
-import type { DcsView, LeaderLock, MemberKey } from "./view.ts";
+/**
+ * DCS keys: Patroni's keys under one scope (leader, members/*, status, optime/leader, config) as the parts of a DcsView, whatever store they come from.
+ *
+ * @module
+ */
+import type { DcsSettings, DcsView, LeaderLock, MemberKey } from "./view.ts";
 
 /** Most member keys kept (the rest are ignored: memory stays bounded whatever is written). */
 export const MAX_MEMBERS = 1024;
@@ -9,17 +13,16 @@ export const MAX_VALUE_BYTES = 64 * 1024;
 /** The key of a scope's leader lock, relative to the scope. */
 export const LEADER_KEY = "leader";
 
+/** The path of the scope's keys: `/service/pg` (Patroni's namespace, then its scope). */
+export function scopePath(settings: DcsSettings): string {
+  return `${settings.namespace}/${settings.scope}`;
+}
+
 /** The member key of a JSON value, or undefined when it is not a JSON object. */
 export function parseMember(value: string): MemberKey | undefined {
-  if (value.length > MAX_VALUE_BYTES) return undefined;
-  let data: unknown;
-  try {
-    data = JSON.parse(value);
-  } catch {
-    return undefined;
-  }
-  if (typeof data !== "object" || data === null || Array.isArray(data)) return undefined;
-  const { role, state, timeline, xlog_location: xlog, tags } = data as Record<string, unknown>;
+  const data = jsonObject(value);
+  if (!data) return undefined;
+  const { role, state, timeline, xlog_location: xlog, tags } = data;
   const member: MemberKey = {
     tags: typeof tags === "object" && tags !== null && !Array.isArray(tags)
       ? tags as Record<string, unknown>
@@ -32,6 +35,7 @@ export function parseMember(value: string): MemberKey | undefined {
   return member;
 }
 
+/** A value's JSON object (bounded), or undefined when it is none. */
 function jsonObject(value: string): Record<string, unknown> | undefined {
   if (value.length > MAX_VALUE_BYTES) return undefined;
   try {

@@ -1,4 +1,8 @@
-// DCS watcher runtime: the endpoints tried in turn, back-off, reachability, view publication and close, around one store's read-then-watch session.
+/**
+ * DCS watcher runtime: the endpoints tried in turn, back-off, reachability, view publication and close, around one store's read-then-watch session.
+ *
+ * @module
+ */
 import { HttpClient, HttpError, type HttpOrigin } from "../http_client.ts";
 import type { DcsFailure, DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./view.ts";
 
@@ -20,22 +24,29 @@ export interface EtcdWatcherOptions extends DcsWatcherOptions {
   maxBackoffMs?: number;
 }
 
+/** Most bytes of one answer of the DCS (and of one message of etcd3's watch stream). */
+export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+
 /** A failed step of a session, with the failure it stands for. */
 export class DcsError extends Error {
+  override name = "DcsError";
   constructor(readonly failure: DcsFailure, message: string) {
     super(message);
   }
 }
 
 /** Thrown by a session to have everything read again at once: not a failure (a compacted watch). */
-export class Resync extends Error {}
+export class Resync extends Error {
+  override name = "Resync";
+}
 
 /** What a session gets: its endpoint's client, the end of the session, and how to report. */
 export interface SessionContext {
   readonly client: HttpClient;
   readonly signal: AbortSignal;
   readonly now: () => number;
-  readonly options: EtcdWatcherOptions;
+  /** The deadline of each request in ms (`requestTimeoutMs`). */
+  readonly timeoutMs: number;
   /** Replaces the view (listeners hear it). */
   publish(view: DcsView): void;
   /** A request was answered: the DCS is reachable. */
@@ -84,6 +95,11 @@ export function failureOf(e: unknown): { failure: DcsFailure; message: string } 
     return { failure: e.failure, message: e.message };
   }
   return { failure: "error", message: e instanceof Error ? e.message : String(e) };
+}
+
+/** Whether what a session's request threw is a deadline passed (an etcd silent, or a quiet watch). */
+export function timedOut(e: unknown): boolean {
+  return failureOf(e).failure === "timeout";
 }
 
 /**
@@ -179,7 +195,7 @@ export class WatchLoop implements DcsWatcher {
         cert,
         key,
         keepAlive: true,
-        maxBodyBytes: 4 * 1024 * 1024,
+        maxBodyBytes: MAX_ANSWER_BYTES,
       });
       const session = new AbortController();
       const signal = AbortSignal.any([closing, session.signal]);
@@ -189,7 +205,7 @@ export class WatchLoop implements DcsWatcher {
           client,
           signal,
           now: this.#now,
-          options: this.#options,
+          timeoutMs: this.#options.requestTimeoutMs ?? 2000,
           publish: (view) => this.#publish(view),
           answered: () => this.#answered(),
         });
@@ -218,27 +234,4 @@ export class WatchLoop implements DcsWatcher {
     this.#backoff = this.#backoff === 0 ? first : Math.min(max, this.#backoff * 2);
     return this.#backoff;
   }
-}
-
-/** Base64 of a string's UTF-8 bytes. */
-export function toBase64(text: string): string {
-  const bytes = new TextEncoder().encode(text);
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
-}
-
-/** A base64 string's UTF-8 text; throws a DcsError for bad base64. */
-export function fromBase64(text: string): string {
-  let binary: string;
-  try {
-    binary = atob(text);
-  } catch {
-    throw new DcsError("invalid", "malformed answer: bad base64");
-  }
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return new TextDecoder().decode(bytes);
 }

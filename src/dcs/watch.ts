@@ -1,4 +1,8 @@
-// Watch: the watcher for a DCS kind, one complete read for -check-config, and a view in one line.
+/**
+ * Watch: the watcher for a DCS kind, one complete read for -check-config, and a view in one line.
+ *
+ * @module
+ */
 import { createEtcd2Watcher } from "./etcd2.ts";
 import { createEtcd3Watcher } from "./etcd3.ts";
 import type { DcsKind, DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./view.ts";

@@ -1,4 +1,8 @@
-// A real single-member etcd on loopback for the DCS watcher tests: plain or TLS with client certificates, auth, restart, freeze, compaction, and a TCP relay that can hold a watcher's requests.
+/**
+ * A real single-member etcd on loopback for the DCS watcher tests: plain or TLS with client certificates, auth, restart, freeze, compaction, and a TCP relay that can hold a watcher's requests.
+ *
+ * @module
+ */
 import type { DcsFailure, DcsView, DcsWatcher, DcsWatcherOptions } from "../../src/dcs/view.ts";
 import { HttpClient, type HttpClientOptions } from "../../src/http_client.ts";
 import { fixture, freePort } from "./glue.ts";

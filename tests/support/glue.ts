@@ -10,6 +10,16 @@ export function freePort(): number {
   return listener.addr.port;
 }
 
+/** `n` distinct loopback ports that were free a moment ago (held together while chosen). */
+export function freePorts(n: number): number[] {
+  const listeners = Array.from(
+    { length: n },
+    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+  );
+  for (const l of listeners) l.close();
+  return listeners.map((l) => l.addr.port);
+}
+
 /** The schemes a frontend serves, over the same HTTP/1 server. */
 export const SCHEMES = ["http", "https"] as const;
 /** One of {@linkcode SCHEMES}. */

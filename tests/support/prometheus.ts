@@ -1,4 +1,5 @@
-// A strict reader of the Prometheus text exposition format, for tests.
+// Prometheus for tests: a strict reader of the text exposition format, and promtool.
+import { hasProgram, runCommand } from "./tools.ts";
 
 /** One sample line. */
 export interface Sample {
@@ -58,4 +59,22 @@ export function sampleValue(
   return samples.find((s) =>
     s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)
   )?.value;
+}
+
+/** Prometheus's promtool (Debian's `prometheus` package). */
+export const HAS_PROMTOOL: boolean = hasProgram("promtool");
+
+/** Runs `promtool args`, `stdin` on its input; its exit code and everything it printed. */
+export async function promtool(
+  args: string[],
+  stdin = "",
+): Promise<{ code: number; output: string }> {
+  const { code, stdout, stderr } = await runCommand("promtool", args, { stdin });
+  return { code, output: stdout + stderr };
+}
+
+/** `promtool check metrics` of exposition `text`: what it complains of, "" when nothing. */
+export async function checkMetrics(text: string): Promise<string> {
+  const { code, output } = await promtool(["check", "metrics"], text);
+  return code === 0 ? output.trim() : `exit ${code}: ${output}`;
 }

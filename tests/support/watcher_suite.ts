@@ -1,4 +1,8 @@
-// The tests every etcd watcher passes against a real etcd, and the fake HA loop they share (a member that holds the lock and says how long it can be held at most).
+/**
+ * The tests every etcd watcher passes against a real etcd, and the fake HA loop they share (a member that holds the lock and says how long it can be held at most).
+ *
+ * @module
+ */
 import assert from "node:assert/strict";
 import type { EtcdWatcherOptions } from "../../src/dcs/runner.ts";
 import type { DcsKind, DcsSettings, DcsView, DcsWatcher } from "../../src/dcs/view.ts";

@@ -1,0 +1,52 @@
+/**
+ * DCS codec: an answer's JSON body, and base64 text (etcd3's keys and values, etcd v2's basic auth); what is malformed is a DcsError 'invalid'.
+ *
+ * @module
+ */
+import type { HttpResponse } from "../http_client.ts";
+import { DcsError } from "./runner.ts";
+
+/** An answer's body as JSON; a DcsError ('invalid') when it is not JSON. */
+export function answerJson(response: HttpResponse): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(response.body));
+  } catch {
+    throw new DcsError("invalid", `malformed answer: status ${response.status}, not JSON`);
+  }
+}
+
+/** An answer's body as a JSON object, or an empty one when it is none (read for what it may say). */
+export function answerObject(response: HttpResponse): Record<string, unknown> {
+  try {
+    const data = answerJson(response);
+    return typeof data === "object" && data !== null ? data as Record<string, unknown> : {};
+  } catch {
+    return {};
+  }
+}
+
+/** Bytes turned into characters at a time (one call's arguments, well under the engine's bound). */
+const CHUNK_BYTES = 0x8000;
+
+/** Base64 of a string's UTF-8 bytes. */
+export function toBase64(text: string): string {
+  const bytes = new TextEncoder().encode(text);
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += CHUNK_BYTES) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + CHUNK_BYTES));
+  }
+  return btoa(binary);
+}
+
+/** A base64 string's UTF-8 text; throws a DcsError for bad base64. */
+export function fromBase64(text: string): string {
+  let binary: string;
+  try {
+    binary = atob(text);
+  } catch {
+    throw new DcsError("invalid", "malformed answer: bad base64");
+  }
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return new TextDecoder().decode(bytes);
+}
