@@ -7,7 +7,7 @@ import { keyOf, parseConfig, schemaKeys } from "../src/config.ts";
 import { agentCheck } from "./support/agent_client.ts";
 import { Etcd, HAS_ETCD } from "./support/etcd.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { fixture, freePort, GlueProcess } from "./support/glue.ts";
+import { fixture, freePort, freePorts, GlueProcess } from "./support/glue.ts";
 import { HAS_OPENSSL } from "./support/tools.ts";
 
 Deno.test("reload: every key declares what a change to it takes, and every part of a Config has its key", async () => {
@@ -496,13 +496,8 @@ Deno.test({
     await using etcd = await Etcd.start({ auth: "v2" });
     await using tlsEtcd = await Etcd.start({ tls: true });
     const stops = [...await seed(etcd), ...await seed(tlsEtcd)];
-    const ports = {
-      frontend: freePort(),
-      frontend2: freePort(),
-      agent: freePort(),
-      agent2: freePort(),
-      metrics: freePort(),
-    };
+    const [frontend, frontend2, agent, agent2, metrics] = freePorts(5);
+    const ports = { frontend, frontend2, agent, agent2, metrics };
     const base: Tree = {
       frontend: { host: "127.0.0.1", port: ports.frontend, logformat: "%a - %m %U" },
       backend: { host: "127.0.0.1", port: patroni.port, timeout: 1 },
