@@ -134,22 +134,28 @@ Deno.test({
   },
 });
 
+/** A gateway's JSON answer. */
+const answer = (body: string) =>
+  `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+/** etcd 3.4's `/version`. */
+const VERSION = answer('{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}');
+/** The head and first chunk of a watch stream carrying `messages`. */
+const watchStream = (messages: string) =>
+  `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${
+    messages.length.toString(16)
+  }\r\n${messages}\r\n`;
+
 Deno.test("dcs etcd3: a watch canceled for another reason than compaction is a failure, not a silent read again", async () => {
-  const answer = (body: string) =>
-    `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
   await using gateway = rawServer(async (conn, request) => {
     const target = request.match(/^\w+ (\S+)/)?.[1];
-    if (target === "/version") {
-      await send(conn, answer('{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}'));
-    } else if (target === "/v3/kv/range") await send(conn, answer('{"header":{"revision":"5"}}'));
+    if (target === "/version") await send(conn, VERSION);
+    else if (target === "/v3/kv/range") await send(conn, answer('{"header":{"revision":"5"}}'));
     else if (target === "/v3/watch") {
-      const messages =
-        '{"result":{"created":true}}\n{"result":{"canceled":true,"cancel_reason":"etcdserver: permission denied"}}\n';
       await send(
         conn,
-        `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${
-          messages.length.toString(16)
-        }\r\n${messages}\r\n`,
+        watchStream(
+          '{"result":{"created":true}}\n{"result":{"canceled":true,"cancel_reason":"etcdserver: permission denied"}}\n',
+        ),
       );
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -170,3 +176,61 @@ Deno.test("dcs etcd3: a watch canceled for another reason than compaction is a f
     await watcher.close();
   }
 });
+
+/**
+ * A gateway whose leader key `/service/pg/leader` is held by pg1 with a lease granted `grantedTtl`
+ * seconds (4 left at every read); counts the lease reads.
+ */
+function leaseGateway(grantedTtl: number) {
+  const end = Promise.withResolvers<void>();
+  const reads: number[] = [];
+  const leader = b64("/service/pg/leader");
+  const server = rawServer(async (conn, request) => {
+    const target = request.match(/^\w+ (\S+)/)?.[1];
+    if (target === "/version") await send(conn, VERSION);
+    else if (target === "/v3/kv/range") {
+      const kv = `{"key":"${leader}","value":"${b64("pg1")}","lease":"42","mod_revision":"3"}`;
+      await send(conn, answer(`{"header":{"revision":"5"},"kvs":[${kv}]}`));
+    } else if (target === "/v3/lease/timetolive") {
+      reads.push(performance.now());
+      await send(
+        conn,
+        answer(`{"ID":"42","TTL":"4","grantedTTL":"${grantedTtl}","keys":["${leader}"]}`),
+      );
+    } else if (target === "/v3/watch") {
+      await send(conn, watchStream('{"result":{"created":true}}\n'));
+      await end.promise;
+    }
+  });
+  return {
+    port: server.port,
+    reads,
+    async [Symbol.asyncDispose]() {
+      end.resolve();
+      await server.close();
+    },
+  };
+}
+
+for (const [ttl, atLeast, atMost] of [[5, 4, 8], [30, 1, 2]]) {
+  Deno.test(
+    `dcs etcd3: the lease of a ${ttl} s lock is read every ${
+      Math.min(1000, ttl * 50)
+    } ms (ttl/20, at most once a second): the lock's time left loses no more than that to the reading's pace`,
+    async () => {
+      await using gateway = leaseGateway(ttl);
+      const watcher = createEtcd3Watcher(etcd3.settings([`http://127.0.0.1:${gateway.port}`]), {
+        requestTimeoutMs: 1000,
+      });
+      try {
+        await until(() => gateway.reads.length > 0, "the first lease read");
+        const from = gateway.reads[0];
+        await new Promise((r) => setTimeout(r, 1600));
+        const reads = gateway.reads.filter((t) => t > from && t <= from + 1500).length;
+        assert.ok(reads >= atLeast && reads <= atMost, `${reads} reads in 1.5 s`);
+      } finally {
+        await watcher.close();
+      }
+    },
+  );
+}

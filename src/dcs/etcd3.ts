@@ -1,4 +1,4 @@
-// etcd3 watcher (Patroni's `etcd3:`): a range read of the scope through etcd's JSON gateway, a watch stream from the next revision, and the leader lease's time to live read about once a second.
+// etcd3 watcher (Patroni's `etcd3:`): a range read of the scope through etcd's JSON gateway, a watch stream from the next revision, and the leader lease's time to live read every ttl/20, at most once a second.
 import type { HttpResponse } from "../http_client.ts";
 import { LEADER_KEY, ScopeKeys } from "./keys.ts";
 import {
@@ -37,7 +37,11 @@ interface Leader {
  * changes (Patroni keeps its lease alive), so a watch alone cannot show the holder alive: the
  * leader's lease is read every `pollIntervalMs` (`/lease/timetolive` with its keys), and the lock
  * is held until (time that request was sent) + `TTL` s (etcd truncates `TTL` to whole seconds, so
- * the lease lives at least that long after the answer). `TTL` 0 (under a second left, or expired
+ * the lease lives at least that long after the answer). By default the lease is read every
+ * twentieth of its granted TTL, at most once a second: the time left that the view shows lags the
+ * truth by the truncation (under a second) plus one interval, which must stay well within the
+ * witness's margin (half the ttl) for a lock renewed every `loop_wait` (a 5 s ttl read once a
+ * second showed 2.0 s left while 3.9 s were). `TTL` 0 (under a second left, or expired
  * and not yet revoked) and a new holder whose lease is not read yet: `heldUntil` is -Infinity, the
  * holder known, its time not. A lease gone (`TTL` -1) means no lock; a
  * lease that no longer holds the leader key means the keys are read again. Without a leader, the
@@ -54,7 +58,9 @@ export function createEtcd3Watcher(
   const range = { key: toBase64(dir), range_end: toBase64(prefixEnd(dir)) };
   const timeoutMs = options.requestTimeoutMs ?? 2000;
   const watchMs = options.watchTimeoutMs ?? 60_000;
-  const intervalMs = options.pollIntervalMs ?? 1000;
+  /** The leader lease's granted TTL (seconds) as last read. */
+  let grantedTtl: number | undefined;
+  const intervalMs = () => options.pollIntervalMs ?? pollInterval(grantedTtl);
   /** The gateway's path prefix, from `/version` (kept across sessions). */
   let api: string | undefined;
   /** The auth token (kept across sessions until etcd refuses it). */
@@ -132,9 +138,12 @@ export function createEtcd3Watcher(
       }
       const answer = await post("/lease/timetolive", { ID: asked.lease, keys: true }) as {
         TTL?: string;
+        grantedTTL?: string;
         keys?: string[];
       };
       context.answered();
+      const granted = Number(answer.grantedTTL);
+      if (Number.isInteger(granted) && granted > 0) grantedTtl = granted;
       if (leader !== asked) return;
       const ttl = Number(answer.TTL ?? 0); // the gateway leaves out fields that are zero
       if (!Number.isInteger(ttl)) throw new DcsError("invalid", "malformed answer: bad lease TTL");
@@ -198,7 +207,7 @@ export function createEtcd3Watcher(
     try {
       while (!signal.aborted) {
         const woken = new Promise<void>((resolve) => wake = resolve);
-        const tick = pause(intervalMs, signal);
+        const tick = pause(intervalMs(), signal);
         await Promise.race([tick, woken, watchEnd.promise]);
         wake = undefined;
         if (signal.aborted) break;
@@ -296,6 +305,11 @@ export function createEtcd3Watcher(
   };
 
   return new WatchLoop(settings, options, session);
+}
+
+/** How often a lease granted `ttl` seconds is read (ms): a twentieth of it, at most once a second. */
+function pollInterval(ttl: number | undefined): number {
+  return ttl === undefined ? 1000 : Math.min(1000, Math.max(100, ttl * 50));
 }
 
 /** One message's `result` on the watch stream. */
