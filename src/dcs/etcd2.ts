@@ -1,6 +1,6 @@
 // etcd v2 watcher (Patroni's `etcd:`): a recursive read of the scope, then long-poll watches from the next index, the leader's ttl turned into how long the lock is certainly held.
 import type { HttpResponse } from "../http_client.ts";
-import { ScopeKeys } from "./keys.ts";
+import { LEADER_KEY, ScopeKeys } from "./keys.ts";
 import { DcsError, type EtcdWatcherOptions, type SessionContext, WatchLoop } from "./runner.ts";
 import type { DcsSettings, DcsWatcher, LeaderLock } from "./view.ts";
 
@@ -8,6 +8,8 @@ import type { DcsSettings, DcsWatcher, LeaderLock } from "./view.ts";
 const EVENT_INDEX_CLEARED = 401;
 /** etcd v2's error code for a key that does not exist. */
 const KEY_NOT_FOUND = 100;
+/** A leader event whose watch waited longer (ms) is followed by a read of the leader key. */
+const REREAD_AFTER_MS = 100;
 
 /** A v2 node as etcd answers it (only the fields used). */
 interface Node {
@@ -28,7 +30,10 @@ interface Node {
  * key was written: it counts only when the key was written after the watch request reached etcd
  * (its `modifiedIndex` is above the response's `X-Etcd-Index`, the index when the watch began).
  * An older event (the watcher fell behind) leaves the time as it was for the same holder, and
- * reads the keys again for another holder. A leader key past its expiry and not yet removed
+ * reads the keys again for another holder. The key may have been written long after the watch was
+ * sent (Patroni renews once per `loop_wait`; with nothing else written in between, the whole wait),
+ * so after an event that took longer than {@linkcode REREAD_AFTER_MS} the leader key is read once
+ * more, and its `ttl` counted from that read when that says more. A leader key past its expiry and not yet removed
  * (`ttl` 0, left out of the JSON) is not known held: `heldUntil` is -Infinity, as for a holder whose time is unknown.
  */
 export function createEtcd2Watcher(
@@ -89,7 +94,7 @@ export function createEtcd2Watcher(
           if (node.dir) return node.nodes?.forEach(walk);
           if (key === undefined || node.value === undefined) return;
           keys.set(key, node.value);
-          if (key === "leader") leader = lockFrom(node, sentAt);
+          if (key === LEADER_KEY) leader = lockFrom(node, sentAt);
         };
         walk(answer.node);
       }
@@ -97,6 +102,20 @@ export function createEtcd2Watcher(
       context.answered();
       context.publish(keys.view(now(), leader));
       return index;
+    };
+
+    /** Reads the leader key: its `ttl` counted from now, if that is later and the holder the same. */
+    const reread = async (): Promise<void> => {
+      const sentAt = now();
+      const { response, answer } = await call(`${base}/${LEADER_KEY}`, timeoutMs);
+      if (answer.errorCode === KEY_NOT_FOUND) return; // deleted: the watch brings the event
+      if (answer.errorCode !== undefined || !answer.node) throw answerError(response, answer);
+      context.answered();
+      const lock = lockFrom(answer.node, sentAt);
+      if (leader && lock.holder === leader.holder && lock.heldUntil > leader.heldUntil) {
+        leader = lock;
+        context.publish(keys.view(now(), leader));
+      }
     };
 
     let index = await read();
@@ -137,11 +156,16 @@ export function createEtcd2Watcher(
         continue;
       } else if (node.value !== undefined) {
         keys.set(key, node.value);
-        if (key === "leader") {
+        if (key === LEADER_KEY) {
           const fresh = typeof node.modifiedIndex === "number" && node.modifiedIndex > started;
           if (fresh) leader = lockFrom(node, sentAt);
           else if (leader?.holder !== node.value) {
             index = await read();
+            continue;
+          }
+          if (fresh && now() - sentAt > REREAD_AFTER_MS) {
+            context.publish(keys.view(now(), leader));
+            await reread();
             continue;
           }
         }
