@@ -557,7 +557,9 @@ async function readHead(reader: Reader, maxHead: number): Promise<Head> {
       if (reader.pending > maxHead) throw invalid("malformed answer: head too large");
       scanned = reader.end;
       if (!await reader.more()) {
-        throw invalid(reader.total === 0 ? "no answer (connection closed)" : "answer cut short");
+        // Closed before a byte: the server did not answer (as a reset), it did not answer wrongly.
+        if (reader.total === 0) throw new HttpError("error", "no answer (connection closed)");
+        throw cutShort();
       }
     }
     const lines = new TextDecoder("latin1").decode(reader.buf.subarray(reader.start, end))

@@ -290,3 +290,14 @@ Deno.test("attest: cache.invalidate ends contradicted entries, asks again for ro
   await t.reply(ok(503, REPLICA_BODY)); // /leader's second
   assert.equal((await leader as HealthResponse).status, 503);
 });
+
+Deno.test("attest: every way of not answering (refused, reset or closed unanswered, TLS failure) lets the DCS speak", async () => {
+  for (const failure of ["refused", "error", "tls"] as const) {
+    const t = setup();
+    t.say("n1", 4_000, PRIMARY);
+    const pending = t.handle(get("/primary"));
+    await t.reply({ ok: false, failure, error: `no answer (${failure})` });
+    const res = await pending as HealthResponse;
+    assert.deepEqual([res.status, res.headers["x-cache"]], [200, "DCS"], failure);
+  }
+});

@@ -227,7 +227,7 @@ Deno.test("backend: answers framed by Content-Length or chunked, in pieces, with
     await using server = rawServer(async () => {});
     const c = client(server.port);
     try {
-      assert.match(failure(await c.fetchPatroniStatus("/primary")), /^invalid: no answer/);
+      assert.match(failure(await c.fetchPatroniStatus("/primary")), /^error: no answer \(connection closed\)/);
     } finally {
       c.close();
     }

@@ -140,19 +140,30 @@ Deno.test({
 const chunk = (text: string) =>
   `${new TextEncoder().encode(text).length.toString(16)}\r\n${text}\r\n`;
 
+/** What a fake gateway answers besides its version and watch stream. */
+interface GatewayAnswers {
+  /** The range read's answer. @default {a scope without keys at revision 5} */
+  range?: string;
+  /** The answer to each lease read. @default {undefined} (none is expected) */
+  lease?: () => string;
+}
+
 /**
- * A fake etcd3 gateway on loopback: etcd 3.4's version, a scope without keys at revision 5, and a
+ * A fake etcd3 gateway on loopback: etcd 3.4's version, the range and lease answers given, and a
  * watch stream whose body `watch` writes in chunks, after the head.
  */
-function fakeGateway(watch: (conn: Deno.Conn) => Promise<void>) {
+function fakeGateway(watch: (conn: Deno.Conn) => Promise<void>, answers: GatewayAnswers = {}) {
   const answer = (body: string) =>
     `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
   return rawServer(async (conn, request) => {
     const target = request.match(/^\w+ (\S+)/)?.[1];
     if (target === "/version") {
       await send(conn, answer('{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}'));
-    } else if (target === "/v3/kv/range") await send(conn, answer('{"header":{"revision":"5"}}'));
-    else if (target === "/v3/watch") {
+    } else if (target === "/v3/kv/range") {
+      await send(conn, answer(answers.range ?? '{"header":{"revision":"5"}}'));
+    } else if (target === "/v3/lease/timetolive" && answers.lease) {
+      await send(conn, answer(answers.lease()));
+    } else if (target === "/v3/watch") {
       await send(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
       await watch(conn);
     }
@@ -258,3 +269,39 @@ Deno.test("dcs: a session's failures are Errors with their names (DcsError, Resy
   assert.ok(resync instanceof Error);
   assert.equal(resync.name, "Resync");
 });
+
+for (const [ttl, atLeast, atMost] of [[5, 4, 8], [30, 1, 2]]) {
+  Deno.test(
+    `dcs etcd3: the lease of a ${ttl} s lock is read every ${
+      Math.min(1000, ttl * 50)
+    } ms (ttl/20, at most once a second): the lock's time left loses no more than that to the reading's pace`,
+    async () => {
+      const leader = b64("/service/pg/leader");
+      const reads: number[] = [];
+      const end = Promise.withResolvers<void>();
+      const kv = `{"key":"${leader}","value":"${b64("pg1")}","lease":"42","mod_revision":"3"}`;
+      await using gateway = fakeGateway(async (conn) => {
+        await send(conn, chunk('{"result":{"created":true}}\n'));
+        await end.promise;
+      }, {
+        range: `{"header":{"revision":"5"},"kvs":[${kv}]}`,
+        lease:
+          () => (reads.push(performance.now()),
+            `{"ID":"42","TTL":"4","grantedTTL":"${ttl}","keys":["${leader}"]}`),
+      });
+      const watcher = createEtcd3Watcher(etcd3.settings([`http://127.0.0.1:${gateway.port}`]), {
+        requestTimeoutMs: 1000,
+      });
+      try {
+        await until(() => reads.length > 0, "the first lease read");
+        const from = reads[0];
+        await new Promise((r) => setTimeout(r, 1600));
+        const count = reads.filter((t) => t > from && t <= from + 1500).length;
+        assert.ok(count >= atLeast && count <= atMost, `${count} reads in 1.5 s`);
+      } finally {
+        end.resolve();
+        await watcher.close();
+      }
+    },
+  );
+}

@@ -179,7 +179,7 @@ Deno.test("http_client: malformed and oversized answers are 'invalid'", async (t
       (c) => send(c, "HTTP/1.1 200 OK\r\nContent-"),
       /^invalid: answer cut short/,
     ],
-    ["nothing", async () => {}, /^invalid: no answer \(connection closed\)/],
+    ["nothing", async () => {}, /^error: no answer \(connection closed\)/],
     [
       "a head too large",
       (c) => send(c, `HTTP/1.1 200 OK\r\nX: ${"a".repeat(20_000)}\r\n\r\n`),

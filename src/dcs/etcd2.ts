@@ -21,6 +21,8 @@ const KEY_NOT_FOUND = 100;
 const UNAUTHORIZED = 110;
 /** etcd v2's error code for a watch index older than the 1000 events it keeps. */
 const EVENT_INDEX_CLEARED = 401;
+/** A leader event whose watch waited longer (ms) is followed by a read of the leader key. */
+const REREAD_AFTER_MS = 100;
 /** The actions of a watch event that remove a key (or a directory). */
 const REMOVALS = /^(?:delete|compareAndDelete|expire)$/;
 
@@ -62,8 +64,12 @@ interface Etcd2Target {
  * key was written: it counts only when the key was written after the watch request reached etcd
  * (its `modifiedIndex` is above the response's `X-Etcd-Index`, the index when the watch began).
  * An older event (the watcher fell behind) leaves the time as it was for the same holder, and
- * reads the keys again for another holder. A leader key past its expiry and not yet removed
- * (`ttl` 0, left out of the JSON) is not known held: `heldUntil` is -Infinity, as for a holder whose time is unknown.
+ * reads the keys again for another holder. The key may have been written long after the watch was
+ * sent (Patroni renews once per `loop_wait`; with nothing else written in between, the whole wait),
+ * so after an event that took longer than {@linkcode REREAD_AFTER_MS} the leader key is read once
+ * more, and its `ttl` counted from that read when that says more. A leader key past its expiry and
+ * not yet removed (`ttl` 0, left out of the JSON) is not known held: `heldUntil` is -Infinity, as
+ * for a holder whose time is unknown.
  */
 export function createEtcd2Watcher(
   settings: DcsSettings,
@@ -152,6 +158,29 @@ class Etcd2Session {
     const outcome = this.#apply(answer.action, node, started, sentAt);
     if (outcome === "read") return await this.#read();
     if (outcome === "publish") this.#publish();
+    if (outcome === "publish" && this.#renewedLate(node, started, sentAt)) await this.#reread();
+  }
+
+  /** Whether `node` is a fresh leader renewal that the watch waited for long enough to read again. */
+  #renewedLate(node: Node, started: number, sentAt: number): boolean {
+    return relative(this.#target.path, node.key) === LEADER_KEY &&
+      typeof node.modifiedIndex === "number" && node.modifiedIndex > started &&
+      this.#context.now() - sentAt > REREAD_AFTER_MS;
+  }
+
+  /** Reads the leader key: its `ttl` counted from now, if that says more and the holder is the same. */
+  async #reread(): Promise<void> {
+    const sentAt = this.#context.now();
+    const { response, answer } = await this.#call(`/${LEADER_KEY}`, this.#context.timeoutMs);
+    if (answer.errorCode === KEY_NOT_FOUND) return; // deleted: the watch brings the event
+    if (answer.errorCode !== undefined || !answer.node) throw answerError(response, answer);
+    this.#context.answered();
+    const lock = lockFrom(answer.node, sentAt);
+    const leader = this.#leader;
+    if (leader && lock.holder === leader.holder && lock.heldUntil > leader.heldUntil) {
+      this.#leader = lock;
+      this.#publish();
+    }
   }
 
   /**

@@ -1,6 +1,8 @@
-// The proof on a real cluster (issues 3 and 14): etcd + 3 Patroni/PostgreSQL 15 + one patroniglue
-// per node + HAProxy, with every route checked directly ("d_*"), through patroniglue ("g_*") and
-// by patroniglue's agent-check listener beside a TCP check of PostgreSQL ("a_*").
+// The proof on a real cluster (issues 3, 14 and 18): etcd + 3 Patroni/PostgreSQL 15 + two
+// patroniglue per node (without and with the DCS witness) + HAProxy, with every route checked
+// directly ("d_*"), through patroniglue ("g_*"), through the witness ("w_*") and by an agent-check
+// listener beside a TCP check of PostgreSQL ("a_*", "wa_*"); the witness's scenarios are in
+// witness.ts, run here on an etcd (v2) cluster and again on an etcd3 one.
 // Run: deno test -A tests/cluster/  (as root, with patroni postgresql-15 etcd-server haproxy).
 // Lines starting with "measure:" are the measured times.
 
@@ -8,30 +10,37 @@ import assert from "node:assert/strict";
 import { HEALTH_CHECK_PATHS } from "../../src/routes.ts";
 import {
   AGENT_INTER,
+  CHECK_FALL,
   CHECK_INTER,
+  CHECK_TIMEOUT,
   Cluster,
+  GLUE_KINDS,
   GLUE_TIMEOUT,
   GLUE_TTL,
+  type GlueKind,
   type HttpAnswer,
   now,
+  PATRONI_TTL,
   type Route,
   ROUTE_NAMES,
   ROUTES,
   secs,
   type SessionWriter,
+  ShortWriter,
   skipReason,
+  SLACK_MS,
   sleep,
-  StallWatch,
+  tag,
+  timed,
   waitFor,
   WRITES_TABLE,
 } from "./harness.ts";
+import { apiFrozen, etcdFrozen } from "./witness.ts";
 
 const TTL_MS = GLUE_TTL * 1000;
 const TIMEOUT_MS = GLUE_TIMEOUT * 1000;
 const INTER_MS = CHECK_INTER * 1000;
 const AGENT_INTER_MS = AGENT_INTER * 1000;
-/** Granularity of our own polling and of a request's round trip. */
-const SLACK_MS = 250;
 
 // When the programs are missing the suite is one ignored test whose name says why: a test's name
 // is shown even under `deno test -q`, which hides everything a test module prints.
@@ -56,28 +65,6 @@ const VARIANTS = [
   "/primary?tag_dc=west",
   "/asynchronous?tag_dc=east",
 ];
-
-/** A gap this long in our own event loop means the machine stalled (see StallWatch). */
-const STALL_MS = 500;
-
-/**
- * Run a timing-sensitive scenario. When it fails while the machine stalled, run it again (three
- * attempts): the stall, not patroniglue, made it late. Without a stall a failure is a failure.
- */
-async function timed(c: Cluster, what: string, fn: () => Promise<void>): Promise<void> {
-  for (let attempt = 1;; attempt++) {
-    using watch = new StallWatch();
-    try {
-      return await fn();
-    } catch (e) {
-      if (watch.maxGapMs < STALL_MS) throw e;
-      const msg = `${what}: the machine stalled for ${secs(watch.maxGapMs)}`;
-      if (attempt >= 3) throw new Error(`${msg} in each of 3 attempts; last: ${e}`);
-      console.log(`measure: ${msg}, once more (${String(e).split("\n")[0]})`);
-      await c.recover();
-    }
-  }
-}
 
 const RW: Route[] = ROUTE_NAMES.filter((r) => ROUTES[r].kind === "rw");
 
@@ -187,6 +174,18 @@ function assertAgentNoLater(at: Record<string, number>): void {
   );
 }
 
+/**
+ * Writes reached the new primary through the witness (HAProxy checking the patroniglue with a
+ * `dcs:` section) no later than with direct checks plus one check interval (issue 18: 0.5 s; each
+ * route checks on its own schedule), plus our probes' granularity.
+ */
+function assertWitnessInStep(at: Record<string, number>): void {
+  assert.ok(
+    at.w_primary <= at.d_primary + INTER_MS + SLACK_MS,
+    `w_primary ${secs(at.w_primary)} vs d_primary ${secs(at.d_primary)}`,
+  );
+}
+
 /** Where each new connection through `route` went, polled until `stop()` says so. */
 async function landings(c: Cluster, route: Route, stop: () => boolean) {
   const out: { at: number; node: number; recovery: boolean }[] = [];
@@ -197,9 +196,6 @@ async function landings(c: Cluster, route: Route, stop: () => boolean) {
   }
   return out;
 }
-
-/** A label for SessionWriter rows, unique per attempt of a scenario. */
-const tag = (what: string) => `${what}_${Math.random().toString(36).slice(2, 8)}`;
 
 /** How a session ended, for measure lines. */
 function ending(w: SessionWriter, from: number, what: string): string {
@@ -216,16 +212,7 @@ Deno.test({
     await using c = await Cluster.start();
     console.log(`measure: cluster up from nothing in ${secs(now() - t0)}`);
 
-    const step = (name: string, fn: () => Promise<void>) =>
-      t.step(name, async () => {
-        try {
-          await fn();
-        } catch (e) {
-          c.failed = true;
-          await c.recover().catch(() => {}); // give the next steps a whole cluster
-          throw e;
-        }
-      });
+    const step = stepper(t, c);
 
     await step("1 routing: write ports reach the primary, read-only ports a replica", async () => {
       const leader = await c.waitReady();
@@ -315,24 +302,32 @@ Deno.test({
       const seen = new Map<number, number>(); // Patroni's status -> count
       for (const n of c.nodes) {
         for (const path of paths) {
-          const ask = () => Promise.all([c.glue(n.i, path), c.rest(n.i, path)]);
-          let [g, d] = await ask();
-          // A difference can be transient: an answer cached up to ttl ago, or a Patroni too slow
-          // for backend.timeout on a loaded machine (a 503 by design). A wrong mapping persists.
-          for (let k = 0; k < 3 && g.status !== d.status; k++) {
-            rechecked.push(`${n.name} ${path} glue ${g.status} ${g.body.slice(0, 60)}`);
-            await sleep(TTL_MS + 100);
-            [g, d] = await ask();
-          }
-          if (g.status !== d.status) {
-            diffs.push(`${n.name} ${path}: glue ${g.status} ${g.error ?? ""}, patroni ${d.status}`);
-          }
-          if (g.status !== 0) {
-            assert.match(g.headers["x-cache"] ?? "", /^(HIT|MISS|COALESCED)$/, `${n.name} ${path}`);
-          }
-          seen.set(d.status, (seen.get(d.status) ?? 0) + 1);
-          if (g.status === 200 && d.status === 200) {
-            assert.equal(role(g), role(d), `${n.name} ${path}: role in the body`);
+          // both patroniglue: with Patroni answering, the witness answers as Patroni too
+          for (const kind of GLUE_KINDS) {
+            const glue = kind === "glue" ? c.glue.bind(c) : c.witness.bind(c);
+            const ask = () => Promise.all([glue(n.i, path), c.rest(n.i, path)]);
+            let [g, d] = await ask();
+            // A difference can be transient: an answer cached up to ttl ago, or a Patroni too
+            // slow for backend.timeout on a loaded machine (a 503 by design). A wrong mapping
+            // persists.
+            for (let k = 0; k < 3 && g.status !== d.status; k++) {
+              rechecked.push(`${n.name} ${path} ${kind} ${g.status} ${g.body.slice(0, 60)}`);
+              await sleep(TTL_MS + 100);
+              [g, d] = await ask();
+            }
+            if (g.status !== d.status) {
+              diffs.push(
+                `${n.name} ${path}: ${kind} ${g.status} ${g.error ?? ""}, patroni ${d.status}`,
+              );
+            }
+            const where = `${kind} ${n.name} ${path}`;
+            if (g.status !== 0) {
+              assert.match(g.headers["x-cache"] ?? "", /^(HIT|MISS|COALESCED)$/, where);
+            }
+            if (kind === "glue") seen.set(d.status, (seen.get(d.status) ?? 0) + 1);
+            if (g.status === 200 && d.status === 200) {
+              assert.equal(role(g), role(d), `${where}: role in the body`);
+            }
           }
         }
       }
@@ -340,11 +335,17 @@ Deno.test({
       // the comparison means something only if both answers occur
       assert.ok((seen.get(200) ?? 0) > 10 && (seen.get(503) ?? 0) > 10, "both statuses occur");
       console.log(
-        `measure: parity ${c.nodes.length} nodes x ${paths.length} paths equal ` +
+        `measure: parity ${c.nodes.length} nodes x ${paths.length} paths equal, both patroniglue ` +
           `(${seen.get(200)} x 200, ${seen.get(503)} x 503)` +
           (rechecked.length ? `; re-checked after a transient difference: ${rechecked}` : ""),
       );
     });
+
+    await step(
+      "7 REST API of the primary and of a replica frozen (relay SIGSTOPped, HA loop running): " +
+        "no write fails through the witness, its servers stay in their backends",
+      () => timed(c, "API freeze", () => apiFrozen(c)),
+    );
 
     await step(
       "5 switchover: never two primaries through patroniglue for longer than ttl; writes move, " +
@@ -363,19 +364,22 @@ Deno.test({
             (at) => at.node === cand,
           );
           assert.deepEqual([onOld.node, onOldKeep.node], [old, old], "sessions on the old primary");
-          type Sample = { t: number; glue: number[]; direct: number[] };
+          type Sample = { t: number; glue: number[]; witness: number[]; direct: number[] };
           const samples: Sample[] = [];
           let stop = false;
           const sampler = (async () => {
             while (!stop) {
               const t = now();
-              const [glue, direct] = await Promise.all([
-                Promise.all(c.nodes.map((n) => c.glue(n.i, "/primary", { timeoutMs: 2000 }))),
-                Promise.all(c.nodes.map((n) => c.rest(n.i, "/primary", { timeoutMs: 2000 }))),
+              const opts = { timeoutMs: 2000 };
+              const [glue, witness, direct] = await Promise.all([
+                Promise.all(c.nodes.map((n) => c.glue(n.i, "/primary", opts))),
+                Promise.all(c.nodes.map((n) => c.witness(n.i, "/primary", opts))),
+                Promise.all(c.nodes.map((n) => c.rest(n.i, "/primary", opts))),
               ]);
               samples.push({
                 t,
                 glue: glue.map((r) => r.status),
+                witness: witness.map((r) => r.status),
                 direct: direct.map((r) => r.status),
               });
               await sleep(20);
@@ -410,6 +414,7 @@ Deno.test({
           }
           const landed = await agentLandings;
           const g = windows(samples, (s) => s.glue);
+          const w = windows(samples, (s) => s.witness);
           const d = windows(samples, (s) => s.direct);
           const at = Object.fromEntries(RW.map((r, k) => [r, routes[k].ms]));
           // the new primary took writes: the first probe that found it writable, or a write on
@@ -421,14 +426,14 @@ Deno.test({
           const candWrites = onCand.writesOn(cand);
           console.log(
             `measure: switchover node${old}->node${cand} in ${secs(now() - t0)}: ` +
-              `both-primary window glue=${secs(g.both)} direct=${secs(d.both)}, ` +
-              `no-primary gap glue=${secs(g.none)} direct=${
-                secs(d.none)
-              } (${samples.length} samples)`,
+              `both-primary window glue=${secs(g.both)} witness=${secs(w.both)} ` +
+              `direct=${secs(d.both)}, no-primary gap glue=${secs(g.none)} ` +
+              `witness=${secs(w.none)} direct=${secs(d.none)} (${samples.length} samples)`,
           );
           console.log(
             `measure: switchover writes moved direct=${secs(at.d_primary)} ` +
               `glue=${secs(at.g_primary)} agent=${secs(at.a_primary)} ` +
+              `witness=${secs(at.w_primary)} witness agent=${secs(at.wa_primary)} ` +
               `(bare httpchk: direct=${secs(at.d_bare)} glue=${secs(at.g_bare)}); ` +
               `sessions on the old primary: agent route ${ending(onOld, t0, "the switchover")}, ` +
               `without shutdown-sessions ${
@@ -437,14 +442,17 @@ Deno.test({
               `promoted node: ${candWrites.length} writes on the new primary, ` +
               `${ending(onCand, promoted, "its promotion")}`,
           );
-          assert.ok(
-            g.both <= TTL_MS + SLACK_MS,
-            `two nodes answered 200 on /primary through patroniglue for ${
-              secs(g.both)
-            } (ttl ${GLUE_TTL}s)`,
-          );
+          for (const [kind, win] of [["patroniglue", g], ["the witness", w]] as const) {
+            assert.ok(
+              win.both <= TTL_MS + SLACK_MS,
+              `two nodes answered 200 on /primary through ${kind} for ${
+                secs(win.both)
+              } (ttl ${GLUE_TTL}s)`,
+            );
+          }
           for (const r of routes) assert.equal(r.node, cand, "all write routes, the candidate");
           assertAgentNoLater(at);
+          assertWitnessInStep(at);
           // the demoted node takes no new connection through the agent route once the new
           // primary has one
           const first = landed.findIndex((l) => l.node === cand && !l.recovery);
@@ -589,7 +597,7 @@ Deno.test({
               sleep(TTL_MS + 100).then(() => c.glue(old, "/primary")),
               markedDown(
                 c,
-                ["d_primary", "g_primary", "a_primary"].map((r) => `${r}/node${old}`),
+                ["d_primary", "g_primary", "a_primary", "w_primary"].map((r) => `${r}/node${old}`),
                 t0,
                 30_000,
               ),
@@ -600,11 +608,13 @@ Deno.test({
             const downAt = (r: Route) => secs(down.get(`${r}/node${old}`)!);
             console.log(
               `measure: crash failover direct=${secs(at.d_primary)} glue=${secs(at.g_primary)} ` +
-                `agent=${secs(at.a_primary)} ` +
+                `agent=${secs(at.a_primary)} witness=${secs(at.w_primary)} ` +
+                `witness agent=${secs(at.wa_primary)} ` +
                 `(bare httpchk: direct=${secs(at.d_bare)} glue=${secs(at.g_bare)}); ` +
                 `new primary node${rest.node} /primary 200 direct=${secs(rest.direct)} ` +
                 `glue=${secs(rest.glue)}; old primary marked down direct=${downAt("d_primary")} ` +
-                `glue=${downAt("g_primary")} agent=${downAt("a_primary")}; session on it: ` +
+                `glue=${downAt("g_primary")} agent=${downAt("a_primary")} ` +
+                `witness=${downAt("w_primary")}; session on it: ` +
                 ending(onOld, t0, "the kill"),
             );
             assert.equal(deadGlue.status, 503, "patroniglue of the killed node");
@@ -628,6 +638,7 @@ Deno.test({
               );
             }
             assertAgentNoLater(at);
+            assertWitnessInStep(at);
             // the session on the crashed primary ended with it; nothing written after the crash
             const late = onOld.writesOn(old).filter((t) => t >= killed);
             assert.deepEqual(late, [], `${onOld.label}: writes after the crash`);
@@ -657,16 +668,22 @@ Deno.test({
           await using onAgent = await c.writer(c.ports.routes.a_primary, tag("freeze_agent"));
           await using onGlue = await c.writer(c.ports.routes.g_primary, tag("freeze_glue"));
           await using onKeep = await c.writer(c.ports.routes.a_keep, tag("freeze_keep"));
+          // through the witness: a write every 250 ms, each on a connection of its own
+          await using viaWitness = new ShortWriter(c, c.ports.routes.w_primary, tag("freeze_w"));
           const t0 = now();
           c.freeze(old);
           type A = HttpAnswer & { path: string; start: number; end: number };
           const answers: A[] = [];
+          const witnessed: A[] = [];
           const sampleUntil = t0 + TTL_MS + TIMEOUT_MS + 4000;
-          const sample = async (path: string, method: string) => {
+          const sample = async (path: string, method: string, kind: GlueKind = "glue") => {
+            const [glue, into] = kind === "glue"
+              ? [c.glue.bind(c), answers]
+              : [c.witness.bind(c), witnessed];
             while (now() < sampleUntil) {
               const start = now() - t0;
-              const r = await c.glue(old, path, { method, timeoutMs: 10_000 });
-              answers.push({ ...r, path: `${method} ${path}`, start, end: now() - t0 });
+              const r = await glue(old, path, { method, timeoutMs: 10_000 });
+              into.push({ ...r, path: `${method} ${path}`, start, end: now() - t0 });
               await sleep(50);
             }
           };
@@ -683,6 +700,7 @@ Deno.test({
               sample("/", "OPTIONS"),
               sample("/primary", "GET"),
               sample("/replica?lag=1MB", "GET"),
+              sample("/primary", "OPTIONS", "witness"),
             ]);
             promoted = t0 + Math.min(...routes.map((r) => r.ms));
             // PostgreSQL still runs as primary under the frozen Patroni: a session HAProxy does
@@ -693,7 +711,14 @@ Deno.test({
               5000,
               50,
             );
+            await waitFor(
+              "a write through the witness on the new primary",
+              () => viaWitness.writes.some((w) => w.ok && w.node === rest.node),
+              5000,
+              50,
+            );
           } finally {
+            await viaWitness.stop();
             c.thaw(old);
           }
           const tThaw = now();
@@ -715,6 +740,31 @@ Deno.test({
               `frozen node: first 503 after ${secs(first503)}, answered in ` +
               `p50=${p50.toFixed(0)}ms p90=${p90.toFixed(0)}ms max=${slowest.toFixed(0)}ms ` +
               `(${answers.length} checks); new primary node${rest.node}`,
+          );
+          // the witness: its last 200 for the frozen node, and the lock's earliest expiry less
+          // HAProxy's reaction time (`fall` checks `inter` apart, the last one timing out)
+          const lastWitness200 = Math.max(
+            0,
+            ...witnessed.filter((a) => a.status === 200).map((a) => a.start),
+          );
+          const witnessBound = PATRONI_TTL * 1000 - (CHECK_FALL * INTER_MS + CHECK_TIMEOUT * 1000);
+          const downWitness = down.get(`w_primary/node${old}`)!;
+          console.log(
+            `measure: freeze failover through the witness: last 200 for the frozen node to a check ` +
+              `sent ${secs(lastWitness200)} after the freeze (bound ${secs(witnessBound)}), ` +
+              `marked down witness=${secs(downWitness)} ` +
+              `witness agent=${secs(down.get(`wa_primary/node${old}`)!)}, writes reached ` +
+              `node${rest.node} witness=${secs(at.w_primary)} witness agent=${
+                secs(at.wa_primary)
+              }; writes through w_primary ${viaWitness.summary}`,
+          );
+          assert.ok(
+            lastWitness200 <= witnessBound,
+            `the witness said 200 for the frozen node ${secs(lastWitness200)} after the freeze`,
+          );
+          assert.ok(
+            t0 + downWitness < promoted,
+            "w_primary kept the old primary past the promotion",
           );
           for (const a of answers) {
             assert.ok(
@@ -793,6 +843,25 @@ Deno.test({
           );
           const rejoined = now() - tThaw;
           await c.waitReady(rest.node, 90_000);
+          // every write the old primary acknowledged through the witness is on the new primary
+          const table = await c.sql(
+            c.node(rest.node).pgPort,
+            `select who from ${WRITES_TABLE} where who like '${viaWitness.label}_%'`,
+          );
+          assert.equal(table.error, null, `select: ${table.error?.message}`);
+          const present = new Set(table.rows.map((r) => r[0]));
+          const acked = viaWitness.writes.filter((w) => w.ok);
+          const onOld = acked.filter((w) => w.node === old);
+          const lost = acked.filter((w) => !present.has(w.id));
+          console.log(
+            `measure: freeze failover through the witness: ${acked.length} writes acknowledged, ` +
+              `${onOld.length} by the frozen old primary (the last ${
+                secs(Math.max(...onOld.map((w) => w.end)) - t0)
+              } after the freeze), ${acked.length - onOld.length} by node${rest.node}; ` +
+              `${lost.length} missing from node${rest.node}'s table`,
+          );
+          assert.ok(onOld.length > 0, "no write reached the old primary after its freeze");
+          assert.deepEqual(lost.map((w) => `${w.id} on node${w.node}`), [], "acknowledged, lost");
           // what the old primary acknowledged after the promotion is gone (rewound)
           const kept = await c.sql(
             c.node(rest.node).pgPort,
@@ -811,8 +880,44 @@ Deno.test({
           console.log(`measure: thawed node${old} back as a replica after ${secs(rejoined)}`);
         }),
     );
+
+    await step(
+      "8 etcd frozen: the witness says 200 only where Patroni did in the seconds before",
+      () => timed(c, "etcd freeze", () => etcdFrozen(c)),
+    );
   },
 });
+
+Deno.test({
+  name: reason === null
+    ? "cluster (etcd3): the DCS witness keeps a primary and a replica whose REST API froze"
+    : `cluster suite (etcd3) skipped: ${reason}`,
+  ignore: reason !== null,
+  async fn(t) {
+    const t0 = now();
+    await using c = await Cluster.start({ dcs: "etcd3" });
+    console.log(`measure: etcd3 cluster up from nothing in ${secs(now() - t0)}`);
+    await stepper(t, c)(
+      "7 REST API of the primary and of a replica frozen, on etcd3: no write fails through the " +
+        "witness",
+      () => timed(c, "API freeze (etcd3)", () => apiFrozen(c)),
+    );
+  },
+});
+
+/** A test step on cluster `c`; a failed one marks the run failed and gives the next a whole cluster. */
+function stepper(t: Deno.TestContext, c: Cluster) {
+  return (name: string, fn: () => Promise<void>) =>
+    t.step(name, async () => {
+      try {
+        await fn();
+      } catch (e) {
+        c.failed = true;
+        await c.recover().catch(() => {});
+        throw e;
+      }
+    });
+}
 
 /** The q-quantile of sorted numbers. */
 function pct(sorted: number[], q: number): number {

@@ -1,7 +1,11 @@
-// A real cluster on loopback for the cluster suite: one etcd (v2 API), three Patroni 3.x nodes
-// running PostgreSQL 15 as `postgres`, one patroniglue per node and HAProxy with route pairs that
-// check Patroni directly ("d_*") and through patroniglue ("g_*"), plus routes that check
-// PostgreSQL's port and ask patroniglue's agent-check listener ("a_*").
+// A real cluster on loopback for the cluster suite: one etcd (Patroni's `etcd:` v2 API or its
+// `etcd3:` v3 API), three Patroni 3.x nodes running PostgreSQL 15 as `postgres`, a TCP relay in
+// front of each Patroni's REST API (SIGSTOP it and the API freezes while Patroni's HA loop runs on),
+// two patroniglue per node (one as before; one with a `dcs:` section, the DCS witness) and HAProxy
+// with route pairs that check Patroni directly ("d_*"), through patroniglue ("g_*") and through the
+// witness ("w_*"), plus routes that check PostgreSQL's port and ask a patroniglue's agent-check
+// listener ("a_*", "wa_*"). HAProxy and both patroniglue reach Patroni through the relay; Patroni's
+// own connect_address (member-to-member calls, patronictl) and the suite's `rest()` the real port.
 //
 // Everything runs from a fresh temp dir and is torn down by recorded PIDs (plus each node's
 // data/postmaster.pid, since Patroni detaches PostgreSQL). Needs root: PostgreSQL runs as
@@ -25,6 +29,13 @@ export const GLUE_TTL = 1;
 export const GLUE_TIMEOUT = 1;
 /** HAProxy check interval (seconds) for every route. */
 export const CHECK_INTER = 0.5;
+/** HAProxy's `fall` (failed checks that mark a server down) and `timeout check` (seconds). */
+export const CHECK_FALL = 2;
+export const CHECK_TIMEOUT = 1;
+/** Patroni's `ttl` (seconds): how long the leader lock lives unless renewed. */
+export const PATRONI_TTL = 5;
+/** Patroni's `loop_wait` (seconds): the leader renews its lock once per HA loop. */
+export const PATRONI_LOOP_WAIT = 1;
 
 /** The repository root (patroniglue's main.ts and deno.json). */
 export const REPO_ROOT = new URL("../../", import.meta.url).pathname;
@@ -41,29 +52,29 @@ export interface RouteDef {
   agentSend?: string;
   /** Without `on-marked-down shutdown-sessions`: HAProxy keeps sessions to a server gone down. */
   keepSessions?: boolean;
+  /** Ask the patroniglue with the DCS witness (`dcs:`) instead of the one without. */
+  witness?: boolean;
 }
+
+const REPLICA_CHECK =
+  "option httpchk\n    http-check send meth GET uri /replica?lag=1MB ver HTTP/1.1 hdr Host localhost";
 
 const ROUTE_DEFS = {
   d_primary: { kind: "rw", via: "patroni", check: "option httpchk OPTIONS /primary" },
   g_primary: { kind: "rw", via: "glue", check: "option httpchk OPTIONS /primary" },
   d_bare: { kind: "rw", via: "patroni", check: "option httpchk" },
   g_bare: { kind: "rw", via: "glue", check: "option httpchk" },
-  d_replica: {
-    kind: "ro",
-    via: "patroni",
-    check:
-      "option httpchk\n    http-check send meth GET uri /replica?lag=1MB ver HTTP/1.1 hdr Host localhost",
-  },
-  g_replica: {
-    kind: "ro",
-    via: "glue",
-    check:
-      "option httpchk\n    http-check send meth GET uri /replica?lag=1MB ver HTTP/1.1 hdr Host localhost",
-  },
+  d_replica: { kind: "ro", via: "patroni", check: REPLICA_CHECK },
+  g_replica: { kind: "ro", via: "glue", check: REPLICA_CHECK },
   a_primary: { kind: "rw", via: "agent", agentSend: "/primary" },
   a_replica: { kind: "ro", via: "agent", agentSend: "/replica?lag=1MB" },
   /** a_primary without `on-marked-down shutdown-sessions`: what the suite shows that is unsafe */
   a_keep: { kind: "rw", via: "agent", agentSend: "/primary", keepSessions: true },
+  // the same checks answered by the patroniglue with the DCS witness
+  w_primary: { kind: "rw", via: "glue", check: "option httpchk OPTIONS /primary", witness: true },
+  w_replica: { kind: "ro", via: "glue", check: REPLICA_CHECK, witness: true },
+  wa_primary: { kind: "rw", via: "agent", agentSend: "/primary", witness: true },
+  wa_replica: { kind: "ro", via: "agent", agentSend: "/replica?lag=1MB", witness: true },
 } satisfies Record<string, RouteDef>;
 /** HAProxy routes: name -> what it checks. */
 export const ROUTES: Record<Route, RouteDef> = ROUTE_DEFS;
@@ -234,6 +245,50 @@ export class StallWatch implements Disposable {
   }
 }
 
+/** Granularity of the suite's own polling and of a request's round trip (ms). */
+export const SLACK_MS = 250;
+/** A gap this long in our own event loop means the machine stalled (see StallWatch). */
+const STALL_MS = 500;
+
+/**
+ * A scenario failed because the machine was too slow for its premise (Patroni's HA loop ran late),
+ * not because of patroniglue: `timed` runs it again.
+ */
+export class Late extends Error {
+  constructor(why: string, readonly failure: unknown) {
+    super(why);
+  }
+}
+
+/**
+ * Run a timing-sensitive scenario. When it fails while the machine stalled (or it says it was
+ * `Late`), run it again (three attempts): the stall, not patroniglue, made it late. Without a
+ * stall a failure is a failure.
+ */
+export async function timed(c: Cluster, what: string, fn: () => Promise<void>): Promise<void> {
+  for (let attempt = 1;; attempt++) {
+    using watch = new StallWatch();
+    try {
+      return await fn();
+    } catch (e) {
+      const why = e instanceof Late
+        ? e.message
+        : watch.maxGapMs >= STALL_MS
+        ? `the machine stalled for ${secs(watch.maxGapMs)}`
+        : null;
+      if (why === null) throw e;
+      const failure = e instanceof Late ? e.failure : e;
+      const msg = `${what}: ${why}`;
+      if (attempt >= 3) throw new Error(`${msg} in each of 3 attempts; last: ${failure}`);
+      console.log(`measure: ${msg}, once more (${String(failure).split("\n")[0]})`);
+      await c.recover();
+    }
+  }
+}
+
+/** A label for rows written by the suite, unique per attempt of a scenario. */
+export const tag = (what: string): string => `${what}_${Math.random().toString(36).slice(2, 8)}`;
+
 // ---------------------------------------------------------------------------------------------
 // raw HTTP and agent-check clients: exact answers, a hard deadline covering connect, no pooling
 
@@ -250,6 +305,8 @@ export interface HttpOptions {
   timeoutMs?: number;
   /** "1.0": a bare `METHOD path HTTP/1.0` without headers, as HAProxy's bare httpchk sends */
   version?: "1.0" | "1.1";
+  /** A JSON body (HTTP/1.1 only; ASCII) */
+  json?: string;
 }
 
 /**
@@ -309,9 +366,14 @@ export async function http(
 ): Promise<HttpAnswer> {
   const method = opts.method ?? "GET";
   const t0 = now();
+  const content = opts.json === undefined
+    ? ""
+    : `Content-Type: application/json\r\nContent-Length: ${opts.json.length}\r\n`;
   const head = opts.version === "1.0"
     ? `${method} ${path} HTTP/1.0\r\n\r\n`
-    : `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`;
+    : `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n${content}Connection: close\r\n\r\n${
+      opts.json ?? ""
+    }`;
   const r = await exchange(port, head, opts.timeoutMs ?? 3000);
   const fail = (error: string) => ({ status: 0, headers: {}, body: "", ms: now() - t0, error });
   if ("error" in r) return fail(r.error);
@@ -652,6 +714,90 @@ export class SessionWriter implements AsyncDisposable {
   }
 }
 
+/** One write of a {@linkcode ShortWriter}. */
+export interface ShortWrite {
+  /** The row's `who`: the writer's label and the attempt's number. */
+  id: string;
+  /** now() when its connection was opened, and when it was answered or given up. */
+  at: number;
+  end: number;
+  /** The node it ran on (`inet_server_port()`); null when no row came back. */
+  node: number | null;
+  /** The statement committed (for a write: the row is acknowledged). */
+  ok: boolean;
+  error: string | null;
+}
+
+/**
+ * Writes as a client that connects for each one: every `everyMs` (a fixed rate, attempts never wait
+ * for each other) a connection of its own through `port` asks where it runs and inserts a row with
+ * a `who` of its own into WRITES_TABLE, in one implicit transaction, within `timeoutMs`; with
+ * `readOnly` it only asks where it runs.
+ */
+export class ShortWriter implements AsyncDisposable {
+  readonly writes: ShortWrite[] = [];
+  readonly #inFlight = new Set<Promise<void>>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+
+  constructor(
+    readonly cluster: Cluster,
+    readonly port: number,
+    readonly label: string,
+    readonly opts: { everyMs?: number; timeoutMs?: number; readOnly?: boolean } = {},
+  ) {
+    const everyMs = opts.everyMs ?? 250;
+    const t0 = now();
+    let k = 0;
+    const tick = () => {
+      if (this.#stopped) return;
+      const p = this.#attempt(`${label}_${k}`).finally(() => this.#inFlight.delete(p));
+      this.#inFlight.add(p);
+      k++;
+      this.#timer = setTimeout(tick, Math.max(0, t0 + k * everyMs - now()));
+    };
+    tick();
+  }
+
+  async #attempt(id: string): Promise<void> {
+    const at = now();
+    const sql = `select inet_server_port()` +
+      (this.opts.readOnly ? "" : `; insert into ${WRITES_TABLE} (who) values ('${id}')`);
+    const r = await this.cluster.sql(this.port, sql, this.opts.timeoutMs ?? 2000);
+    const port = r.rows[0]?.[0];
+    this.writes.push({
+      id,
+      at,
+      end: now(),
+      node: port ? this.cluster.nodeByPgPort(Number(port)) : null,
+      ok: r.error === null && !r.closed,
+      error: r.error ? `${r.error.code} ${r.error.message}`.trim() : r.closed ? "closed" : null,
+    });
+  }
+
+  /** The attempts that failed. */
+  get failed(): ShortWrite[] {
+    return this.writes.filter((w) => !w.ok);
+  }
+
+  /** `3 of 48 failed` (what the issue counted). */
+  get summary(): string {
+    return `${this.failed.length} of ${this.writes.length} failed`;
+  }
+
+  /** Stop starting attempts and wait for those in flight. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+    this.writes.sort((a, b) => a.at - b.at);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // processes
 
@@ -692,20 +838,32 @@ export class Proc {
   }
 }
 
+/** One of a node's two patroniglue: without a DCS, or with the DCS witness. */
+export type GlueKind = "glue" | "witness";
+
+/** A patroniglue of a node: its config file, HTTP and agent ports, and process. */
+export interface GlueInstance {
+  config: string;
+  port: number;
+  agentPort: number;
+  proc: Proc | null;
+}
+
 export interface Node {
   i: number; // 1-based
   name: string; // node1..
   dir: string;
   dataDir: string;
   config: string; // patroni.yml
-  glueConfig: string;
+  /** Patroni's REST API (restapi.listen and connect_address). */
   restPort: number;
+  /** The relay in front of the REST API: what HAProxy's direct checks and patroniglue ask. */
+  relayPort: number;
   pgPort: number;
-  gluePort: number;
-  /** patroniglue's agent-check listener */
-  agentPort: number;
   patroni: Proc | null;
-  glue: Proc | null;
+  relay: Proc | null;
+  /** patroniglue without a DCS ("glue") and with the DCS witness ("witness"). */
+  glues: Record<GlueKind, GlueInstance>;
 }
 
 export interface Ports {
@@ -716,16 +874,35 @@ export interface Ports {
   routes: Record<Route, number>;
 }
 
+/** A node's ports in a range of 100: base + offset + node number. */
+const NODE_PORTS = {
+  rest: 10,
+  pg: 20,
+  glue: 30,
+  agent: 40,
+  relay: 50,
+  witness: 60,
+  witnessAgent: 70,
+} as const;
+/** The first HAProxy route port (stats one below), up to base + 99. */
+const ROUTE_BASE = 81;
+
+function nodePort(p: Ports, what: keyof typeof NODE_PORTS, i: number): number {
+  return p.base + NODE_PORTS[what] + i;
+}
+
 function portsFor(base: number): Ports {
   const routes = {} as Record<Route, number>;
-  ROUTE_NAMES.forEach((r, k) => routes[r] = base + 41 + k);
-  return { base, etcd: base, etcdPeer: base + 1, stats: base + 40, routes };
+  ROUTE_NAMES.forEach((r, k) => routes[r] = base + ROUTE_BASE + k);
+  return { base, etcd: base, etcdPeer: base + 1, stats: base + ROUTE_BASE - 1, routes };
 }
 
 function allPorts(p: Ports): number[] {
   const out = [p.etcd, p.etcdPeer, p.stats, ...Object.values(p.routes)];
   for (let i = 1; i <= NODES; i++) {
-    out.push(p.base + 10 + i, p.base + 20 + i, p.base + 30 + i, p.base + 50 + i);
+    for (const what of Object.keys(NODE_PORTS) as (keyof typeof NODE_PORTS)[]) {
+      out.push(nodePort(p, what, i));
+    }
   }
   return out;
 }
@@ -858,6 +1035,62 @@ export interface HaproxyServer {
 /** "route/nodeN" -> state */
 export type HaproxyStates = Map<string, HaproxyServer>;
 
+/** Both patroniglue of a node. */
+export const GLUE_KINDS: readonly GlueKind[] = ["glue", "witness"];
+
+/** HAProxy's `show stat`, read every `everyMs` until stopped: the servers' states over time. */
+export class StateSampler implements AsyncDisposable {
+  readonly samples: { at: number; states: HaproxyStates }[] = [];
+  #stopped = false;
+  readonly #loop: Promise<void>;
+
+  constructor(cluster: Cluster, everyMs = 100) {
+    this.#loop = (async () => {
+      while (!this.#stopped) {
+        const at = now();
+        const states = await cluster.haproxyStates().catch(() => null);
+        if (states) this.samples.push({ at, states });
+        await sleep(Math.max(0, at + everyMs - now()));
+      }
+    })();
+  }
+
+  /** The statuses of `key` ("route/nodeN") over the samples taken from `from` on. */
+  statuses(key: string, from = -Infinity): string[] {
+    return this.samples.filter((s) => s.at >= from).map((s) => s.states.get(key)?.status ?? "?");
+  }
+
+  /** When `key` was first seen DOWN (or MAINT) from `from` on, as ms after `from`; else null. */
+  firstOut(key: string, from: number): number | null {
+    const s = this.samples.find((s) => s.at >= from && isOut(s.states.get(key)?.status));
+    return s ? s.at - from : null;
+  }
+
+  /** `UP 118, UP 1/2 2` for `key`'s samples from `from` on. */
+  tally(key: string, from = -Infinity): string {
+    const counts = new Map<string, number>();
+    for (const st of this.statuses(key, from)) counts.set(st, (counts.get(st) ?? 0) + 1);
+    return [...counts].map(([st, n]) => `${st} ${n}`).join(", ");
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#loop;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** A server out of its backend: DOWN, DOWN (agent), MAINT, DRAIN. */
+export function isOut(status: string | undefined): boolean {
+  return status !== undefined && /^(DOWN|MAINT|DRAIN)/.test(status);
+}
+
+/** Patroni's DCS section: `etcd` (the v2 API) or `etcd3` (the v3 API). */
+export type DcsKind = "etcd" | "etcd3";
+
 export class Cluster implements AsyncDisposable {
   readonly nodes: Node[] = [];
   etcd: Proc | null = null;
@@ -871,22 +1104,36 @@ export class Cluster implements AsyncDisposable {
     readonly dir: string,
     readonly ports: Ports,
     private readonly portLock: string,
+    /** The DCS section Patroni uses, and the witness reads. */
+    readonly dcs: DcsKind,
   ) {
     for (let i = 1; i <= NODES; i++) {
       const nodeDir = `${dir}/node${i}`;
+      const glue = (kind: GlueKind, port: number, agentPort: number): GlueInstance => ({
+        config: `${dir}/${kind}${i}.yml`,
+        port,
+        agentPort,
+        proc: null,
+      });
       this.nodes.push({
         i,
         name: `node${i}`,
         dir: nodeDir,
         dataDir: `${nodeDir}/data`,
         config: `${nodeDir}/patroni.yml`,
-        glueConfig: `${dir}/glue${i}.yml`,
-        restPort: ports.base + 10 + i,
-        pgPort: ports.base + 20 + i,
-        gluePort: ports.base + 30 + i,
-        agentPort: ports.base + 50 + i,
+        restPort: nodePort(ports, "rest", i),
+        relayPort: nodePort(ports, "relay", i),
+        pgPort: nodePort(ports, "pg", i),
         patroni: null,
-        glue: null,
+        relay: null,
+        glues: {
+          glue: glue("glue", nodePort(ports, "glue", i), nodePort(ports, "agent", i)),
+          witness: glue(
+            "witness",
+            nodePort(ports, "witness", i),
+            nodePort(ports, "witnessAgent", i),
+          ),
+        },
       });
     }
   }
@@ -901,8 +1148,11 @@ export class Cluster implements AsyncDisposable {
     console.log(`[cluster +${secs(now() - this.t0)}] ${msg}`);
   }
 
-  /** Start everything from nothing; on failure tears down what it started and throws. */
-  static async start(opts: { glue?: boolean } = {}): Promise<Cluster> {
+  /**
+   * Start everything from nothing, Patroni on `dcs` (default `etcd`, the v2 API); on failure tears
+   * down what it started and throws.
+   */
+  static async start(opts: { glue?: boolean; dcs?: DcsKind } = {}): Promise<Cluster> {
     const tmp = Deno.env.get("TMPDIR") || "/tmp";
     await reapAbandoned(tmp);
     const { ports, lock } = pickPorts(tmp);
@@ -914,7 +1164,7 @@ export class Cluster implements AsyncDisposable {
     await Deno.mkdir(`${dir}/run`);
     await Deno.mkdir(`${dir}/logs`);
     await Deno.writeTextFile(`${dir}/run/owner`, String(Deno.pid));
-    const c = new Cluster(dir, ports, lock);
+    const c = new Cluster(dir, ports, lock, opts.dcs ?? "etcd");
     try {
       await c.boot(opts.glue ?? true);
       return c;
@@ -949,8 +1199,8 @@ export class Cluster implements AsyncDisposable {
 
   private async boot(withGlue: boolean): Promise<void> {
     const { dir, ports } = this;
-    this.log(`dir ${dir}, ports ${ports.base}..${ports.base + 50 + NODES}`);
-    // 1. etcd, single member, v2 API (Patroni's `etcd:` section)
+    this.log(`dir ${dir}, ports ${ports.base}..${ports.base + 99}, Patroni on ${this.dcs}`);
+    // 1. etcd, single member, v2 API enabled (Patroni's `etcd:` section; `etcd3:` uses the v3 API)
     this.etcd = this.spawn("etcd", [
       ETCD,
       "--name=pgglue",
@@ -978,25 +1228,28 @@ export class Cluster implements AsyncDisposable {
     );
     this.log("etcd healthy");
 
-    // 2. patroniglue: independent of Patroni, start it first
+    // 2. the relays, and patroniglue: independent of Patroni, start them first (the witness
+    // reads Patroni's file: write it first)
+    for (const n of this.nodes) {
+      await this.writePatroniConfig(n);
+      n.relay = this.spawnRelay(n);
+    }
     if (withGlue) {
       for (const n of this.nodes) {
-        await Deno.writeTextFile(n.glueConfig, glueYaml(n));
-        n.glue = this.spawnGlue(n);
+        for (const kind of GLUE_KINDS) {
+          await Deno.writeTextFile(n.glues[kind].config, glueYaml(n, kind));
+          n.glues[kind].proc = this.spawnGlue(n, kind);
+        }
       }
     }
 
     // 3. Patroni: node1 first, and wait for its initialize key so that it is the leader
-    for (const n of this.nodes) await this.writePatroniConfig(n);
     this.startPatroni(1);
     await waitFor(
       "node1 to claim the initialize key",
       async () => {
         if (!this.node(1).patroni!.running) throw new Error("patroni node1 exited");
-        const r = await http(ports.etcd, `/v2/keys/service/${SCOPE}/initialize`, {
-          timeoutMs: 1000,
-        });
-        return r.status === 200;
+        return await this.hasKey(`/service/${SCOPE}/initialize`);
       },
       30_000,
       50,
@@ -1013,8 +1266,11 @@ export class Cluster implements AsyncDisposable {
     this.haproxy = this.spawn("haproxy", [HAPROXY, "-db", "-f", cfg], {
       env: { PATH: "/usr/bin:/bin" },
     });
+    for (const n of this.nodes) await this.waitRelayListening(n);
     if (withGlue) {
-      for (const n of this.nodes) await this.waitGlueListening(n, 0);
+      for (const n of this.nodes) {
+        for (const kind of GLUE_KINDS) await this.waitGlueListening(n, kind, 0);
+      }
     }
     await this.waitReady(1, 90_000, withGlue);
     const table = await this.sql(
@@ -1029,7 +1285,7 @@ export class Cluster implements AsyncDisposable {
 
   private async writePatroniConfig(n: Node): Promise<void> {
     await Deno.mkdir(n.dir, { recursive: true });
-    await Deno.writeTextFile(n.config, patroniYaml(n, this.ports));
+    await Deno.writeTextFile(n.config, patroniYaml(n, this.ports, this.dcs));
     await Deno.writeTextFile(`${n.dir}/pgpass`, "");
     await chownR(n.dir);
     await Deno.chmod(n.dir, 0o700);
@@ -1080,12 +1336,64 @@ export class Cluster implements AsyncDisposable {
     if (pm) await waitGone([pm], 5000);
   }
 
+  /** SIGSTOP of node i's Patroni: its REST API and its HA loop stop (PostgreSQL runs on). */
   freeze(i: number): void {
     this.node(i).patroni?.signal("SIGSTOP");
   }
 
   thaw(i: number): void {
     this.node(i).patroni?.signal("SIGCONT");
+  }
+
+  /**
+   * SIGSTOP of the relay in front of node i's REST API: connections to it are accepted and never
+   * answered, as by a Patroni whose API froze while its HA loop runs on.
+   */
+  freezeApi(i: number): void {
+    this.node(i).relay?.signal("SIGSTOP");
+  }
+
+  thawApi(i: number): void {
+    this.node(i).relay?.signal("SIGCONT");
+  }
+
+  /** SIGSTOP of etcd: the DCS accepts connections and answers nothing. */
+  freezeEtcd(): void {
+    this.etcd?.signal("SIGSTOP");
+  }
+
+  thawEtcd(): void {
+    this.etcd?.signal("SIGCONT");
+  }
+
+  /**
+   * The longest time (s) between two HA loops of node i's Patroni (its `I am (nodeN)` log lines)
+   * from `from` to `to` (Date.now() times); 0 when fewer than two loops were logged.
+   */
+  async loopGap(i: number, from: number, to: number): Promise<number> {
+    const log = await Deno.readTextFile(this.node(i).patroni!.logFile).catch(() => "");
+    const re = new RegExp(
+      `^(\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d),(\\d{3}) INFO: .*I am \\(node${i}\\)`,
+      "gm",
+    );
+    const times = [...log.matchAll(re)].map((m) => Date.parse(`${m[1].replace(" ", "T")}.${m[2]}Z`))
+      .filter((t) => t >= from - 2000 && t <= to);
+    let gap = 0;
+    for (let k = 1; k < times.length; k++) gap = Math.max(gap, times[k] - times[k - 1]);
+    return gap / 1000;
+  }
+
+  /** Whether etcd holds `key` (through the API Patroni uses). */
+  async hasKey(key: string): Promise<boolean> {
+    if (this.dcs === "etcd") {
+      return (await http(this.ports.etcd, `/v2/keys${key}`, { timeoutMs: 1000 })).status === 200;
+    }
+    const r = await http(this.ports.etcd, "/v3/kv/range", {
+      method: "POST",
+      json: JSON.stringify({ key: btoa(key) }),
+      timeoutMs: 1000,
+    });
+    return r.status === 200 && r.body.includes('"kvs"');
   }
 
   private async stopPostmaster(n: Node, sig: Deno.Signal): Promise<void> {
@@ -1139,71 +1447,113 @@ export class Cluster implements AsyncDisposable {
     return await this.patronictl(["restart", SCOPE, this.node(i).name, "--force"]);
   }
 
-  /** After a failed step: thaw every Patroni, start whatever Patroni or patroniglue is down. */
+  /**
+   * After a failed step: thaw etcd, every Patroni and relay, start whatever Patroni, relay or
+   * patroniglue is down.
+   */
   async recover(): Promise<void> {
+    this.thawEtcd();
     for (const n of this.nodes) {
       n.patroni?.signal("SIGCONT");
+      n.relay?.signal("SIGCONT");
       if (!n.patroni?.running) this.startPatroni(n.i);
-      if (n.glue && !n.glue.running) await this.startGlue(n.i);
+      if (n.relay && !n.relay.running) {
+        n.relay = this.spawnRelay(n);
+        await this.waitRelayListening(n);
+      }
+      for (const kind of GLUE_KINDS) {
+        const g = n.glues[kind].proc;
+        if (g && !g.running) await this.startGlue(n.i, kind);
+      }
     }
   }
 
-  // ---- patroniglue ----------------------------------------------------------------------------
+  // ---- relays ---------------------------------------------------------------------------------
 
-  private spawnGlue(n: Node): Proc {
-    // PATRONIGLUE_CLUSTER_GLUE_FLAGS: extra flags for a diagnosis, e.g. "-verbose"
-    const extra = (Deno.env.get("PATRONIGLUE_CLUSTER_GLUE_FLAGS") ?? "").split(" ").filter((f) =>
-      f
-    );
-    return this.spawn(`glue${n.i}`, [
+  private spawnRelay(n: Node): Proc {
+    return this.spawn(`relay${n.i}`, [
       Deno.execPath(),
       "run",
       "-q",
-      "-P",
-      `${REPO_ROOT}main.ts`,
-      "-config",
-      n.glueConfig,
-      ...extra,
+      "--allow-net=127.0.0.1",
+      `${REPO_ROOT}tests/cluster/relay.ts`,
+      String(n.relayPort),
+      String(n.restPort),
     ], { cwd: REPO_ROOT });
   }
 
-  private async waitGlueListening(n: Node, logOffset: number): Promise<void> {
-    const glue = n.glue!;
+  private async waitRelayListening(n: Node): Promise<void> {
+    const relay = n.relay!;
     await waitFor(
-      `patroniglue ${n.name} to listen`,
+      `the relay of ${n.name} to listen`,
       async () => {
-        if (!glue.running) throw new Error(`patroniglue ${n.name} exited (${glue.exitCode})`);
-        const log = await Deno.readTextFile(glue.logFile);
-        if (!log.slice(logOffset).includes("listening on")) return false;
-        if ((await http(n.gluePort, "/health", { timeoutMs: 1000 })).status !== 200) return false;
-        return (await agentCheck(n.agentPort, "/primary\n", 1000)).line !== null;
+        if (!relay.running) throw new Error(`relay ${n.name} exited (${relay.exitCode})`);
+        return (await Deno.readTextFile(relay.logFile)).includes(`relay 127.0.0.1:${n.relayPort}`);
       },
       60_000,
       50,
     );
   }
 
-  /** SIGTERM node i's patroniglue; resolves to its exit code. */
-  async stopGlue(i: number): Promise<number> {
+  // ---- patroniglue ----------------------------------------------------------------------------
+
+  private spawnGlue(n: Node, kind: GlueKind): Proc {
+    // PATRONIGLUE_CLUSTER_GLUE_FLAGS: extra flags for a diagnosis, e.g. "-verbose"
+    const extra = (Deno.env.get("PATRONIGLUE_CLUSTER_GLUE_FLAGS") ?? "").split(" ").filter((f) =>
+      f
+    );
+    return this.spawn(`${kind}${n.i}`, [
+      Deno.execPath(),
+      "run",
+      "-q",
+      "-P",
+      `${REPO_ROOT}main.ts`,
+      "-config",
+      n.glues[kind].config,
+      ...extra,
+    ], { cwd: REPO_ROOT });
+  }
+
+  private async waitGlueListening(n: Node, kind: GlueKind, logOffset: number): Promise<void> {
+    const { proc, port, agentPort } = n.glues[kind];
+    const what = `${kind === "glue" ? "patroniglue" : "the witness"} of ${n.name}`;
+    await waitFor(
+      `${what} to listen`,
+      async () => {
+        if (!proc!.running) throw new Error(`${what} exited (${proc!.exitCode})`);
+        const log = await Deno.readTextFile(proc!.logFile);
+        if (!log.slice(logOffset).includes("listening on")) return false;
+        if ((await http(port, "/health", { timeoutMs: 1000 })).status !== 200) return false;
+        return (await agentCheck(agentPort, "/primary\n", 1000)).line !== null;
+      },
+      60_000,
+      50,
+    );
+  }
+
+  /** SIGTERM node i's patroniglue (`kind`: the one without a DCS by default); its exit code. */
+  async stopGlue(i: number, kind: GlueKind = "glue"): Promise<number> {
     const n = this.node(i);
-    if (!n.glue) throw new Error(`no patroniglue on ${n.name}`);
-    const s = await n.glue.stop("SIGTERM", 10_000);
+    const proc = n.glues[kind].proc;
+    if (!proc) throw new Error(`no ${kind} patroniglue on ${n.name}`);
+    const s = await proc.stop("SIGTERM", 10_000);
     return s.signal ? 128 : s.code;
   }
 
   /** SIGTERM and start again node i's patroniglue; resolves to the old one's exit code. */
-  async restartGlue(i: number): Promise<number> {
-    const code = await this.stopGlue(i);
-    await this.startGlue(i);
+  async restartGlue(i: number, kind: GlueKind = "glue"): Promise<number> {
+    const code = await this.stopGlue(i, kind);
+    await this.startGlue(i, kind);
     return code;
   }
 
-  async startGlue(i: number): Promise<void> {
+  async startGlue(i: number, kind: GlueKind = "glue"): Promise<void> {
     const n = this.node(i);
-    if (n.glue?.running) throw new Error(`patroniglue ${n.name} already running`);
-    const offset = await Deno.stat(`${this.dir}/logs/glue${i}.log`).then((s) => s.size, () => 0);
-    n.glue = this.spawnGlue(n);
-    await this.waitGlueListening(n, offset);
+    const g = n.glues[kind];
+    if (g.proc?.running) throw new Error(`${kind} patroniglue ${n.name} already running`);
+    const offset = await Deno.stat(`${this.dir}/logs/${kind}${i}.log`).then((s) => s.size, () => 0);
+    g.proc = this.spawnGlue(n, kind);
+    await this.waitGlueListening(n, kind, offset);
   }
 
   // ---- queries --------------------------------------------------------------------------------
@@ -1213,14 +1563,19 @@ export class Cluster implements AsyncDisposable {
     return http(this.node(i).restPort, path, opts);
   }
 
-  /** patroniglue's answer for node i. */
+  /** patroniglue's answer for node i (without a DCS). */
   glue(i: number, path: string, opts: HttpOptions = {}): Promise<HttpAnswer> {
-    return http(this.node(i).gluePort, path, opts);
+    return http(this.node(i).glues.glue.port, path, opts);
+  }
+
+  /** The answer of node i's patroniglue with the DCS witness. */
+  witness(i: number, path: string, opts: HttpOptions = {}): Promise<HttpAnswer> {
+    return http(this.node(i).glues.witness.port, path, opts);
   }
 
   /** patroniglue's agent-check answer for node i to `send` (as HAProxy's agent-send). */
-  agent(i: number, send: string, timeoutMs = 3000): Promise<AgentAnswer> {
-    return agentCheck(this.node(i).agentPort, send, timeoutMs);
+  agent(i: number, send: string, timeoutMs = 3000, kind: GlueKind = "glue"): Promise<AgentAnswer> {
+    return agentCheck(this.node(i).glues[kind].agentPort, send, timeoutMs);
   }
 
   /** The node whose Patroni answers 200 on /primary (exactly one), or null. */
@@ -1387,7 +1742,10 @@ export class Cluster implements AsyncDisposable {
       async () => {
         for (const n of this.nodes) {
           if (!n.patroni?.running) throw new Error(`patroni ${n.name} not running`);
-          if (withGlue && !n.glue?.running) throw new Error(`patroniglue ${n.name} not running`);
+          if (!n.relay?.running) throw new Error(`relay ${n.name} not running`);
+          for (const kind of withGlue ? GLUE_KINDS : []) {
+            if (!n.glues[kind].proc?.running) throw new Error(`${kind} ${n.name} not running`);
+          }
         }
         const l = await this.leader();
         if (l === null || (leader !== undefined && l !== leader)) return false;
@@ -1399,8 +1757,9 @@ export class Cluster implements AsyncDisposable {
           if ((await this.rest(n.i, path)).status !== 200) {
             throw new Error(`patroni ${n.name} ${path} != 200`);
           }
-          if (withGlue && (await this.glue(n.i, path)).status !== 200) {
-            throw new Error(`glue ${n.name} ${path} != 200`);
+          for (const kind of withGlue ? GLUE_KINDS : []) {
+            const r = await http(n.glues[kind].port, path);
+            if (r.status !== 200) throw new Error(`${kind} ${n.name} ${path} != 200`);
           }
         }
         return l;
@@ -1429,8 +1788,8 @@ defaults
     timeout connect 1s
     timeout client 30m
     timeout server 30m
-    timeout check 1s
-    default-server inter ${CHECK_INTER * 1000}ms fall 2 rise 1
+    timeout check ${CHECK_TIMEOUT}s
+    default-server inter ${CHECK_INTER * 1000}ms fall ${CHECK_FALL} rise 1
 
 listen stats
     mode http
@@ -1445,13 +1804,16 @@ listen stats
       for (const n of this.nodes) {
         // HTTP checks ask Patroni or patroniglue; agent routes check PostgreSQL's port over TCP
         // and ask patroniglue's agent listener
+        const glue = n.glues[def.witness ? "witness" : "glue"];
         const checkPort = def.via === "glue"
-          ? n.gluePort
+          ? glue.port
           : def.via === "agent"
           ? n.pgPort
-          : n.restPort;
-        const agent = def.agentSend === undefined ? "" : ` agent-check agent-port ${n.agentPort}` +
-          ` agent-inter ${AGENT_INTER * 1000}ms agent-send "${def.agentSend}\\n"`;
+          : n.relayPort;
+        const agent = def.agentSend === undefined
+          ? ""
+          : ` agent-check agent-port ${glue.agentPort}` +
+            ` agent-inter ${AGENT_INTER * 1000}ms agent-send "${def.agentSend}\\n"`;
         const down = def.keepSessions ? "" : " on-marked-down shutdown-sessions";
         s += `    server ${n.name} 127.0.0.1:${n.pgPort} check port ${checkPort}${agent}${down}\n`;
       }
@@ -1537,27 +1899,29 @@ async function chownR(path: string): Promise<void> {
   if (!r.success) throw new Error(`chown ${path}: ${new TextDecoder().decode(r.stderr)}`);
 }
 
-function glueYaml(n: Node): string {
+/** A patroniglue's config: Patroni through the relay; the witness reads Patroni's own file. */
+function glueYaml(n: Node, kind: GlueKind): string {
+  const g = n.glues[kind];
   return `frontend:
   host: 127.0.0.1
-  port: ${n.gluePort}
+  port: ${g.port}
 backend:
   host: 127.0.0.1
-  port: ${n.restPort}
+  port: ${n.relayPort}
   scheme: http
   timeout: ${GLUE_TIMEOUT}
 cache:
   ttl: ${GLUE_TTL}
   interval: 0.25
 agent:
-  port: ${n.agentPort}
-`;
+  port: ${g.agentPort}
+${kind === "witness" ? `dcs:\n  patroni-config: ${n.config}\n` : ""}`;
 }
 
-function patroniYaml(n: Node, p: Ports): string {
+function patroniYaml(n: Node, p: Ports, dcs: DcsKind): string {
   // ttl 5 / loop_wait 1 / retry_timeout 2: fast and known-good (retry_timeout 1 breaks elections).
-  // `etcd:` (v2) and not `etcd3:`: with Patroni 3.0.2 and etcd3 a thawed frozen leader can steal
-  // the lock back (fixed in 3.0.3).
+  // `etcd:` (v2) by default: with Patroni 3.0.2 and `etcd3:` a thawed frozen leader can steal the
+  // lock back (fixed in 3.0.3); the etcd3 cluster never thaws a frozen Patroni.
   return `scope: ${SCOPE}
 namespace: /service/
 name: ${n.name}
@@ -1569,13 +1933,13 @@ restapi:
   listen: 127.0.0.1:${n.restPort}
   connect_address: 127.0.0.1:${n.restPort}
 
-etcd:
+${dcs}:
   hosts: 127.0.0.1:${p.etcd}
 
 bootstrap:
   dcs:
-    ttl: 5
-    loop_wait: 1
+    ttl: ${PATRONI_TTL}
+    loop_wait: ${PATRONI_LOOP_WAIT}
     retry_timeout: 2
     maximum_lag_on_failover: 1048576
     postgresql:

@@ -29,6 +29,8 @@ export const TTL = 3;
 export abstract class HaLoop {
   /** When the last write that extends the lock was answered. */
   lastRenewed = -Infinity;
+  /** When each write that extended the lock was answered. */
+  readonly renewals: number[] = [];
   #writing = 0;
   #stop?: PromiseWithResolvers<void>;
   #loop?: Promise<void>;
@@ -54,6 +56,7 @@ export abstract class HaLoop {
     this.#writing++;
     const result = await write();
     this.lastRenewed = performance.now();
+    this.renewals.push(this.lastRenewed);
     this.#writing--;
     return result;
   }
@@ -223,6 +226,50 @@ export function watcherTests(w: WatcherUnderTest): void {
         await viewWhere(watcher, (v) => !v.members.has("pg2"), "pg2's member key gone");
       } finally {
         await watcher.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name: name(
+      "a lock renewed every second, nothing else written: the time left it shows lags the truth by etcd's whole second (and the poll interval), not by the time from one renewal to the next",
+    ),
+    ignore,
+    async fn() {
+      await using etcd = await Etcd.start();
+      const ttl = 5;
+      const loop = await seeded(etcd, ttl);
+      const watcher = w.create(w.settings([etcd.url]), {
+        ...w.fast,
+        requestTimeoutMs: 3000,
+        watchTimeoutMs: 20_000,
+      });
+      try {
+        await viewWhere(watcher, held("pg1"), "pg1 holding the lock");
+        loop.start(1000);
+        await until(() => loop.renewals.length >= 3, "the lock renewed");
+        const from = performance.now();
+        let least = Infinity;
+        while (performance.now() < from + 5000) {
+          const lock = watcher.view()?.leader;
+          least = Math.min(least, (lock?.heldUntil ?? -Infinity) - performance.now());
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        await loop.stop();
+        const times = loop.renewals.filter((t) => t >= from - 2000);
+        const longest = Math.max(...times.slice(1).map((t, k) => t - times[k]));
+        // the lock is known held until a renewal's time + ttl less etcd's rounding (1 s), at
+        // least until the next renewal is seen (the longest gap, a request's time, a poll)
+        const bound = ttl * 1000 - 1000 - longest - (w.fast.pollIntervalMs ?? 0) - 250;
+        assert.ok(
+          least >= bound,
+          `${least.toFixed(0)} ms left at the least, renewals up to ${
+            longest.toFixed(0)
+          } ms apart (bound ${bound.toFixed(0)} ms)`,
+        );
+      } finally {
+        await watcher.close();
+        await loop.stop();
       }
     },
   });
