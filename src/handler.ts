@@ -5,7 +5,9 @@ import type { AgentConfig } from "./config.ts";
 import {
   type AgentHandler,
   type AgentRequest,
+  type AnswerSource,
   type Handler,
+  type HandlerResult,
   type HealthRequest,
   type HealthResponse,
   JSON_TYPE,
@@ -23,7 +25,12 @@ export interface HandlerOptions {
   /** Renders `/metrics`, when served on the frontend. @default {undefined} (a 404) */
   metrics?: () => string;
   /** Called once per request, with the route, the response and how it was obtained. @default {undefined} */
-  onResponse?: (route: Route, req: HealthRequest, res: HealthResponse, cacheResult: string) => void;
+  onResponse?: (
+    route: Route,
+    req: HealthRequest,
+    res: HealthResponse,
+    source: AnswerSource,
+  ) => void;
   /** Monotonic clock in ms, the cache's (for the `age` header). @default {performance.now} */
   now?: () => number;
   /** The DCS witness beside the cache (with the same cache). @default {undefined} (Patroni alone) */
@@ -42,15 +49,13 @@ export function lookup(cache: HealthCache, key: string): Lookup {
 }
 
 const METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8";
-const X_CACHE: Record<string, string> = {
+/** `X-Cache` of a check's answer, by how it was obtained. */
+const X_CACHE: Record<CacheResult | "dcs", string> = {
   hit: "HIT",
   miss: "MISS",
   coalesced: "COALESCED",
   dcs: "DCS",
 };
-
-/** How a check was answered, as `X-Cache`, the access log's `%C` and the metrics say it. */
-export type AnswerSource = CacheResult | "dcs" | "error" | "local";
 
 /** The response of a check the DCS answered: its 200 with the evidence, or its veto of a 200. */
 export function dcsResponse(
@@ -75,26 +80,95 @@ export function dcsResponse(
 }
 type CheckRoute = Extract<Route, { kind: "check" }>;
 
+/** One HTTP check on its way through the handler: the request, its route, when it began. */
+interface Exchange {
+  req: HealthRequest;
+  route: Route;
+  /** performance.now() at the start, when the access log is written (else 0). */
+  started: number;
+}
+
 /** The handler: one route, at most one cache lookup, one response; it never throws. */
 export function createHandler(options: HandlerOptions): Handler {
-  const { cache, log, logformat } = options;
-  const now = options.now ?? (() => performance.now());
+  const responder = new HttpResponder(options);
+  return (req) => responder.handle(req);
+}
+
+/** What {@linkcode createHandler} returns, as an object: every HTTP response rule. */
+class HttpResponder {
+  readonly #options: HandlerOptions;
+  readonly #now: () => number;
+  /** A hit's response, per cache entry and age in seconds: hits allocate nothing more. */
+  readonly #hits = new WeakMap<CacheEntry, { age: number; res: HealthResponse }>();
+
+  constructor(options: HandlerOptions) {
+    this.#options = options;
+    this.#now = options.now ?? (() => performance.now());
+  }
+
+  handle(req: HealthRequest): HandlerResult {
+    const { cache, log, metrics, witness } = this.#options;
+    const started = log.enabled("info") ? performance.now() : 0;
+    const x: Exchange = { req, route: routeRequest(req.method, req.target, !!metrics), started };
+    try {
+      const route = x.route;
+      const local = this.#local(req, route);
+      if (local || route.kind !== "check") return this.#finish(x, local!, "local");
+      if (witness) return this.#witnessed(x, route, witness);
+      const found = lookup(cache, route.key);
+      if (!(found instanceof Promise)) return this.#fromCache(x, found, "hit");
+      return found.then(
+        ({ entry, result }) => this.#fromCache(x, entry, result),
+        (e) => this.#failed(x, e),
+      );
+    } catch (e) {
+      return this.#failed(x, e);
+    }
+  }
+
   /** The response that needs no cache, if any. */
-  const localResponse = (req: HealthRequest, route: Route): HealthResponse | undefined => {
+  #local(req: HealthRequest, route: Route): HealthResponse | undefined {
     if (route.kind === "error") return errorResponse(route);
     if (req.hasBody) return jsonResponse(413, { error: "request body not allowed" });
     if (route.kind === "health") return jsonResponse(200, { healthy: true });
-    if (route.kind === "metrics") return metricsResponse(options.metrics!());
+    if (route.kind === "metrics") return metricsResponse(this.#options.metrics!());
     return undefined;
-  };
-  // A hit's response, per cache entry and age in seconds: hits allocate nothing.
-  const hits = new WeakMap<CacheEntry, { age: number; res: HealthResponse }>();
-  const cachedResponse = (req: HealthRequest, entry: CacheEntry, result: CacheResult) => {
-    const age = Math.max(0, Math.floor((now() - entry.storedAt) / 1000));
+  }
+
+  #witnessed(x: Exchange, route: CheckRoute, witness: AttestOptions): HandlerResult {
+    const answer = attest(witness, route.path, route.key);
+    if (!(answer instanceof Promise)) return this.#fromAttested(x, answer);
+    return answer.then((a) => this.#fromAttested(x, a), (e) => this.#failed(x, e));
+  }
+
+  /** Responds to a check the witness judged. */
+  #fromAttested(x: Exchange, a: Attested): HealthResponse {
+    if (a.source === "patroni") return this.#fromCache(x, a.entry, a.result);
+    const { log } = this.#options;
+    if (log.enabled("debug")) {
+      const why = a.status === 200 ? a.testimony.evidence : a.overruled;
+      log.debug("dcs", { key: (x.route as CheckRoute).key, status: a.status, why });
+    }
+    return this.#finish(x, dcsResponse(a, x.req.method), "dcs");
+  }
+
+  /** Responds from a cache entry; an entry that records a backend failure counts as `error`. */
+  #fromCache(x: Exchange, entry: CacheEntry, result: CacheResult): HealthResponse {
+    const { log } = this.#options;
+    if (log.enabled("debug")) {
+      const key = (x.route as CheckRoute).key;
+      log.debug("cache", { key, result, status: entry.status, failure: entry.failure });
+    }
+    return this.#finish(x, this.#cached(x.req, entry, result), entry.failure ? "error" : result);
+  }
+
+  /** A cache entry's response; a hit's is shared by every hit of the same age (not for OPTIONS). */
+  #cached(req: HealthRequest, entry: CacheEntry, result: CacheResult): HealthResponse {
+    const age = Math.max(0, Math.floor((this.#now() - entry.storedAt) / 1000));
     const options = req.method === "OPTIONS";
     const shared = result === "hit" && !options;
     if (shared) {
-      const memo = hits.get(entry);
+      const memo = this.#hits.get(entry);
       if (memo?.age === age) return memo.res;
     }
     const res: HealthResponse = {
@@ -104,86 +178,35 @@ export function createHandler(options: HandlerOptions): Handler {
     };
     if (shared) {
       res.reused = true;
-      hits.set(entry, { age, res });
+      this.#hits.set(entry, { age, res });
     }
     return res;
-  };
-  const failed = (req: HealthRequest, e: unknown) => {
-    log.error(`handler failed: ${(e as Error).message}`, { uri: req.target });
-    return jsonResponse(500, { error: "internal error" });
-  };
-  const finish = (
-    req: HealthRequest,
-    route: Route,
-    started: number,
-    res: HealthResponse,
-    cacheResult: string,
-  ): HealthResponse => {
-    options.onResponse?.(route, req, res, cacheResult);
-    if (log.enabled("info")) {
-      const record = {
-        remote: req.remote,
-        method: req.method,
-        uri: req.target,
-        status: res.status,
-        durationMs: performance.now() - started,
-        cache: cacheResult,
-      };
-      if (log.format === "json") {
-        const { durationMs, ...rest } = record;
-        log.info("request", { ...rest, duration_ms: Number(durationMs.toFixed(3)) });
-      } else log.info(formatAccessLine(logformat, record));
-    }
+  }
+
+  #failed(x: Exchange, e: unknown): HealthResponse {
+    this.#options.log.error(`handler failed: ${(e as Error).message}`, { uri: x.req.target });
+    return this.#finish(x, jsonResponse(500, { error: "internal error" }), "local");
+  }
+
+  /** Counts and logs the response, then hands it over. */
+  #finish(x: Exchange, res: HealthResponse, source: AnswerSource): HealthResponse {
+    const { log, logformat, onResponse } = this.#options;
+    onResponse?.(x.route, x.req, res, source);
+    if (!log.enabled("info")) return res;
+    const { req } = x;
+    const durationMs = performance.now() - x.started;
+    const record = {
+      remote: req.remote,
+      method: req.method,
+      uri: req.target,
+      status: res.status,
+      cache: source,
+    };
+    if (log.format === "json") {
+      log.info("request", { ...record, duration_ms: Number(durationMs.toFixed(3)) });
+    } else log.info(formatAccessLine(logformat, { ...record, durationMs }));
     return res;
-  };
-  /** Responds from a cache entry; an entry that records a backend failure counts as "error". */
-  const fromCache = (
-    req: HealthRequest,
-    route: CheckRoute,
-    started: number,
-    entry: CacheEntry,
-    result: CacheResult,
-  ) => {
-    if (log.enabled("debug")) {
-      log.debug("cache", { key: route.key, result, status: entry.status, failure: entry.failure });
-    }
-    const res = cachedResponse(req, entry, result);
-    return finish(req, route, started, res, entry.failure ? "error" : result);
-  };
-  /** Responds to a check the witness judged. */
-  const fromAttested = (req: HealthRequest, route: CheckRoute, started: number, a: Attested) => {
-    if (a.source === "patroni") return fromCache(req, route, started, a.entry, a.result);
-    if (log.enabled("debug")) {
-      const why = a.status === 200 ? a.testimony.evidence : a.overruled;
-      log.debug("dcs", { key: route.key, status: a.status, why });
-    }
-    return finish(req, route, started, dcsResponse(a, req.method), "dcs");
-  };
-  const witnessed = (req: HealthRequest, route: CheckRoute, started: number, w: AttestOptions) => {
-    const answer = attest(w, route.path, route.key);
-    if (!(answer instanceof Promise)) return fromAttested(req, route, started, answer);
-    return answer.then(
-      (a) => fromAttested(req, route, started, a),
-      (e) => finish(req, route, started, failed(req, e), "local"),
-    );
-  };
-  return (req) => {
-    const started = log.enabled("info") ? performance.now() : 0;
-    const route = routeRequest(req.method, req.target, options.metrics !== undefined);
-    try {
-      const local = localResponse(req, route);
-      if (local || route.kind !== "check") return finish(req, route, started, local!, "local");
-      if (options.witness) return witnessed(req, route, started, options.witness);
-      const found = lookup(cache, route.key);
-      if (!(found instanceof Promise)) return fromCache(req, route, started, found, "hit");
-      return found.then(
-        ({ entry, result }) => fromCache(req, route, started, entry, result),
-        (e) => finish(req, route, started, failed(req, e), "local"),
-      );
-    } catch (e) {
-      return finish(req, route, started, failed(req, e), "local");
-    }
-  };
+  }
 }
 
 /** The handler of a metrics-only listener: `GET /metrics`, nothing else. */
@@ -284,81 +307,92 @@ function refusedReply(route: Route): string {
   );
 }
 
+/** One agent check on its way: the request, the check's path (`other` when refused), the target, when it began. */
+interface AgentExchange {
+  req: AgentRequest;
+  check: string;
+  target: string;
+  started: number;
+}
+
 /**
  * The agent handler: the line (or `defaultCheck`) goes through the HTTP allowlist as a `GET`, to
  * the same cache entry and single flight as an HTTP check; it never throws.
  */
 export function createAgentResponder(options: AgentResponderOptions): AgentHandler {
-  const { cache, log, mismatch, defaultCheck } = options;
-  const finish = (
-    req: AgentRequest,
-    check: string,
-    target: string,
-    started: number,
-    reply: string,
-    cacheResult: string,
-  ): string => {
+  const responder = new AgentResponder(options);
+  return (req) => responder.handle(req);
+}
+
+/** What {@linkcode createAgentResponder} returns, as an object: every agent reply rule. */
+class AgentResponder {
+  readonly #options: AgentResponderOptions;
+
+  constructor(options: AgentResponderOptions) {
+    this.#options = options;
+  }
+
+  handle(req: AgentRequest): string | Promise<string> {
+    const { log, defaultCheck } = this.#options;
+    const started = log.enabled("info") ? performance.now() : 0;
+    const target = req.refused !== undefined ? req.line ?? "" : req.line || defaultCheck;
+    const x: AgentExchange = { req, check: "other", target, started };
+    if (req.refused !== undefined) return this.#finish(x, downReply(req.refused), "local");
+    const route = routeRequest("GET", target, false);
+    if (route.kind !== "check") return this.#finish(x, refusedReply(route), "local");
+    x.check = route.path;
+    try {
+      return this.#answer(x, route);
+    } catch (e) {
+      return this.#failed(x, e);
+    }
+  }
+
+  /** The reply from the cache (and the witness, when there is one). */
+  #answer(x: AgentExchange, route: CheckRoute): string | Promise<string> {
+    const { cache, mismatch, witness } = this.#options;
+    const path = route.path;
+    if (witness) {
+      const reply = (a: Attested) =>
+        this.#finish(
+          x,
+          attestedReply(a, mismatch, path),
+          a.source === "dcs" ? "dcs" : a.entry.failure ? "error" : a.result,
+        );
+      const answer = attest(witness, path, route.key);
+      if (!(answer instanceof Promise)) return reply(answer);
+      return answer.then(reply, (e) => this.#failed(x, e));
+    }
+    const found = lookup(cache, route.key);
+    if (!(found instanceof Promise)) {
+      return this.#finish(x, agentReply(found, mismatch, path), "hit");
+    }
+    return found.then(
+      ({ entry, result }) =>
+        this.#finish(x, agentReply(entry, mismatch, path), entry.failure ? "error" : result),
+      (e) => this.#failed(x, e),
+    );
+  }
+
+  #failed(x: AgentExchange, e: unknown): string {
+    this.#options.log.error(`agent check failed: ${(e as Error).message}`, { check: x.target });
+    return this.#finish(x, downReply("internal error"), "local");
+  }
+
+  /** Counts and logs the reply, then hands it over. */
+  #finish(x: AgentExchange, reply: string, source: AnswerSource): string {
+    const { log, onResponse } = this.#options;
     const space = reply.indexOf(" ");
-    options.onResponse?.(check, space === -1 ? reply : reply.slice(0, space));
+    onResponse?.(x.check, space === -1 ? reply : reply.slice(0, space));
     if (log.enabled("info")) {
       log.info("agent check", {
-        remote: req.remote,
-        check: target || undefined, // none for a line the listener refused
-        cache: cacheResult,
-        duration_ms: Number((performance.now() - started).toFixed(3)),
+        remote: x.req.remote,
+        check: x.target || undefined, // none for a line the listener refused
+        cache: source,
+        duration_ms: Number((performance.now() - x.started).toFixed(3)),
         reply,
       });
     }
     return reply;
-  };
-  const failed = (req: AgentRequest, path: string, target: string, started: number, e: unknown) => {
-    log.error(`agent check failed: ${(e as Error).message}`, { check: target });
-    return finish(req, path, target, started, downReply("internal error"), "local");
-  };
-  return (req) => {
-    const started = log.enabled("info") ? performance.now() : 0;
-    if (req.refused !== undefined) {
-      return finish(req, "other", req.line ?? "", started, downReply(req.refused), "local");
-    }
-    const target = req.line || defaultCheck;
-    const route = routeRequest("GET", target, false);
-    if (route.kind !== "check") {
-      return finish(req, "other", target, started, refusedReply(route), "local");
-    }
-    const { path } = route;
-    try {
-      if (options.witness) {
-        const reply = (a: Attested) =>
-          finish(
-            req,
-            path,
-            target,
-            started,
-            attestedReply(a, mismatch, path),
-            a.source === "dcs" ? "dcs" : a.entry.failure ? "error" : a.result,
-          );
-        const answer = attest(options.witness, path, route.key);
-        if (!(answer instanceof Promise)) return reply(answer);
-        return answer.then(reply, (e) => failed(req, path, target, started, e));
-      }
-      const found = lookup(cache, route.key);
-      if (!(found instanceof Promise)) {
-        return finish(req, path, target, started, agentReply(found, mismatch, path), "hit");
-      }
-      return found.then(
-        ({ entry, result }) =>
-          finish(
-            req,
-            path,
-            target,
-            started,
-            agentReply(entry, mismatch, path),
-            entry.failure ? "error" : result,
-          ),
-        (e) => failed(req, path, target, started, e),
-      );
-    } catch (e) {
-      return failed(req, path, target, started, e);
-    }
-  };
+  }
 }

@@ -1,5 +1,6 @@
 // Metrics: counters, gauges and a histogram rendered in Prometheus text exposition format.
 import type { BackendOutcome, MemberFacts } from "./backend.ts";
+import type { AnswerSource } from "./health.ts";
 
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -123,7 +124,7 @@ export class Metrics {
   }
 
   /** Counts one answered request; `route` is a bounded name (the check path, `health`, ...). */
-  countRequest(route: string, method: string, status: number, cache: string): void {
+  countRequest(route: string, method: string, status: number, cache: AnswerSource): void {
     const byCache = child(child(child(this.#requestCells, route), method), status);
     let cell = byCache.get(cache);
     if (!cell) {
