@@ -129,71 +129,76 @@ export class Service {
    */
   #build(config: Config, reloads?: ReadonlySet<Reload>): void {
     const needs = (r: Reload) => !reloads || reloads.has(r);
-    const newBackend = needs("client");
-    const newCache = newBackend || needs("cache");
-    if (newBackend) {
+    const newCache = needs("client") || needs("cache");
+    if (needs("client")) {
       this.#client?.close();
       this.#client = new PatroniClient(config.backend, this.#log);
     }
-    if (newCache) {
-      const client = this.#client;
-      this.#cache?.close();
-      this.#cache = new HealthCache({
-        ttl: config.cache.ttl,
-        maxEntries: config.cache.maxEntries,
-        timeoutMs: config.backend.timeout * 1000,
-        fetch: async (key, timeoutMs) => {
-          const started = performance.now();
-          const outcome = await client.fetchPatroniStatus(key, timeoutMs);
-          this.metrics.countBackend(routeLabel(key), outcome, (performance.now() - started) / 1000);
-          return outcome;
-        },
-        onRefreshAhead: (key) => this.metrics.countRefreshAhead(routeLabel(key)),
-        onInvalidate: (key, by) => this.metrics.countInvalidation(routeLabel(key), routeLabel(by)),
-      });
-    }
+    if (newCache) this.#newCache(config);
     if (newCache || needs("sweeper")) {
       clearInterval(this.#sweeper);
       this.#sweeper = setInterval(() => this.#cache.sweep(), config.cache.interval * 1000);
     }
     if (needs("watcher")) this.#watchDcs(config.dcs);
     if (needs("log")) this.#log.format = this.#logFormat ?? config.logFormat;
-    if (this.#dcs && config.dcs) {
-      const { watcher } = this.#dcs;
-      this.#dcs.witness = new Witness({
-        view: () => watcher.view(),
-        name: config.dcs.name,
-        margin: config.dcs.margin,
-      });
+    this.#newHandlers(config);
+  }
+
+  /** A new cache in front of the current client, its backend requests counted. */
+  #newCache(config: Config): void {
+    const client = this.#client;
+    this.#cache?.close();
+    this.#cache = new HealthCache({
+      ttl: config.cache.ttl,
+      maxEntries: config.cache.maxEntries,
+      timeoutMs: config.backend.timeout * 1000,
+      fetch: async (key, timeoutMs) => {
+        const started = performance.now();
+        const outcome = await client.fetchPatroniStatus(key, timeoutMs);
+        this.metrics.countBackend(routeLabel(key), outcome, (performance.now() - started) / 1000);
+        return outcome;
+      },
+      onRefreshAhead: (key) => this.metrics.countRefreshAhead(routeLabel(key)),
+      onInvalidate: (key, by) => this.metrics.countInvalidation(routeLabel(key), routeLabel(by)),
+    });
+  }
+
+  /** New handlers (HTTP and agent) over the current cache and witness: the next checks see `config`. */
+  #newHandlers(config: Config): void {
+    const dcs = this.#dcs;
+    if (dcs && config.dcs) {
+      const { watcher } = dcs;
+      const { name, margin } = config.dcs;
+      dcs.witness = new Witness({ view: () => watcher.view(), name, margin });
     }
-    const witness: AttestOptions | undefined = this.#dcs && {
+    const witness: AttestOptions | undefined = dcs && {
       cache: this.#cache,
-      witness: this.#dcs.witness,
+      witness: dcs.witness,
       patienceMs: config.backend.timeout * 1000 / 2,
       onAnswer: (path, status) => this.metrics.countDcsAnswer(path, status),
     };
+    const metrics = this.metrics;
     this.#handle = createHandler({
       witness,
       cache: this.#cache,
       log: this.#log,
       logformat: config.frontend.logformat,
       metrics: config.metrics.enabled && !config.metrics.listener
-        ? () => this.metrics.render()
+        ? () => metrics.render()
         : undefined,
-      onResponse: (route, req, res, cacheResult) =>
-        this.metrics.countRequest(routeName(route), req.method, res.status, cacheResult),
+      onResponse: (route, req, res, source) =>
+        metrics.countRequest(routeName(route), req.method, res.status, source),
     });
     // Without an agent the last responder stays, for an agent listener that is closing.
-    if (config.agent) {
-      this.#respondToAgent = createAgentResponder({
-        cache: this.#cache,
-        log: this.#log,
-        mismatch: config.agent.mismatch,
-        defaultCheck: config.agent.check,
-        onResponse: (check, word) => this.metrics.countAgentCheck(check, word),
-        witness,
-      });
-    }
+    if (!config.agent) return;
+    this.#respondToAgent = createAgentResponder({
+      cache: this.#cache,
+      log: this.#log,
+      mismatch: config.agent.mismatch,
+      defaultCheck: config.agent.check,
+      onResponse: (check, word) => metrics.countAgentCheck(check, word),
+      witness,
+    });
   }
 
   /** Loads the DCS watchers when `config` first needs one: a config without `dcs:` never does. */
