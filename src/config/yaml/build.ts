@@ -28,29 +28,29 @@ interface Entry {
 
 /** Turns the raw tree into the nodes callers see, each raw node once (aliases share theirs). */
 export class Builder {
-  private readonly done = new Map<Raw, YamlNode>();
+  readonly #done = new Map<Raw, YamlNode>();
 
   /** The node for a value; null for an empty one (`key:` with nothing after it). */
   value(raw: Raw): YamlNode | null {
     const n = target(raw);
-    return n.kind === "scalar" && n.empty ? null : this.node(n);
+    return n.kind === "scalar" && n.empty ? null : this.#node(n);
   }
 
-  node(raw: Raw): YamlNode {
+  #node(raw: Raw): YamlNode {
     const n = target(raw);
-    let node = this.done.get(n);
+    let node = this.#done.get(n);
     if (node) return node;
     if (n.kind === "scalar") {
       node = { kind: "scalar", value: n.value, tag: n.tag, line: n.line, col: n.col };
     } else if (n.kind === "seq") {
       node = {
         kind: "seq",
-        items: n.items.map((item) => this.node(item)),
+        items: n.items.map((item) => this.#node(item)),
         line: n.line,
         col: n.col,
       };
-    } else node = { kind: "map", items: this.items(n), line: n.line, col: n.col };
-    this.done.set(n, node);
+    } else node = { kind: "map", items: this.#items(n), line: n.line, col: n.col };
+    this.#done.set(n, node);
     return node;
   }
 
@@ -58,7 +58,7 @@ export class Builder {
    * A mapping's entries as yaml.v2 fills its map: in order, a later entry replacing an earlier one,
    * a list of merges applied last to first. Refused where that would silently drop a written key.
    */
-  private items(map: RawMap): YamlItem[] {
+  #items(map: RawMap): YamlItem[] {
     const entries: Entry[] = [];
     const byName = new Map<string, Entry>();
     const add = (item: YamlItem, explicit: boolean) => {
@@ -94,7 +94,7 @@ export class Builder {
     };
     let merged: YamlNode | undefined;
     for (const [rawKey, rawValue] of map.pairs) {
-      const key = this.node(rawKey);
+      const key = this.#node(rawKey);
       if (rawKey.kind === "scalar" && rawKey.merge) {
         if (merged) {
           throw new YamlError(
@@ -106,7 +106,7 @@ export class Builder {
         merged = key;
         const sources = rawValue.kind === "seq" ? [...rawValue.items].reverse() : [rawValue];
         for (const source of sources) {
-          const node = this.node(source);
+          const node = this.#node(source);
           if (node.kind !== "map") continue; // refused by checkDecoding
           for (const item of node.items) add({ ...item, mergedBy: key }, false);
         }

@@ -66,32 +66,38 @@ function emptyScalar(mark: Mark): RawScalar {
 
 /** Reads the tokens of one document into a raw tree, refusing what libyaml's parser refuses. */
 export class Parser {
-  private readonly anchors = new Map<string, RawScalar | RawSeq | RawMap>();
-  private depth = 0;
+  readonly #anchors = new Map<string, RawScalar | RawSeq | RawMap>();
+  #depth = 0;
 
-  constructor(private readonly s: Scanner) {}
+  readonly #s: Scanner;
+
+  constructor(s: Scanner) {
+    this.#s = s;
+  }
 
   /** The first document's root, or null for a stream without one; anything after it is refused. */
   stream(): Raw | null {
-    this.s.peek();
-    this.s.next(); // stream-start
-    let token = this.s.peek();
+    this.#s.peek();
+    this.#s.next(); // stream-start
+    let token = this.#s.peek();
     let root: Raw | null = null;
     if (token.type === "version-directive" || token.type === "document-start") {
-      for (let seen = false; token.type === "version-directive"; token = this.s.peek()) {
+      for (let seen = false; token.type === "version-directive"; token = this.#s.peek()) {
         if (seen) fail("a second %YAML directive", token.start);
         if (token.value !== "1.1") fail(`yaml.v2 reads YAML 1.1, not ${token.value}`, token.start);
         seen = true;
-        this.s.next();
+        this.#s.next();
       }
       if (token.type !== "document-start") fail("expected '---' after the directive", token.start);
-      this.s.next();
-      token = this.s.peek();
+      this.#s.next();
+      token = this.#s.peek();
       const empty = ["version-directive", "document-start", "document-end", "stream-end"]
         .includes(token.type);
-      root = empty ? null : this.node(true, false);
-    } else if (token.type !== "stream-end") root = this.node(true, false);
-    for (token = this.s.peek(); token.type === "document-end"; token = this.s.peek()) this.s.next();
+      root = empty ? null : this.#node(true, false);
+    } else if (token.type !== "stream-end") root = this.#node(true, false);
+    for (token = this.#s.peek(); token.type === "document-end"; token = this.#s.peek()) {
+      this.#s.next();
+    }
     if (token.type !== "stream-end") {
       const what = token.type === "document-start" || token.type === "version-directive"
         ? "a second YAML document starts here (a config is one document)"
@@ -101,29 +107,29 @@ export class Parser {
     return root;
   }
 
-  private node(block: boolean, indentless: boolean): Raw {
-    let token = this.s.peek();
+  #node(block: boolean, indentless: boolean): Raw {
+    let token = this.#s.peek();
     if (token.type === "alias") {
-      this.s.next();
-      return this.alias(token);
+      this.#s.next();
+      return this.#alias(token);
     }
     let anchor: Token | undefined;
     if (token.type === "anchor") {
       anchor = token;
-      this.s.next();
-      token = this.s.peek();
+      this.#s.next();
+      token = this.#s.peek();
     }
     const name = anchor?.value;
     if (indentless && token.type === "block-entry") {
-      return this.collection(name, this.seq(token), (seq) => this.indentlessSequence(seq));
+      return this.#collection(name, this.#seq(token), (seq) => this.#indentlessSequence(seq));
     }
     switch (token.type) {
       case "scalar": {
-        this.s.next();
+        this.#s.next();
         const resolved: Resolved = token.plain
           ? resolve(token.value)
           : { value: token.value, tag: "!!str" };
-        return this.define(name, {
+        return this.#define(name, {
           kind: "scalar",
           value: resolved.value,
           tag: resolved.tag,
@@ -134,27 +140,31 @@ export class Parser {
         });
       }
       case "flow-sequence-start":
-        return this.collection(name, this.seq(token), (seq) => this.flowSequence(seq));
+        return this.#collection(name, this.#seq(token), (seq) => this.#flowSequence(seq));
       case "flow-mapping-start":
-        return this.collection(name, this.map(token), (map) => this.flowMapping(map));
+        return this.#collection(name, this.#map(token), (map) => this.#flowMapping(map));
       case "block-sequence-start":
-        if (block) return this.collection(name, this.seq(token), (seq) => this.blockSequence(seq));
+        if (block) {
+          return this.#collection(name, this.#seq(token), (seq) => this.#blockSequence(seq));
+        }
         break;
       case "block-mapping-start":
-        if (block) return this.collection(name, this.map(token), (map) => this.blockMapping(map));
+        if (block) {
+          return this.#collection(name, this.#map(token), (map) => this.#blockMapping(map));
+        }
         break;
     }
-    if (anchor) return this.define(name, emptyScalar(anchor.start));
+    if (anchor) return this.#define(name, emptyScalar(anchor.start));
     fail("expected a value here", token.start);
   }
 
-  private define<T extends RawScalar | RawSeq | RawMap>(name: string | undefined, node: T): T {
-    if (name !== undefined) this.anchors.set(name, node);
+  #define<T extends RawScalar | RawSeq | RawMap>(name: string | undefined, node: T): T {
+    if (name !== undefined) this.#anchors.set(name, node);
     return node;
   }
 
-  private alias(token: Token): RawAlias {
-    const target = this.anchors.get(token.value);
+  #alias(token: Token): RawAlias {
+    const target = this.#anchors.get(token.value);
     const where = { line: token.start.line + 1, col: token.start.column + 1 };
     if (!target) throw new YamlError(`alias *${token.value} is not defined`, where.line, where.col);
     if (target.kind !== "scalar" && target.open) {
@@ -167,26 +177,26 @@ export class Parser {
     return { kind: "alias", name: token.value, target, ...where };
   }
 
-  private seq(token: Token): RawSeq {
+  #seq(token: Token): RawSeq {
     return { kind: "seq", items: [], open: true, height: 0, ...at(token) };
   }
 
-  private map(token: Token): RawMap {
+  #map(token: Token): RawMap {
     return { kind: "map", pairs: [], open: true, height: 0, ...at(token) };
   }
 
   /** Reads a collection's entries with `body`, with its anchor defined while they are read. */
-  private collection<T extends RawSeq | RawMap>(
+  #collection<T extends RawSeq | RawMap>(
     name: string | undefined,
     node: T,
     body: (node: T) => void,
   ): T {
-    if (++this.depth > MAX_DEPTH) {
+    if (++this.#depth > MAX_DEPTH) {
       throw new YamlError(`nested deeper than ${MAX_DEPTH} levels`, node.line, node.col);
     }
-    this.define(name, node);
+    this.#define(name, node);
     body(node);
-    this.depth--;
+    this.#depth--;
     node.open = false;
     let tallest = 0;
     for (const child of node.kind === "seq" ? node.items : node.pairs.flat()) {
@@ -204,113 +214,113 @@ export class Parser {
   }
 
   /** The value after an indicator: a node, or an empty scalar when one of `ends` follows. */
-  private after(ends: TokenType[], block: boolean, indentless: boolean): Raw {
-    const mark = this.s.peek().start;
-    this.s.next();
-    const token = this.s.peek();
-    return ends.includes(token.type) ? emptyScalar(endOf(mark)) : this.node(block, indentless);
+  #after(ends: TokenType[], block: boolean, indentless: boolean): Raw {
+    const mark = this.#s.peek().start;
+    this.#s.next();
+    const token = this.#s.peek();
+    return ends.includes(token.type) ? emptyScalar(endOf(mark)) : this.#node(block, indentless);
   }
 
-  private blockSequence(seq: RawSeq): void {
-    this.s.next();
+  #blockSequence(seq: RawSeq): void {
+    this.#s.next();
     for (;;) {
-      const token = this.s.peek();
+      const token = this.#s.peek();
       if (token.type === "block-entry") {
-        seq.items.push(this.after(["block-entry", "block-end"], true, false));
+        seq.items.push(this.#after(["block-entry", "block-end"], true, false));
       } else if (token.type === "block-end") {
-        this.s.next();
+        this.#s.next();
         return;
       } else fail("expected the list's next '- ' item here (check the indentation)", token.start);
     }
   }
 
-  private indentlessSequence(seq: RawSeq): void {
-    while (this.s.peek().type === "block-entry") {
-      seq.items.push(this.after(["block-entry", "key", "value", "block-end"], true, false));
+  #indentlessSequence(seq: RawSeq): void {
+    while (this.#s.peek().type === "block-entry") {
+      seq.items.push(this.#after(["block-entry", "key", "value", "block-end"], true, false));
     }
   }
 
-  private blockMapping(map: RawMap): void {
-    this.s.next();
+  #blockMapping(map: RawMap): void {
+    this.#s.next();
     const ends: TokenType[] = ["key", "value", "block-end"];
     for (;;) {
-      const token = this.s.peek();
+      const token = this.#s.peek();
       let key: Raw;
-      if (token.type === "key") key = this.after(ends, true, true);
+      if (token.type === "key") key = this.#after(ends, true, true);
       else if (token.type === "block-end") {
-        this.s.next();
+        this.#s.next();
         return;
       } else fail("expected the mapping's next 'key:' here (check the indentation)", token.start);
-      const next = this.s.peek();
-      const value = next.type === "value" ? this.after(ends, true, true) : emptyScalar(next.start);
+      const next = this.#s.peek();
+      const value = next.type === "value" ? this.#after(ends, true, true) : emptyScalar(next.start);
       map.pairs.push([key, value]);
     }
   }
 
-  private flowSequence(seq: RawSeq): void {
-    this.flowEntries(seq, "flow-sequence-end", (token) => {
-      seq.items.push(token.type === "key" ? this.flowPair(token) : this.node(false, false));
+  #flowSequence(seq: RawSeq): void {
+    this.#flowEntries(seq, "flow-sequence-end", (token) => {
+      seq.items.push(token.type === "key" ? this.#flowPair(token) : this.#node(false, false));
     });
   }
 
   /** A flow collection's entries, each read by `entry`, separated by ',' up to `close`. */
-  private flowEntries(open: RawSeq | RawMap, close: TokenType, entry: (token: Token) => void) {
-    this.s.next();
+  #flowEntries(open: RawSeq | RawMap, close: TokenType, entry: (token: Token) => void) {
+    this.#s.next();
     const bracket = close === "flow-sequence-end" ? "]" : "}";
     for (let first = true;; first = false) {
-      let token = this.s.peek();
+      let token = this.#s.peek();
       if (!first && token.type !== close) {
-        if (token.type !== "flow-entry") this.unexpected(token, open, bracket);
-        this.s.next();
-        token = this.s.peek();
+        if (token.type !== "flow-entry") this.#unexpected(token, open, bracket);
+        this.#s.next();
+        token = this.#s.peek();
       }
       if (token.type === close) {
-        this.s.next();
+        this.#s.next();
         return;
       }
-      if (ENDS.includes(token.type)) this.unexpected(token, open, bracket);
+      if (ENDS.includes(token.type)) this.#unexpected(token, open, bracket);
       entry(token);
     }
   }
 
   /** Fails on what stands where a flow collection needs ',' or its closing bracket. */
-  private unexpected(token: Token, open: RawSeq | RawMap, close: string): never {
+  #unexpected(token: Token, open: RawSeq | RawMap, close: string): never {
     if (!ENDS.includes(token.type)) fail(`expected ',' or '${close}'`, token.start);
     const bracket = close === "]" ? "[" : "{";
     throw new YamlError(`'${bracket}' is never closed (no '${close}')`, open.line, open.col);
   }
 
   /** A `key: value` entry of a flow sequence: a mapping of one pair. */
-  private flowPair(token: Token): RawMap {
-    const map = this.map(token);
-    return this.collection(undefined, map, () => {
-      this.s.next();
-      let next = this.s.peek();
+  #flowPair(token: Token): RawMap {
+    const map = this.#map(token);
+    return this.#collection(undefined, map, () => {
+      this.#s.next();
+      let next = this.#s.peek();
       let key: Raw;
       if (["value", "flow-entry", "flow-sequence-end"].includes(next.type)) {
         // yaml.v2 drops the token that follows an empty key here.
-        this.s.next();
+        this.#s.next();
         key = emptyScalar(endOf(next.start));
-      } else key = this.node(false, false);
-      next = this.s.peek();
+      } else key = this.#node(false, false);
+      next = this.#s.peek();
       const value = next.type === "value"
-        ? this.after(["flow-entry", "flow-sequence-end"], false, false)
+        ? this.#after(["flow-entry", "flow-sequence-end"], false, false)
         : emptyScalar(next.start);
       map.pairs.push([key, value]);
     });
   }
 
-  private flowMapping(map: RawMap): void {
+  #flowMapping(map: RawMap): void {
     const ends: TokenType[] = ["flow-entry", "flow-mapping-end"];
-    this.flowEntries(map, "flow-mapping-end", (token) => {
+    this.#flowEntries(map, "flow-mapping-end", (token) => {
       if (token.type !== "key") {
-        map.pairs.push([this.node(false, false), emptyScalar(this.s.peek().start)]);
+        map.pairs.push([this.#node(false, false), emptyScalar(this.#s.peek().start)]);
         return;
       }
-      const key = this.after(["value", ...ends], false, false);
-      const next = this.s.peek();
+      const key = this.#after(["value", ...ends], false, false);
+      const next = this.#s.peek();
       const value = next.type === "value"
-        ? this.after(ends, false, false)
+        ? this.#after(ends, false, false)
         : emptyScalar(next.start);
       map.pairs.push([key, value]);
     });
