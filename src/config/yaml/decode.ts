@@ -5,11 +5,20 @@
 import { YamlError } from "./nodes.ts";
 import { type Raw, target } from "./parser.ts";
 
+/** Up to this many decoded nodes, 99% of them may be inside aliases (decode.go's alias_ratio_range_low). */
+const RATIO_RANGE_LOW = 400_000;
+/** From this many, 10% (alias_ratio_range_high); the share falls linearly in between. */
+const RATIO_RANGE_HIGH = 4_000_000;
+/** yaml.v2 checks the share only past this many nodes decoded inside aliases, */
+const MIN_ALIASED = 100;
+/** and past this many decoded in all. */
+const MIN_DECODED = 1000;
+
 /** yaml.v2's limit on the share of decoding spent inside aliases (decode.go's allowedAliasRatio). */
 function allowedAliasRatio(decoded: number): number {
-  if (decoded <= 400_000) return 0.99;
-  if (decoded >= 4_000_000) return 0.1;
-  return 0.99 - 0.89 * ((decoded - 400_000) / 3_600_000);
+  if (decoded <= RATIO_RANGE_LOW) return 0.99;
+  if (decoded >= RATIO_RANGE_HIGH) return 0.1;
+  return 0.99 - 0.89 * ((decoded - RATIO_RANGE_LOW) / (RATIO_RANGE_HIGH - RATIO_RANGE_LOW));
 }
 
 /** Walks the tree as yaml.v2 decodes it into `interface{}`, refusing what it refuses. */
@@ -20,7 +29,10 @@ export function checkDecoding(root: Raw): void {
   const visit = (n: Raw): void => {
     decoded++;
     if (inAlias > 0) aliased++;
-    if (aliased > 100 && decoded > 1000 && aliased / decoded > allowedAliasRatio(decoded)) {
+    if (
+      aliased > MIN_ALIASED && decoded > MIN_DECODED &&
+      aliased / decoded > allowedAliasRatio(decoded)
+    ) {
       throw new YamlError("aliases expand too much (yaml.v2 refuses this too)", n.line, n.col);
     }
     if (n.kind === "alias") {

@@ -3,7 +3,7 @@
  * @module
  */
 import { Builder } from "./build.ts";
-import { checkCharacters } from "./chars.ts";
+import { BOM, checkCharacters } from "./chars.ts";
 import { checkDecoding } from "./decode.ts";
 import type { YamlNode } from "./nodes.ts";
 import { Parser } from "./parser.ts";
@@ -28,7 +28,7 @@ export { keyString, toValue } from "./values.ts";
  * start, and nesting deeper than 32 levels (aliases included).
  */
 export function parseYaml(text: string): YamlNode | null {
-  const src = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  const src = text.charCodeAt(0) === BOM ? text.slice(1) : text;
   checkCharacters(src);
   const root = new Parser(new Scanner(src)).stream();
   if (root === null) return null;

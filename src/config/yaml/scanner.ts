@@ -3,9 +3,24 @@
  * @module
  */
 import {
+  AMPERSAND,
+  ASTERISK,
+  BACKSLASH,
+  CLOSE_BRACE,
+  CLOSE_BRACKET,
+  COLON,
+  COMMA,
   CR,
+  DASH,
+  DIGIT_0,
+  DOT,
+  DOUBLE_QUOTE,
+  EXCLAMATION,
   fail,
+  GREATER,
   has,
+  HASH,
+  HIGH_SURROGATE,
   isBlank,
   isBlankZ,
   isBreak,
@@ -13,10 +28,20 @@ import {
   isDigit,
   isHex,
   isNameChar,
+  LAST_SURROGATE,
   LF,
+  LOW_SURROGATE,
   LS,
   type Mark,
+  MAX_CODE_POINT,
+  OPEN_BRACE,
+  OPEN_BRACKET,
+  PERCENT,
+  PIPE,
+  PLUS,
   PS,
+  QUESTION,
+  SINGLE_QUOTE,
   SPACE,
   TAB,
 } from "./chars.ts";
@@ -61,6 +86,11 @@ interface SimpleKey {
   mark: Mark;
 }
 
+/** How many characters a simple key may span, from its start to its ':' (libyaml's limit). */
+const MAX_SIMPLE_KEY_LENGTH = 1024;
+/** Tokens taken off the queue before their room is given back. */
+const QUEUE_SHIFT = 256;
+
 /** Turns the text into tokens, one `peek` at a time, as libyaml's scanner does. */
 export class Scanner {
   #pos = 0;
@@ -96,7 +126,7 @@ export class Scanner {
   next(): void {
     this.#available = false;
     this.#parsed++;
-    if (++this.#head > 256) {
+    if (++this.#head > QUEUE_SHIFT) {
       this.#tokens = this.#tokens.slice(this.#head);
       this.#head = 0;
     }
@@ -113,7 +143,7 @@ export class Scanner {
 
   #skip(): void {
     const u = this.#src.charCodeAt(this.#pos);
-    this.#pos += u >= 0xd800 && u <= 0xdbff ? 2 : 1;
+    this.#pos += u >= HIGH_SURROGATE && u < LOW_SURROGATE ? 2 : 1;
     this.#index++;
     this.#column++;
   }
@@ -146,7 +176,7 @@ export class Scanner {
 
   #atDocumentIndicator(): boolean {
     const c = this.#c();
-    return this.#column === 0 && (c === 0x2d || c === 0x2e) && this.#c(1) === c &&
+    return this.#column === 0 && (c === DASH || c === DOT) && this.#c(1) === c &&
       this.#c(2) === c &&
       isBlankZ(this.#c(3));
   }
@@ -189,26 +219,26 @@ export class Scanner {
     const c = this.#c();
     const next = this.#c(1);
     const flow = this.#flowLevel > 0;
-    if (this.#column === 0 && c === 0x25) return this.#fetchDirective();
+    if (this.#column === 0 && c === PERCENT) return this.#fetchDirective();
     if (this.#atDocumentIndicator()) {
-      return this.#fetchDocumentIndicator(c === 0x2d ? "document-start" : "document-end");
+      return this.#fetchDocumentIndicator(c === DASH ? "document-start" : "document-end");
     }
-    if (c === 0x5b) return this.#fetchFlowStart("flow-sequence-start");
-    if (c === 0x7b) return this.#fetchFlowStart("flow-mapping-start");
-    if (c === 0x5d) return this.#fetchFlowEnd("flow-sequence-end");
-    if (c === 0x7d) return this.#fetchFlowEnd("flow-mapping-end");
-    if (c === 0x2c) return this.#fetchFlowEntry();
-    if (c === 0x2d && isBlankZ(next)) return this.#fetchEntry("block-entry");
-    if (c === 0x3f && (flow || isBlankZ(next))) return this.#fetchEntry("key");
-    if (c === 0x3a && (flow || isBlankZ(next))) return this.#fetchValue();
-    if (c === 0x2a) return this.#fetchAnchor("alias");
-    if (c === 0x26) return this.#fetchAnchor("anchor");
-    if (c === 0x21) fail("YAML tags (!) are not supported", this.#mark());
-    if ((c === 0x7c || c === 0x3e) && !flow) return this.#fetchBlockScalar(c === 0x7c);
-    if (c === 0x27 || c === 0x22) return this.#fetchQuoted(c === 0x27);
+    if (c === OPEN_BRACKET) return this.#fetchFlowStart("flow-sequence-start");
+    if (c === OPEN_BRACE) return this.#fetchFlowStart("flow-mapping-start");
+    if (c === CLOSE_BRACKET) return this.#fetchFlowEnd("flow-sequence-end");
+    if (c === CLOSE_BRACE) return this.#fetchFlowEnd("flow-mapping-end");
+    if (c === COMMA) return this.#fetchFlowEntry();
+    if (c === DASH && isBlankZ(next)) return this.#fetchEntry("block-entry");
+    if (c === QUESTION && (flow || isBlankZ(next))) return this.#fetchEntry("key");
+    if (c === COLON && (flow || isBlankZ(next))) return this.#fetchValue();
+    if (c === ASTERISK) return this.#fetchAnchor("alias");
+    if (c === AMPERSAND) return this.#fetchAnchor("anchor");
+    if (c === EXCLAMATION) fail("YAML tags (!) are not supported", this.#mark());
+    if ((c === PIPE || c === GREATER) && !flow) return this.#fetchBlockScalar(c === PIPE);
+    if (c === SINGLE_QUOTE || c === DOUBLE_QUOTE) return this.#fetchQuoted(c === SINGLE_QUOTE);
     if (
-      !(isBlankZ(c) || has("-?:,[]{}#&*!|>'\"%@`", c)) || (c === 0x2d && !isBlank(next)) ||
-      (!flow && (c === 0x3f || c === 0x3a) && !isBlankZ(next))
+      !(isBlankZ(c) || has("-?:,[]{}#&*!|>'\"%@`", c)) || (c === DASH && !isBlank(next)) ||
+      (!flow && (c === QUESTION || c === COLON) && !isBlankZ(next))
     ) {
       return this.#fetchPlain();
     }
@@ -218,7 +248,7 @@ export class Scanner {
 
   #keyIsValid(key: SimpleKey): boolean {
     if (!key.possible) return false;
-    if (key.mark.line < this.#line || key.mark.index + 1024 < this.#index) {
+    if (key.mark.line < this.#line || key.mark.index + MAX_SIMPLE_KEY_LENGTH < this.#index) {
       if (key.required) fail("expected ':' after this key (a key fits on one line)", key.mark);
       key.possible = false;
       return false;
@@ -271,7 +301,7 @@ export class Scanner {
       ) {
         this.#skip();
       }
-      if (this.#c() === 0x23) { while (!isBreakZ(this.#c())) this.#skip(); }
+      if (this.#c() === HASH) { while (!isBreakZ(this.#c())) this.#skip(); }
       if (!isBreak(this.#c())) return;
       this.#skipLine();
       if (this.#flowLevel === 0) this.#keyAllowed = true;
@@ -308,11 +338,11 @@ export class Scanner {
       return Number(digits);
     };
     const major = number();
-    if (this.#c() !== 0x2e) fail("%YAML needs a version such as 1.1", start);
+    if (this.#c() !== DOT) fail("%YAML needs a version such as 1.1", start);
     this.#skip();
     const version = `${major}.${number()}`;
     while (isBlank(this.#c())) this.#skip();
-    if (this.#c() === 0x23) { while (!isBreakZ(this.#c())) this.#skip(); }
+    if (this.#c() === HASH) { while (!isBreakZ(this.#c())) this.#skip(); }
     if (!isBreakZ(this.#c())) fail("only a comment can follow a %YAML directive", start);
     this.#skipLine();
     this.#push("version-directive", start, version);
@@ -431,8 +461,8 @@ export class Scanner {
     let chomping = 0;
     let increment = 0;
     const chomp = () => {
-      if (this.#c() === 0x2b || this.#c() === 0x2d) {
-        chomping = this.#c() === 0x2b ? 1 : -1;
+      if (this.#c() === PLUS || this.#c() === DASH) {
+        chomping = this.#c() === PLUS ? 1 : -1;
         this.#skip();
         return true;
       }
@@ -440,8 +470,8 @@ export class Scanner {
     };
     const indentation = () => {
       if (!isDigit(this.#c())) return;
-      if (this.#c() === 0x30) fail("a block scalar's indentation indicator cannot be 0", start);
-      increment = this.#c() - 0x30;
+      if (this.#c() === DIGIT_0) fail("a block scalar's indentation indicator cannot be 0", start);
+      increment = this.#c() - DIGIT_0;
       this.#skip();
     };
     if (chomp()) indentation();
@@ -450,7 +480,7 @@ export class Scanner {
       chomp();
     }
     while (isBlank(this.#c())) this.#skip();
-    if (this.#c() === 0x23) { while (!isBreakZ(this.#c())) this.#skip(); }
+    if (this.#c() === HASH) { while (!isBreakZ(this.#c())) this.#skip(); }
     if (!isBreakZ(this.#c())) fail("only a comment can follow '|' or '>' on its line", start);
     this.#skipLine();
     let indent = increment > 0 ? (this.#indent >= 0 ? this.#indent + increment : increment) : 0;
@@ -496,7 +526,7 @@ export class Scanner {
     this.#saveKey();
     this.#keyAllowed = false;
     const start = this.#mark();
-    const quote = single ? 0x27 : 0x22;
+    const quote = single ? SINGLE_QUOTE : DOUBLE_QUOTE;
     const kind = single ? "single" : "double";
     this.#skip();
     let text = "";
@@ -513,12 +543,12 @@ export class Scanner {
           this.#skip();
           this.#skip();
         } else if (c === quote) break;
-        else if (!single && c === 0x5c && isBreak(this.#c(1))) {
+        else if (!single && c === BACKSLASH && isBreak(this.#c(1))) {
           this.#skip();
           this.#skipLine();
           gap.folded = true;
           break;
-        } else if (!single && c === 0x5c) text += this.#escape();
+        } else if (!single && c === BACKSLASH) text += this.#escape();
         else text += this.#read();
       }
       if (this.#c() === quote) break;
@@ -565,7 +595,7 @@ export class Scanner {
       if (!isHex(c)) fail(`'\\${e}' needs ${size} hexadecimal digits`, at);
       code = code * 16 + parseInt(String.fromCharCode(c), 16);
     }
-    if ((code >= 0xd800 && code <= 0xdfff) || code > 0x10ffff) {
+    if ((code >= HIGH_SURROGATE && code <= LAST_SURROGATE) || code > MAX_CODE_POINT) {
       fail(`'\\${e}' escapes no Unicode character`, at);
     }
     for (let k = 0; k < size; k++) this.#skip();
@@ -580,11 +610,11 @@ export class Scanner {
     let text = "";
     const gap = newGap();
     for (;;) {
-      if (this.#atDocumentIndicator() || this.#c() === 0x23) break;
+      if (this.#atDocumentIndicator() || this.#c() === HASH) break;
       while (!isBlankZ(this.#c())) {
         const c = this.#c();
         if (
-          (c === 0x3a && isBlankZ(this.#c(1))) || (this.#flowLevel > 0 && has(",?[]{}", c))
+          (c === COLON && isBlankZ(this.#c(1))) || (this.#flowLevel > 0 && has(",?[]{}", c))
         ) {
           break;
         }
