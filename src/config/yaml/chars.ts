@@ -1,5 +1,5 @@
 /**
- * Characters: what libyaml's reader lets through, the classes the scanner tests characters for, and positions (0-based marks, 1-based in errors).
+ * Characters: what libyaml's reader lets through, and the names and classes of the characters the scanner tests.
  * @module
  */
 import { YamlError } from "./nodes.ts";
@@ -149,16 +149,4 @@ export function isNameChar(c: number): boolean {
 /** `c` is one of `chars` (never the end of the input). */
 export function has(chars: string, c: number): boolean {
   return c !== 0 && chars.includes(String.fromCharCode(c));
-}
-
-/** A 0-based position: characters from the start, line, and column. */
-export interface Mark {
-  index: number;
-  line: number;
-  column: number;
-}
-
-/** Refuses the document at `mark`. */
-export function fail(message: string, mark: Mark): never {
-  throw new YamlError(message, mark.line + 1, mark.column + 1);
 }

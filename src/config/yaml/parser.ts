@@ -2,7 +2,7 @@
  * Parser: libyaml's grammar over the tokens, building the raw node tree (aliases point at their anchor's node).
  * @module
  */
-import { fail, type Mark } from "./chars.ts";
+import { fail, type Mark } from "./cursor.ts";
 import { type ScalarTag, YamlError, type YamlValue } from "./nodes.ts";
 import { resolve, type Resolved } from "./scalars.ts";
 import type { Scanner, Token, TokenType } from "./scanner.ts";
