@@ -21,9 +21,68 @@ function keyNames(key: YamlNode): { id: string | undefined; names: string[] } {
 
 interface Entry {
   item: YamlItem;
+  /** Written in the mapping, not brought in by a merge key. */
   explicit: boolean;
   id: string | undefined;
   names: string[];
+}
+
+/**
+ * A mapping's entries as yaml.v2 fills its map: in order, a later entry replacing an earlier one of
+ * the same key. Refused where that would silently drop a written key.
+ */
+class Entries {
+  readonly #list: Entry[] = [];
+  readonly #byName = new Map<string, Entry>();
+
+  /** Adds an entry written in the mapping (`explicit`) or brought in by a merge key. */
+  add(item: YamlItem, explicit: boolean): void {
+    const { id, names } = keyNames(item.key);
+    const found = new Set(
+      names.map((name) => this.#byName.get(name)).filter((e) => e !== undefined),
+    );
+    const [old] = found;
+    if (!old) {
+      const entry = { item, explicit, id, names };
+      this.#list.push(entry);
+      for (const name of names) this.#byName.set(name, entry);
+      return;
+    }
+    const same = found.size === 1 && id !== undefined && old.id === id;
+    checkReplace(old, item, explicit, same);
+    for (const name of old.names) this.#byName.delete(name);
+    old.item = item;
+    old.explicit = explicit;
+    old.names = names;
+    old.id = id;
+    for (const name of names) this.#byName.set(name, old);
+  }
+
+  /** The entries, each where its key first came. */
+  items(): YamlItem[] {
+    return this.#list.map((e) => e.item);
+  }
+}
+
+/**
+ * Refuses `item` in place of `old` where a written key would be lost: keys that only print alike
+ * (not `same` to yaml.v2), two written keys, or a merged key over a written one (yaml.v2 lets the
+ * merge win). A key replaces a merged one of the same key.
+ */
+function checkReplace(old: Entry, item: YamlItem, explicit: boolean, same: boolean): void {
+  const { line, col } = item.key;
+  const key = keyString(item.key);
+  if (!same || (explicit && old.explicit)) {
+    throw new YamlError(`duplicate key '${key}' (keys must be unique)`, line, col);
+  }
+  if (old.explicit) {
+    const where = `${old.item.key.line}:${old.item.key.col}`;
+    throw new YamlError(
+      `the merge would replace key '${key}' written at ${where} (yaml.v2 lets a later '<<' win); put '<<' first`,
+      item.mergedBy!.line,
+      item.mergedBy!.col,
+    );
+  }
 }
 
 /** Turns the raw tree into the nodes callers see, each raw node once (aliases share theirs). */
@@ -54,44 +113,9 @@ export class Builder {
     return node;
   }
 
-  /**
-   * A mapping's entries as yaml.v2 fills its map: in order, a later entry replacing an earlier one,
-   * a list of merges applied last to first. Refused where that would silently drop a written key.
-   */
+  /** A mapping's entries, merge keys applied (see {@linkcode Entries}). */
   #items(map: RawMap): YamlItem[] {
-    const entries: Entry[] = [];
-    const byName = new Map<string, Entry>();
-    const add = (item: YamlItem, explicit: boolean) => {
-      const { id, names } = keyNames(item.key);
-      const found = new Set(names.map((name) => byName.get(name)).filter((e) => e !== undefined));
-      const [old] = found;
-      if (old) {
-        const same = found.size === 1 && id !== undefined && old.id === id;
-        const { line, col } = item.key;
-        const key = keyString(item.key);
-        if (!same || (explicit && old.explicit)) {
-          throw new YamlError(`duplicate key '${key}' (keys must be unique)`, line, col);
-        }
-        if (old.explicit) {
-          const where = `${old.item.key.line}:${old.item.key.col}`;
-          throw new YamlError(
-            `the merge would replace key '${key}' written at ${where} (yaml.v2 lets a later '<<' win); put '<<' first`,
-            item.mergedBy!.line,
-            item.mergedBy!.col,
-          );
-        }
-        for (const name of old.names) byName.delete(name);
-        old.item = item;
-        old.explicit = explicit;
-        old.names = names;
-        old.id = id;
-        for (const name of names) byName.set(name, old);
-        return;
-      }
-      const entry = { item, explicit, id, names };
-      entries.push(entry);
-      for (const name of names) byName.set(name, entry);
-    };
+    const entries = new Entries();
     let merged: YamlNode | undefined;
     for (const [rawKey, rawValue] of map.pairs) {
       const key = this.#node(rawKey);
@@ -104,19 +128,24 @@ export class Builder {
           );
         }
         merged = key;
-        const sources = rawValue.kind === "seq" ? [...rawValue.items].reverse() : [rawValue];
-        for (const source of sources) {
-          const node = this.#node(source);
-          if (node.kind !== "map") continue; // refused by checkDecoding
-          for (const item of node.items) add({ ...item, mergedBy: key }, false);
-        }
+        this.#merge(entries, key, rawValue);
         continue;
       }
       if (key.kind === "scalar" && key.tag === "!!int" && !Number.isSafeInteger(key.value)) {
         throw new YamlError("an integer key beyond 2^53 cannot be read exactly", key.line, key.col);
       }
-      add({ key, value: this.value(rawValue) }, true);
+      entries.add({ key, value: this.value(rawValue) }, true);
     }
-    return entries.map((e) => e.item);
+    return entries.items();
+  }
+
+  /** Adds the entries of the mappings merge key `key` names, a list of them last to first. */
+  #merge(entries: Entries, key: YamlNode, value: Raw): void {
+    const sources = value.kind === "seq" ? [...value.items].reverse() : [value];
+    for (const source of sources) {
+      const node = this.#node(source);
+      if (node.kind !== "map") continue; // refused by checkDecoding
+      for (const item of node.items) entries.add({ ...item, mergedBy: key }, false);
+    }
   }
 }
