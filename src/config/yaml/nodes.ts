@@ -13,13 +13,15 @@ export type YamlNode =
   | { kind: "seq"; items: YamlNode[]; line: number; col: number };
 
 /**
- * One entry of a mapping. `value` is null when nothing follows the key. An entry that a merge key
- * (`<<: *defaults`) brought in keeps the key and value nodes where the anchor defined them, and names
- * the `<<` key in `mergedBy`.
+ * One entry of a mapping. An entry that a merge key (`<<: *defaults`) brought in keeps the key and
+ * value nodes where the anchor defined them.
  */
 export interface YamlItem {
+  /** The key, a scalar (a collection as key is refused). */
   key: YamlNode;
+  /** The value; null when nothing follows the key. */
   value: YamlNode | null;
+  /** The `<<` key that brought the entry in, if a merge did. */
   mergedBy?: YamlNode;
 }
 
@@ -30,7 +32,9 @@ export type YamlValue = null | boolean | number | string | YamlValue[] | {
 
 /** A document the reader refuses, at a 1-based line and column; the message says why. */
 export class YamlError extends Error {
+  /** Always `YamlError`. */
   override name = "YamlError";
+  /** A refusal saying `message`, at the 1-based `line` and `col`. */
   constructor(message: string, readonly line: number, readonly col: number) {
     super(message);
   }
