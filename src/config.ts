@@ -1,6 +1,6 @@
 // Configuration: every key declared once, the YAML file -> a validated Config, and what changed between two.
 import { DCS_SECTION, type DcsConfig, loadDcsConfig } from "./dcs_config.ts";
-import { parseYaml, YamlError, type YamlNode } from "./yaml.ts";
+import { parseYaml, YamlError, type YamlNode } from "./config/yaml/mod.ts";
 import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "./log.ts";
 import { routeRequest } from "./routes.ts";
 import {

@@ -14,7 +14,7 @@ import {
 } from "../src/config.ts";
 import { bool, fail, input, integer, key, port, readFile, settings, text } from "../src/schema.ts";
 import { runtimeSuites } from "../src/tls.ts";
-import { parseYaml } from "../src/yaml.ts";
+import { parseYaml } from "../src/config/yaml/mod.ts";
 import { configProblems, fixture } from "./support/glue.ts";
 
 const problems = configProblems;

@@ -1,7 +1,7 @@
 // The config YAML reader: values as Go's yaml.v2 reads them, positions, and clear refusals.
 import assert from "node:assert/strict";
 import YAML from "yaml";
-import { keyString, parseYaml, resolvePlain, toValue, YamlError } from "../src/yaml.ts";
+import { keyString, parseYaml, resolvePlain, toValue, YamlError } from "../src/config/yaml/mod.ts";
 
 const read = (text: string) => toValue(parseYaml(text));
 

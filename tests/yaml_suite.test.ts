@@ -1,6 +1,6 @@
 // The official YAML test suite against yaml.v2 2.4.0's verdicts: the reader gives yaml.v2's value or refuses.
 import assert from "node:assert/strict";
-import { keyString, parseYaml, YamlError, type YamlNode } from "../src/yaml.ts";
+import { keyString, parseYaml, YamlError, type YamlNode } from "../src/config/yaml/mod.ts";
 
 const SUITE = new URL("./fixtures/yaml-test-suite/", import.meta.url);
 
