@@ -4,8 +4,8 @@
  * @module
  */
 import denoJson from "./deno.json" with { type: "json" };
-import { type Config, ConfigError, loadConfig } from "./src/config.ts";
-import { FlagError, type Flags, parseFlags, usage } from "./src/flags.ts";
+import { type Config, ConfigError, loadConfig } from "./src/config/config.ts";
+import { FlagError, type Flags, parseFlags, usage } from "./src/config/flags.ts";
 import { Logger, type LogLevel } from "./src/log.ts";
 import { Service } from "./src/service.ts";
 
@@ -60,7 +60,7 @@ async function loadOrExplain(file: string, log: Logger, prefix: string) {
 async function checkConfig(config: Config): Promise<number> {
   console.log("configuration OK");
   if (config.dcs) {
-    const { inspectDcs } = await import("./src/dcs_config.ts");
+    const { inspectDcs } = await import("./src/config/dcs_config.ts");
     console.log(await inspectDcs(config.dcs));
   }
   return 0;

@@ -1,5 +1,5 @@
 // Logging: levels, timestamps, text or JSON lines on stderr, and escaping of client-supplied text.
-import type { AnswerSource } from "./health.ts";
+import type { AnswerSource } from "./check/health.ts";
 
 /** Log levels, from the most to the least verbose. */
 export type LogLevel = "debug" | "info" | "notice" | "warn" | "error";

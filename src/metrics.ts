@@ -1,6 +1,6 @@
 // Metrics: counters, gauges and a histogram rendered in Prometheus text exposition format.
-import type { BackendOutcome, MemberFacts } from "./backend.ts";
-import type { AnswerSource } from "./health.ts";
+import type { BackendOutcome, MemberFacts } from "./check/backend.ts";
+import type { AnswerSource } from "./check/health.ts";
 
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 

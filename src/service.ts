@@ -1,20 +1,20 @@
 // Service: wires a Config into backend, cache, handlers, listeners and metrics; reloads it in place.
-import { type AgentListener, listenAgent } from "./agent.ts";
-import { PatroniClient } from "./backend.ts";
-import { HealthCache } from "./cache.ts";
-import { type AgentConfig, type Config, describeChanges, reloadsFor } from "./config.ts";
-import { type DcsConfig, dcsSettings, describeDcs } from "./dcs_config.ts";
+import { type AgentListener, listenAgent } from "./net/agent.ts";
+import { PatroniClient } from "./check/backend.ts";
+import { HealthCache } from "./check/cache.ts";
+import { type AgentConfig, type Config, describeChanges, reloadsFor } from "./config/config.ts";
+import { type DcsConfig, dcsSettings, describeDcs } from "./config/dcs_config.ts";
 import type { LogFormat } from "./log.ts";
-import type { Reload } from "./schema.ts";
+import type { Reload } from "./config/schema.ts";
 import type { DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./dcs/view.ts";
-import { Witness } from "./witness.ts";
-import type { AttestOptions } from "./attest.ts";
-import { createAgentResponder, createHandler, metricsHandler } from "./handler.ts";
-import type { AgentHandler, Handler } from "./health.ts";
-import { listen, type Listener } from "./listen.ts";
+import { Witness } from "./check/witness.ts";
+import type { AttestOptions } from "./check/attest.ts";
+import { createAgentResponder, createHandler, metricsHandler } from "./check/handler.ts";
+import type { AgentHandler, Handler } from "./check/health.ts";
+import { listen, type Listener } from "./net/listen.ts";
 import type { Logger } from "./log.ts";
 import { type DcsGauges, Metrics } from "./metrics.ts";
-import type { Route } from "./routes.ts";
+import type { Route } from "./check/routes.ts";
 
 /** Starts a DCS watcher for some settings (one kind per module in src/dcs/). */
 export type WatchFactory = (settings: DcsSettings, options: DcsWatcherOptions) => DcsWatcher;

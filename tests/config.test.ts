@@ -11,9 +11,19 @@ import {
   loadConfig,
   type MetricsConfig,
   parseConfig,
-} from "../src/config.ts";
-import { bool, fail, input, integer, key, port, readFile, settings, text } from "../src/schema.ts";
-import { runtimeSuites } from "../src/tls.ts";
+} from "../src/config/config.ts";
+import {
+  bool,
+  fail,
+  input,
+  integer,
+  key,
+  port,
+  readFile,
+  settings,
+  text,
+} from "../src/config/schema.ts";
+import { runtimeSuites } from "../src/net/tls.ts";
 import { parseYaml } from "../src/config/yaml/mod.ts";
 import { configProblems, fixture } from "./support/glue.ts";
 

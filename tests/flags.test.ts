@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { FlagError, FLAGS, type Flags, parseFlags, usage } from "../src/flags.ts";
+import { FlagError, FLAGS, type Flags, parseFlags, usage } from "../src/config/flags.ts";
 
 Deno.test("flags: defaults follow the original ($HOME/.patroniglue.yml, warn level)", () => {
   const flags = parseFlags([], "/home/pg");

@@ -1,6 +1,6 @@
 // Hostile and broken input: stuck clients, malformed requests, backends that change certificates, log injection.
 import assert from "node:assert/strict";
-import { PatroniClient } from "../src/backend.ts";
+import { PatroniClient } from "../src/check/backend.ts";
 import { escapeText, formatAccessLine } from "../src/log.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import {

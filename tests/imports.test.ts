@@ -9,14 +9,19 @@ const ROOT = new URL("../", import.meta.url);
  * back-off and deadlines under them all are theirs alone.
  */
 const ALLOWED_IMPORTERS: Record<string, string[]> = {
-  "src/listen.ts": ["src/service.ts"],
-  "src/agent.ts": ["src/service.ts"],
-  "src/connections.ts": ["src/http1.ts", "src/agent.ts", "src/listen.ts", "src/tls_conn.ts"],
-  "src/http1.ts": ["src/listen.ts"],
-  "src/tls_conn.ts": ["src/listen.ts"],
+  "src/net/listen.ts": ["src/service.ts"],
+  "src/net/agent.ts": ["src/service.ts"],
+  "src/net/connections.ts": [
+    "src/net/http1.ts",
+    "src/net/agent.ts",
+    "src/net/listen.ts",
+    "src/net/tls_conn.ts",
+  ],
+  "src/net/http1.ts": ["src/net/listen.ts"],
+  "src/net/tls_conn.ts": ["src/net/listen.ts"],
 };
 /** Modules anything may import, which import no module of the project. */
-const LEAVES = ["src/health.ts", "src/wire.ts"];
+const LEAVES = ["src/check/health.ts", "src/net/wire.ts"];
 
 /** `source` with comments blanked out; string and template literals are kept as they are. */
 function withoutComments(source: string): string {
@@ -217,7 +222,7 @@ Deno.test("imports: listeners sit on top; health.ts and wire.ts are leaves", () 
 });
 
 /** What src/dcs/ may use outside itself: the HTTP client and the byte helpers under it. */
-const DCS_MAY_IMPORT = ["src/http_client.ts", "src/wire.ts"];
+const DCS_MAY_IMPORT = ["src/net/http_client.ts", "src/net/wire.ts"];
 
 Deno.test("imports: src/dcs/ knows nothing of health checks, listeners or config", () => {
   for (const [file, imports] of projectGraph()) {

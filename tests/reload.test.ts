@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import https from "node:https";
 import tls from "node:tls";
-import { keyOf, parseConfig, schemaKeys } from "../src/config.ts";
+import { keyOf, parseConfig, schemaKeys } from "../src/config/config.ts";
 import { agentCheck } from "./support/agent_client.ts";
 import { Etcd, HAS_ETCD } from "./support/etcd.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";

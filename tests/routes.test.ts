@@ -5,7 +5,7 @@ import {
   MAX_QUERY_PARAMS,
   originForm,
   routeRequest,
-} from "../src/routes.ts";
+} from "../src/check/routes.ts";
 
 Deno.test("routes: every Patroni health check is forwarded for GET, HEAD and OPTIONS", () => {
   assert.equal(HEALTH_CHECK_PATHS.size, 17);

@@ -1,7 +1,7 @@
 // Backend: the client to Patroni's REST API; every failure becomes a typed outcome, never an exception.
-import type { BackendConfig } from "./config.ts";
-import { HttpClient, HttpError } from "./http_client.ts";
-import type { Logger } from "./log.ts";
+import type { BackendConfig } from "../config/config.ts";
+import { HttpClient, HttpError } from "../net/http_client.ts";
+import type { Logger } from "../log.ts";
 
 /** Why a backend request failed. */
 export type BackendFailure = "timeout" | "refused" | "tls" | "invalid" | "error";

@@ -1,7 +1,7 @@
 // Handler: route -> cache -> response (HTTP) or reply line (agent); every response rule in one place, no socket needed.
 import { attest, type Attested, type AttestOptions } from "./attest.ts";
 import type { CacheEntry, CacheResult, HealthCache } from "./cache.ts";
-import type { AgentConfig } from "./config.ts";
+import type { AgentConfig } from "../config/config.ts";
 import {
   type AgentHandler,
   type AgentRequest,
@@ -13,7 +13,7 @@ import {
   JSON_TYPE,
   jsonResponse,
 } from "./health.ts";
-import { formatAccessLine, type Logger } from "./log.ts";
+import { formatAccessLine, type Logger } from "../log.ts";
 import { type Route, routeRequest } from "./routes.ts";
 
 /** What the handler needs besides the request. */

@@ -1,5 +1,5 @@
 // The dcs: section: its keys, Patroni's own file as their source, and the resolved DcsConfig (explicit keys win).
-import { DCS_KINDS, type DcsKind, type DcsSettings } from "./dcs/view.ts";
+import { DCS_KINDS, type DcsKind, type DcsSettings } from "../dcs/view.ts";
 import {
   anyString,
   endpointList,
@@ -26,8 +26,8 @@ import {
   parsePrivateKey,
   readSystemBundle,
   SYSTEM_CA_BUNDLES,
-} from "./tls.ts";
-import { hostPort } from "./wire.ts";
+} from "../net/tls.ts";
+import { hostPort } from "../net/wire.ts";
 
 /** `etcd` or `etcd3`; Patroni's other DCS kinds are refused by name. */
 const dcsKind: Check<DcsKind> = (v) => {
@@ -304,7 +304,7 @@ const INSPECT_TIMEOUT_MS = 5000;
  * without the DCS, patroniglue answers from Patroni alone).
  */
 export async function inspectDcs(dcs: DcsConfig): Promise<string> {
-  const { readView, summarize } = await import("./dcs/watch.ts");
+  const { readView, summarize } = await import("../dcs/watch.ts");
   const where = `dcs: ${describeDcs(dcs)}`;
   try {
     const view = await readView(dcsSettings(dcs), INSPECT_TIMEOUT_MS);

@@ -1,9 +1,9 @@
 // Listen: binds the frontend (TCP or the TLS transport) under the HTTP/1 server; certificate rotation; TLS re-listen.
-import type { FrontendConfig } from "./config.ts";
-import type { Handler } from "./health.ts";
+import type { FrontendConfig } from "../config/config.ts";
+import type { Handler } from "../check/health.ts";
 import { acceptBackoffMs, type StreamListener } from "./connections.ts";
 import { serveHttp1 } from "./http1.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../log.ts";
 import { effectiveMinVersion } from "./tls.ts";
 import { listenTls, type TlsListener } from "./tls_conn.ts";
 import { hostPort } from "./wire.ts";

@@ -1,8 +1,8 @@
 // Configuration: every key declared once, the YAML file -> a validated Config, and what changed between two.
 import { DCS_SECTION, type DcsConfig, loadDcsConfig } from "./dcs_config.ts";
-import { parseYaml, YamlError, type YamlNode } from "./config/yaml/mod.ts";
-import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "./log.ts";
-import { routeRequest } from "./routes.ts";
+import { parseYaml, YamlError, type YamlNode } from "./yaml/mod.ts";
+import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "../log.ts";
+import { routeRequest } from "../check/routes.ts";
 import {
   bool,
   type Check,
@@ -40,7 +40,7 @@ import {
   runtimeSuites,
   SYSTEM_CA_BUNDLES,
   TLS_VERSIONS,
-} from "./tls.ts";
+} from "../net/tls.ts";
 
 /** Go crypto/tls cipher-suite names, as a list or one string separated by spaces, commas or colons. */
 const cipherList: Check<string[]> = (v) => {

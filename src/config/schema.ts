@@ -1,5 +1,5 @@
 // Config schema machinery: keys declared once (check, default, role), value checks, YAML -> typed values.
-import { toValue, type YamlNode } from "./config/yaml/mod.ts";
+import { toValue, type YamlNode } from "./yaml/mod.ts";
 
 /** Validates one YAML value: returns it typed, or throws a RangeError whose message is the reason. */
 export type Check<T> = (value: unknown) => T;
