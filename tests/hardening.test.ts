@@ -239,7 +239,7 @@ Deno.test("hardening: a backend whose certificate changes between requests is ch
     scheme: "https",
     insecure: false,
     timeout: 1,
-    ca: { cafile: "ca.pem", pem: pem("ca.pem") },
+    ca: { pem: pem("ca.pem") },
   });
   try {
     const trusted = await FakePatroni.start({

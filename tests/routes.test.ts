@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
+import { originForm } from "../src/net/wire.ts";
 import {
   canonicalKey,
   HEALTH_CHECK_PATHS,
   MAX_QUERY_PARAMS,
-  originForm,
   routeRequest,
 } from "../src/check/routes.ts";
 

@@ -1,7 +1,6 @@
 // Handler: route -> cache -> response (HTTP) or reply line (agent); every response rule in one place, no socket needed.
 import { attest, type Attested, type AttestOptions } from "./attest.ts";
 import type { CacheEntry, CacheResult, HealthCache } from "./cache.ts";
-import type { AgentConfig } from "../config/config.ts";
 import {
   type AgentHandler,
   type AgentRequest,
@@ -232,7 +231,10 @@ function errorResponse(route: Extract<Route, { kind: "error" }>): HealthResponse
 }
 
 /** The word an agent check gets for a healthy member in another role (`agent.mismatch`). */
-export type MismatchWord = AgentConfig["mismatch"];
+export type MismatchWord = typeof MISMATCH_WORDS[number];
+
+/** The words `agent.mismatch` may be. */
+export const MISMATCH_WORDS = ["maint", "drain"] as const;
 
 /** What {@linkcode createAgentResponder} needs. */
 export interface AgentResponderOptions {

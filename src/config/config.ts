@@ -2,6 +2,7 @@
 import { DCS_SECTION, type DcsConfig, loadDcsConfig } from "./dcs_config.ts";
 import { parseYaml, YamlError, type YamlNode } from "./yaml/mod.ts";
 import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "../log.ts";
+import { MISMATCH_WORDS } from "../check/handler.ts";
 import { routeRequest } from "../check/routes.ts";
 import {
   bool,
@@ -124,7 +125,7 @@ const SCHEMA = {
     /** The check answered when the client sends no line. */
     check: key(healthCheck, "/primary").reloads("handler"),
     /** The word for a healthy member in another role. */
-    mismatch: key(oneOf(["maint", "drain"]), "maint").reloads("handler"),
+    mismatch: key(oneOf(MISMATCH_WORDS), "maint").reloads("handler"),
   },
   /** The DCS witness: Patroni's DCS, read beside its REST API (see dcs_config.ts). */
   dcs: DCS_SECTION,

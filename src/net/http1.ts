@@ -6,8 +6,7 @@ import {
   type HealthResponse,
   jsonResponse,
 } from "../check/health.ts";
-import { originForm } from "../check/routes.ts";
-import { BARE_LF, findHeadEnd, grow, hostPort } from "./wire.ts";
+import { BARE_LF, findHeadEnd, grow, hostPort, originForm } from "./wire.ts";
 
 /** Options of {@linkcode serveHttp1}. */
 export interface Http1Options extends ListenerOptions {
