@@ -1,4 +1,5 @@
 // Logging: levels, timestamps, text or JSON lines on stderr, and escaping of client-supplied text.
+import type { AnswerSource } from "./check/health.ts";
 
 /** Log levels, from the most to the least verbose. */
 export type LogLevel = "debug" | "info" | "notice" | "warn" | "error";
@@ -97,8 +98,8 @@ export interface AccessRecord {
   uri: string;
   status: number;
   durationMs: number;
-  /** hit, miss, coalesced, or local. */
-  cache: string;
+  /** How the check was answered. */
+  cache: AnswerSource;
 }
 
 /** The original's default access-log format. */

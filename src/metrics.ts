@@ -1,5 +1,6 @@
 // Metrics: counters, gauges and a histogram rendered in Prometheus text exposition format.
-import type { BackendOutcome, MemberFacts } from "./backend.ts";
+import type { BackendOutcome, MemberFacts } from "./check/backend.ts";
+import type { AnswerSource } from "./check/health.ts";
 
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -123,7 +124,7 @@ export class Metrics {
   }
 
   /** Counts one answered request; `route` is a bounded name (the check path, `health`, ...). */
-  countRequest(route: string, method: string, status: number, cache: string): void {
+  countRequest(route: string, method: string, status: number, cache: AnswerSource): void {
     const byCache = child(child(child(this.#requestCells, route), method), status);
     let cell = byCache.get(cache);
     if (!cell) {
@@ -185,74 +186,86 @@ export class Metrics {
 
   /** The text exposition format, version 0.0.4. */
   render(): string {
-    const out: string[] = [];
-    const family = (name: string, type: string, help: string) =>
-      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    const counter = (name: string, help: string, f: CounterFamily) => {
-      family(name, "counter", help);
-      for (const { labels, value } of f.values.values()) {
-        out.push(`${name}${labelText(labels)} ${value}`);
-      }
-    };
-    counter(
+    const out = new Exposition();
+    this.#renderChecks(out);
+    this.#renderBackend(out);
+    this.#renderMember(out);
+    this.#renderProcess(out);
+    const dcs = this.#sources.dcs?.();
+    if (dcs) this.#renderDcs(out, dcs);
+    return out.text();
+  }
+
+  #renderChecks(out: Exposition): void {
+    out.counter(
       "patroniglue_requests_total",
-      "Requests answered, by route, method, status and cache result (hit, miss, coalesced, error, local).",
+      "Requests answered, by route, method, status and cache result (hit, miss, coalesced, dcs, error, local).",
       this.requests,
     );
-    counter(
-      "patroniglue_backend_requests_total",
-      "Requests sent to Patroni, by route and outcome (ok, timeout, refused, tls, invalid, error).",
-      this.backendRequests,
-    );
-    counter(
+    out.counter(
       "patroniglue_cache_refreshes_ahead_total",
       "Background refreshes of a route in use, started before its entry expired, by route.",
       this.refreshesAhead,
     );
-    counter(
+    out.counter(
       "patroniglue_cache_invalidations_total",
-      "Entries ended early because a fresher body of another route reported another role, state or timeline, by route and by.",
+      "Entries ended early because a fresher body of another route (or the DCS) reported another role, state or timeline, by route and by.",
       this.invalidations,
     );
-    counter(
+    out.counter(
       "patroniglue_agent_checks_total",
       "HAProxy agent checks answered, by check and word (up, maint, drain, down).",
       this.agentChecks,
     );
+    out.gauge("patroniglue_cache_entries", "Entries in the cache.", this.#sources.cacheEntries());
+    out.family(
+      "patroniglue_open_connections",
+      "gauge",
+      "Client connections open now, by listener (frontend, agent, metrics).",
+    );
+    for (const [listener, n] of Object.entries(this.#sources.openConnections?.() ?? {})) {
+      out.sample("patroniglue_open_connections", n, { listener });
+    }
+  }
+
+  #renderBackend(out: Exposition): void {
+    out.counter(
+      "patroniglue_backend_requests_total",
+      "Requests sent to Patroni, by route and outcome (ok, timeout, refused, tls, invalid, error).",
+      this.backendRequests,
+    );
     const h = "patroniglue_backend_request_duration_seconds";
-    family(h, "histogram", "Time Patroni took to answer (or to fail).");
+    out.family(h, "histogram", "Time Patroni took to answer (or to fail).");
     let cumulative = 0;
     DURATION_BUCKETS.forEach((bound, i) => {
       cumulative += this.#durationBuckets[i];
-      out.push(`${h}_bucket{le="${bound}"} ${cumulative}`);
+      out.sample(`${h}_bucket`, cumulative, { le: String(bound) });
     });
-    out.push(`${h}_bucket{le="+Inf"} ${this.#durationCount}`);
-    out.push(`${h}_sum ${this.#durationSum}`, `${h}_count ${this.#durationCount}`);
-    const gauge = (name: string, help: string, value: number, labels: Labels = {}) => {
-      family(name, "gauge", help);
-      out.push(`${name}${labelText(labels)} ${value}`);
-    };
-    gauge("patroniglue_cache_entries", "Entries in the cache.", this.#sources.cacheEntries());
-    gauge(
+    out.sample(`${h}_bucket`, this.#durationCount, { le: "+Inf" });
+    out.sample(`${h}_sum`, this.#durationSum);
+    out.sample(`${h}_count`, this.#durationCount);
+    out.gauge(
       "patroniglue_backend_requests_in_flight",
       "Requests to Patroni in progress.",
       this.#sources.backendInFlight(),
     );
-    gauge(
+    out.gauge(
       "patroniglue_backend_up",
       "1 if the last request to Patroni succeeded, 0 if it failed, -1 before the first.",
       this.backendUp,
     );
     const timeout = this.#sources.backendTimeout?.();
-    if (timeout !== undefined) {
-      gauge(
-        "patroniglue_backend_timeout_seconds",
-        "backend.timeout: how long a request to Patroni may take before the check answers 503.",
-        timeout,
-      );
-    }
+    if (timeout === undefined) return;
+    out.gauge(
+      "patroniglue_backend_timeout_seconds",
+      "backend.timeout: how long a request to Patroni may take before the check answers 503.",
+      timeout,
+    );
+  }
+
+  #renderMember(out: Exposition): void {
     const member = this.member;
-    family(
+    out.family(
       "patroniglue_member_info",
       "gauge",
       "The member as Patroni last described it: role, state and timeline (1 for that description).",
@@ -260,69 +273,96 @@ export class Metrics {
     if (member) {
       const facts: Labels = { role: member.role, state: member.state };
       if (member.timeline !== undefined) facts.timeline = String(member.timeline);
-      out.push(`patroniglue_member_info${labelText(facts)} 1`);
+      out.sample("patroniglue_member_info", 1, facts);
     }
-    family(
+    out.family(
       "patroniglue_member_role_changes_total",
       "counter",
       "Times Patroni described the member in another role than the time before.",
     );
-    out.push(`patroniglue_member_role_changes_total ${this.roleChanges}`);
-    family(
-      "patroniglue_open_connections",
-      "gauge",
-      "Client connections open now, by listener (frontend, agent, metrics).",
-    );
-    for (const [listener, n] of Object.entries(this.#sources.openConnections?.() ?? {})) {
-      out.push(`patroniglue_open_connections${labelText({ listener })} ${n}`);
-    }
+    out.sample("patroniglue_member_role_changes_total", this.roleChanges);
+  }
+
+  #renderProcess(out: Exposition): void {
     const proc = (this.#sources.processStats ?? readProcessStats)();
     if (proc.cpuSeconds !== undefined) {
-      family(
+      out.family(
         "process_cpu_seconds_total",
         "counter",
         "Total user and system CPU time spent in seconds.",
       );
-      out.push(`process_cpu_seconds_total ${proc.cpuSeconds}`);
+      out.sample("process_cpu_seconds_total", proc.cpuSeconds);
     }
     if (proc.residentBytes !== undefined) {
-      gauge("process_resident_memory_bytes", "Resident memory size in bytes.", proc.residentBytes);
+      out.gauge(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        proc.residentBytes,
+      );
     }
-    gauge(
+    out.gauge(
       "process_start_time_seconds",
       "Start time of the process since unix epoch in seconds.",
       this.#sources.startTime,
     );
-    gauge("patroniglue_build_info", "Build information.", 1, { version: this.#sources.version });
-    const dcs = this.#sources.dcs?.();
-    if (dcs) {
-      counter(
-        "patroniglue_dcs_answers_total",
-        "Checks (HTTP and agent) answered by the DCS witness instead of Patroni, by route and status.",
-        this.dcsAnswers,
-      );
-      counter(
-        "patroniglue_dcs_watch_errors_total",
-        "Failed requests to the DCS, by failure (timeout, refused, tls, auth, invalid, error).",
-        this.dcsErrors,
-      );
-      gauge("patroniglue_dcs_up", "1 if the last request to the DCS succeeded, else 0.", dcs.up);
-      gauge(
-        "patroniglue_dcs_view_age_seconds",
-        "Seconds since the DCS last confirmed the view; -1 before the first complete read.",
-        dcs.viewAgeSeconds,
-      );
-      gauge(
-        "patroniglue_dcs_leader_lock_remaining_seconds",
-        "Seconds left on the leader lock by the view's evidence (0 when no lock is known held).",
-        dcs.lockLeftSeconds,
-      );
-      gauge(
-        "patroniglue_dcs_leader_lock_held",
-        "1 when the DCS view says this member holds a live leader lock, else 0.",
-        dcs.lockHeld,
-      );
-    }
-    return out.join("\n") + "\n";
+    out.gauge("patroniglue_build_info", "Build information.", 1, {
+      version: this.#sources.version,
+    });
+  }
+
+  #renderDcs(out: Exposition, dcs: DcsGauges): void {
+    out.counter(
+      "patroniglue_dcs_answers_total",
+      "Checks (HTTP and agent) answered by the DCS witness instead of Patroni, by route and status.",
+      this.dcsAnswers,
+    );
+    out.counter(
+      "patroniglue_dcs_watch_errors_total",
+      "Failed requests to the DCS, by failure (timeout, refused, tls, auth, invalid, error).",
+      this.dcsErrors,
+    );
+    out.gauge("patroniglue_dcs_up", "1 if the last request to the DCS succeeded, else 0.", dcs.up);
+    out.gauge(
+      "patroniglue_dcs_view_age_seconds",
+      "Seconds since the DCS last confirmed the view; -1 before the first complete read.",
+      dcs.viewAgeSeconds,
+    );
+    out.gauge(
+      "patroniglue_dcs_leader_lock_remaining_seconds",
+      "Seconds left on the leader lock by the view's evidence (0 when no lock is known held).",
+      dcs.lockLeftSeconds,
+    );
+    out.gauge(
+      "patroniglue_dcs_leader_lock_held",
+      "1 when the DCS view says this member holds a live leader lock, else 0.",
+      dcs.lockHeld,
+    );
+  }
+}
+
+/** Lines of the text exposition format, written family by family. */
+class Exposition {
+  readonly #lines: string[] = [];
+
+  family(name: string, type: string, help: string): void {
+    this.#lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  }
+
+  sample(name: string, value: number, labels: Labels = {}): void {
+    this.#lines.push(`${name}${labelText(labels)} ${value}`);
+  }
+
+  counter(name: string, help: string, f: CounterFamily): void {
+    this.family(name, "counter", help);
+    for (const { labels, value } of f.values.values()) this.sample(name, value, labels);
+  }
+
+  gauge(name: string, help: string, value: number, labels: Labels = {}): void {
+    this.family(name, "gauge", help);
+    this.sample(name, value, labels);
+  }
+
+  text(): string {
+    return this.#lines.join("\n") + "\n";
   }
 }

@@ -1,18 +1,20 @@
 // Service: wires a Config into backend, cache, handlers, listeners and metrics; reloads it in place.
-import { type AgentListener, listenAgent } from "./agent.ts";
-import { PatroniClient } from "./backend.ts";
-import { HealthCache } from "./cache.ts";
-import { type AgentConfig, type Config, describeChanges } from "./config.ts";
-import { type DcsConfig, dcsSettings, describeDcs } from "./dcs_config.ts";
+import { type AgentListener, listenAgent } from "./net/agent.ts";
+import { PatroniClient } from "./check/backend.ts";
+import { HealthCache } from "./check/cache.ts";
+import { type AgentConfig, type Config, describeChanges, reloadsFor } from "./config/config.ts";
+import { type DcsConfig, dcsSettings, describeDcs } from "./config/dcs_config.ts";
+import type { LogFormat } from "./log.ts";
+import type { Reload } from "./config/schema.ts";
 import type { DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./dcs/view.ts";
-import { Witness } from "./witness.ts";
-import type { AttestOptions } from "./attest.ts";
-import { createAgentResponder, createHandler, metricsHandler } from "./handler.ts";
-import type { AgentHandler, Handler } from "./health.ts";
-import { listen, type Listener } from "./listen.ts";
+import { Witness } from "./check/witness.ts";
+import type { AttestOptions } from "./check/attest.ts";
+import { createAgentResponder, createHandler, metricsHandler } from "./check/handler.ts";
+import type { AgentHandler, Handler } from "./check/health.ts";
+import { listen, type Listener } from "./net/listen.ts";
 import type { Logger } from "./log.ts";
 import { type DcsGauges, Metrics } from "./metrics.ts";
-import type { Route } from "./routes.ts";
+import type { Route } from "./check/routes.ts";
 
 /** Starts a DCS watcher for some settings (one kind per module in src/dcs/). */
 export type WatchFactory = (settings: DcsSettings, options: DcsWatcherOptions) => DcsWatcher;
@@ -21,6 +23,8 @@ export type WatchFactory = (settings: DcsSettings, options: DcsWatcherOptions) =
 export interface ServiceOptions {
   /** Starts the DCS watcher of a `dcs:` section. @default {createWatcher of src/dcs/watch.ts, loaded only then} */
   watch?: WatchFactory;
+  /** The log format whatever the config says (the -log-format flag). @default {undefined} (the config's `log-format`) */
+  logFormat?: LogFormat;
 }
 
 /** The DCS witness while `dcs:` is configured: its watcher and the rules over its view. */
@@ -47,11 +51,13 @@ export class Service {
   /** Watchers being closed (a reload that changed `dcs:`), for stop() to wait on. */
   #closing: Promise<void> = Promise.resolve();
   #watch?: WatchFactory;
+  readonly #logFormat?: LogFormat;
 
   private constructor(config: Config, log: Logger, version: string, options: ServiceOptions) {
     this.#config = config;
     this.#log = log;
     this.#watch = options.watch;
+    this.#logFormat = options.logFormat;
     this.metrics = new Metrics({
       version,
       startTime: Math.floor(Date.now() / 1000),
@@ -117,73 +123,82 @@ export class Service {
     );
   }
 
-  /** (Re)creates the parts that `config` changes from `prev`: the backend client, the cache, the handlers. */
-  #build(config: Config, prev?: Config): void {
-    const newBackend = !prev || JSON.stringify(prev.backend) !== JSON.stringify(config.backend);
-    const newCache = newBackend || changed(prev!.cache, config.cache, ["ttl", "maxEntries"]);
-    if (newBackend) {
+  /**
+   * (Re)creates what `reloads` asks for (everything when undefined, at start): the backend client,
+   * the cache, the sweeper, the DCS watcher; the handlers are made anew each time.
+   */
+  #build(config: Config, reloads?: ReadonlySet<Reload>): void {
+    const needs = (r: Reload) => !reloads || reloads.has(r);
+    const newCache = needs("client") || needs("cache");
+    if (needs("client")) {
       this.#client?.close();
       this.#client = new PatroniClient(config.backend, this.#log);
     }
-    if (newCache) {
-      const client = this.#client;
-      this.#cache?.close();
-      this.#cache = new HealthCache({
-        ttl: config.cache.ttl,
-        maxEntries: config.cache.maxEntries,
-        timeoutMs: config.backend.timeout * 1000,
-        fetch: async (key, timeoutMs) => {
-          const started = performance.now();
-          const outcome = await client.fetchPatroniStatus(key, timeoutMs);
-          this.metrics.countBackend(routeLabel(key), outcome, (performance.now() - started) / 1000);
-          return outcome;
-        },
-        onRefreshAhead: (key) => this.metrics.countRefreshAhead(routeLabel(key)),
-        onInvalidate: (key, by) => this.metrics.countInvalidation(routeLabel(key), routeLabel(by)),
-      });
-    }
-    if (newCache || prev!.cache.interval !== config.cache.interval) {
+    if (newCache) this.#newCache(config);
+    if (newCache || needs("sweeper")) {
       clearInterval(this.#sweeper);
       this.#sweeper = setInterval(() => this.#cache.sweep(), config.cache.interval * 1000);
     }
-    const watched = (c: Config | undefined) => c?.dcs && JSON.stringify(dcsSettings(c.dcs));
-    if (!prev || watched(prev) !== watched(config)) this.#watchDcs(config.dcs);
-    if (this.#dcs && config.dcs) {
-      const { watcher } = this.#dcs;
-      this.#dcs.witness = new Witness({
-        view: () => watcher.view(),
-        name: config.dcs.name,
-        margin: config.dcs.margin,
-      });
+    if (needs("watcher")) this.#watchDcs(config.dcs);
+    if (needs("log")) this.#log.format = this.#logFormat ?? config.logFormat;
+    this.#newHandlers(config);
+  }
+
+  /** A new cache in front of the current client, its backend requests counted. */
+  #newCache(config: Config): void {
+    const client = this.#client;
+    this.#cache?.close();
+    this.#cache = new HealthCache({
+      ttl: config.cache.ttl,
+      maxEntries: config.cache.maxEntries,
+      timeoutMs: config.backend.timeout * 1000,
+      fetch: async (key, timeoutMs) => {
+        const started = performance.now();
+        const outcome = await client.fetchPatroniStatus(key, timeoutMs);
+        this.metrics.countBackend(routeLabel(key), outcome, (performance.now() - started) / 1000);
+        return outcome;
+      },
+      onRefreshAhead: (key) => this.metrics.countRefreshAhead(routeLabel(key)),
+      onInvalidate: (key, by) => this.metrics.countInvalidation(routeLabel(key), routeLabel(by)),
+    });
+  }
+
+  /** New handlers (HTTP and agent) over the current cache and witness: the next checks see `config`. */
+  #newHandlers(config: Config): void {
+    const dcs = this.#dcs;
+    if (dcs && config.dcs) {
+      const { watcher } = dcs;
+      const { name, margin } = config.dcs;
+      dcs.witness = new Witness({ view: () => watcher.view(), name, margin });
     }
-    const witness: AttestOptions | undefined = this.#dcs && {
+    const witness: AttestOptions | undefined = dcs && {
       cache: this.#cache,
-      witness: this.#dcs.witness,
+      witness: dcs.witness,
       patienceMs: config.backend.timeout * 1000 / 2,
       onAnswer: (path, status) => this.metrics.countDcsAnswer(path, status),
     };
+    const metrics = this.metrics;
     this.#handle = createHandler({
       witness,
       cache: this.#cache,
       log: this.#log,
       logformat: config.frontend.logformat,
       metrics: config.metrics.enabled && !config.metrics.listener
-        ? () => this.metrics.render()
+        ? () => metrics.render()
         : undefined,
-      onResponse: (route, req, res, cacheResult) =>
-        this.metrics.countRequest(routeName(route), req.method, res.status, cacheResult),
+      onResponse: (route, req, res, source) =>
+        metrics.countRequest(routeName(route), req.method, res.status, source),
     });
     // Without an agent the last responder stays, for an agent listener that is closing.
-    if (config.agent) {
-      this.#respondToAgent = createAgentResponder({
-        cache: this.#cache,
-        log: this.#log,
-        mismatch: config.agent.mismatch,
-        defaultCheck: config.agent.check,
-        onResponse: (check, word) => this.metrics.countAgentCheck(check, word),
-        witness,
-      });
-    }
+    if (!config.agent) return;
+    this.#respondToAgent = createAgentResponder({
+      cache: this.#cache,
+      log: this.#log,
+      mismatch: config.agent.mismatch,
+      defaultCheck: config.agent.check,
+      onResponse: (check, word) => metrics.countAgentCheck(check, word),
+      witness,
+    });
   }
 
   /** Loads the DCS watchers when `config` first needs one: a config without `dcs:` never does. */
@@ -278,16 +293,22 @@ export class Service {
     await this.#loadWatch(next);
     const prev = this.#config;
     const changes = describeChanges(prev, next);
-    const rebind = changed(prev.frontend, next.frontend, ["host", "port", "tlsMinVersion"]) ||
-      !prev.frontend.tls !== !next.frontend.tls;
-    const metricsMoved = JSON.stringify(prev.metrics) !== JSON.stringify(next.metrics);
-    const agentMoved = prev.agent?.host !== next.agent?.host ||
-      prev.agent?.port !== next.agent?.port;
+    const reloads = reloadsFor(prev, next);
+    const rebind = reloads.has("frontend") || !prev.frontend.tls !== !next.frontend.tls;
+    const metricsMoved = reloads.has("metrics");
+    const agentMoved = reloads.has("agent");
     let frontend = this.#frontend!, metricsListener = this.#metricsListener, agent = this.#agent;
     // New addresses are bound before the old listeners close; one that cannot be refuses the reload.
+    // The frontend rebound on its own address (HTTPS turned on or off, another minimum version)
+    // must close first: it is bound again at once, or the old one is, and the reload refused.
     const opened: { shutdown(): Promise<void> }[] = [];
+    const inPlace = rebind && sameAddress(prev.frontend, next.frontend);
+    let retired: Promise<void> | undefined;
     try {
-      if (rebind) {
+      if (inPlace) {
+        retired = this.#frontend!.shutdown();
+        frontend = await this.#rebindInPlace(next, prev);
+      } else if (rebind) {
         opened.push(frontend = await listen(next.frontend, (req) => this.#handle(req), this.#log));
       }
       if (metricsMoved) {
@@ -304,15 +325,14 @@ export class Service {
       await Promise.all(opened.map((l) => l.shutdown()));
       throw e;
     }
-    this.#build(next, prev);
-    if (!rebind && next.frontend.tls && prev.frontend.tls) {
-      const [a, b] = [prev.frontend.tls, next.frontend.tls];
-      if (a.cert !== b.cert || a.key !== b.key) frontend.setCertificate!(b.cert, b.key);
+    this.#build(next, reloads);
+    if (!rebind && reloads.has("certificate")) {
+      frontend.setCertificate!(next.frontend.tls!.cert, next.frontend.tls!.key);
     }
     if (rebind) {
       const old = this.#frontend!;
       this.#frontend = frontend;
-      await old.shutdown();
+      await (retired ?? old.shutdown());
     }
     if (metricsMoved) {
       const old = this.#metricsListener;
@@ -326,6 +346,21 @@ export class Service {
     }
     this.#config = next;
     return changes;
+  }
+
+  /**
+   * Binds the frontend of `next` where the old one (already closing) listened, trying for a while
+   * as the port is freed; when it cannot, binds `prev`'s again and throws (the reload is refused).
+   */
+  async #rebindInPlace(next: Config, prev: Config): Promise<Listener> {
+    const bind = (config: Config) =>
+      retrying(() => listen(config.frontend, (req) => this.#handle(req), this.#log));
+    try {
+      return await bind(next);
+    } catch (e) {
+      this.#frontend = await bind(prev);
+      throw e;
+    }
   }
 
   /** Stops accepting, cancels backend requests, waits for responses in progress. */
@@ -343,8 +378,27 @@ export class Service {
   }
 }
 
-function changed<T extends object>(a: T, b: T, keys: (keyof T)[]): boolean {
-  return keys.some((k) => a[k] !== b[k]);
+/** Whether two listener configs name one host and port. */
+function sameAddress(
+  a: { host: string; port: number },
+  b: { host: string; port: number },
+): boolean {
+  return a.host === b.host && a.port === b.port;
+}
+
+/** How long a port just closed may take to be free again for the same process. */
+const REBIND_TRIES = 20, REBIND_PAUSE_MS = 50;
+
+/** `bind()`, tried again while the address is still in use. */
+async function retrying<T>(bind: () => Promise<T>): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await bind();
+    } catch (e) {
+      if (attempt >= REBIND_TRIES || !/in use/i.test((e as Error).message)) throw e;
+      await new Promise((r) => setTimeout(r, REBIND_PAUSE_MS));
+    }
+  }
 }
 
 function routeLabel(key: string): string {

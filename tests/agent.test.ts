@@ -1,16 +1,16 @@
 // The agent-check listener in process (framing, deadlines, floods, shutdown; then over the real
 // handler, cache and backend), and main.ts with an `agent:` section (replies, metrics, SIGHUP, stop).
 import assert from "node:assert/strict";
-import { type AgentOptions, serveAgent } from "../src/agent.ts";
-import { PatroniClient } from "../src/backend.ts";
-import { parseConfig } from "../src/config.ts";
+import { type AgentOptions, serveAgent } from "../src/net/agent.ts";
+import { PatroniClient } from "../src/check/backend.ts";
+import { parseConfig } from "../src/config/config.ts";
 import { Service } from "../src/service.ts";
-import { HealthCache } from "../src/cache.ts";
-import { createAgentResponder, createHandler, type MismatchWord } from "../src/handler.ts";
-import type { AgentHandler, AgentRequest } from "../src/health.ts";
-import { serveHttp1 } from "../src/http1.ts";
+import { HealthCache } from "../src/check/cache.ts";
+import { createAgentResponder, createHandler, type MismatchWord } from "../src/check/handler.ts";
+import type { AgentHandler, AgentRequest } from "../src/check/health.ts";
+import { serveHttp1 } from "../src/net/http1.ts";
 import { Logger } from "../src/log.ts";
-import { HEALTH_CHECK_PATHS } from "../src/routes.ts";
+import { HEALTH_CHECK_PATHS } from "../src/check/routes.ts";
 import { agentCheck, readToClose } from "./support/agent_client.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import { NOT_A_CHECK } from "./support/targets.ts";

@@ -1,13 +1,13 @@
 // The DCS witness beside the cache, in process: the handler and the agent responder over a real
 // cache whose backend the test answers, with a view and a clock the test sets (no socket, no sleep).
 import assert from "node:assert/strict";
-import type { BackendOutcome } from "../src/backend.ts";
-import { HealthCache } from "../src/cache.ts";
+import type { BackendOutcome } from "../src/check/backend.ts";
+import { HealthCache } from "../src/check/cache.ts";
 import type { DcsView, MemberKey } from "../src/dcs/view.ts";
-import { createAgentResponder, createHandler } from "../src/handler.ts";
-import type { HealthRequest, HealthResponse } from "../src/health.ts";
+import { createAgentResponder, createHandler } from "../src/check/handler.ts";
+import type { HealthRequest, HealthResponse } from "../src/check/health.ts";
 import { Logger } from "../src/log.ts";
-import { Witness } from "../src/witness.ts";
+import { Witness } from "../src/check/witness.ts";
 import { fakeClock, settle } from "./support/clock.ts";
 
 const PRIMARY_BODY = JSON.stringify({ state: "running", role: "master", timeline: 2 });

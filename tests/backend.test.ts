@@ -6,8 +6,8 @@ import {
   MAX_BODY_BYTES,
   memberFactsOf,
   PatroniClient,
-} from "../src/backend.ts";
-import type { BackendConfig } from "../src/config.ts";
+} from "../src/check/backend.ts";
+import type { BackendConfig } from "../src/config/config.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import { fixture, freePort } from "./support/glue.ts";
 import { rawServer, send } from "./support/raw_server.ts";
@@ -227,7 +227,10 @@ Deno.test("backend: answers framed by Content-Length or chunked, in pieces, with
     await using server = rawServer(async () => {});
     const c = client(server.port);
     try {
-      assert.match(failure(await c.fetchPatroniStatus("/primary")), /^error: no answer \(connection closed\)/);
+      assert.match(
+        failure(await c.fetchPatroniStatus("/primary")),
+        /^error: no answer \(connection closed\)/,
+      );
     } finally {
       c.close();
     }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type { BackendOutcome } from "../src/backend.ts";
-import { HealthCache, type HealthCacheOptions } from "../src/cache.ts";
+import type { BackendOutcome } from "../src/check/backend.ts";
+import { HealthCache, type HealthCacheOptions } from "../src/check/cache.ts";
 import { fakeClock, settle } from "./support/clock.ts";
 
 /** A backend whose answers the test releases one by one. */

@@ -11,9 +11,19 @@ import {
   loadConfig,
   type MetricsConfig,
   parseConfig,
-} from "../src/config.ts";
-import { bool, input, integer, key, port, readFile, settings, text } from "../src/schema.ts";
-import { runtimeSuites } from "../src/tls.ts";
+} from "../src/config/config.ts";
+import {
+  bool,
+  fail,
+  input,
+  integer,
+  key,
+  port,
+  readFile,
+  settings,
+  text,
+} from "../src/config/schema.ts";
+import { runtimeSuites } from "../src/net/tls.ts";
 import { parseYaml } from "../src/config/yaml/mod.ts";
 import { configProblems, fixture } from "./support/glue.ts";
 
@@ -668,4 +678,18 @@ Deno.test("config: describeChanges says a rotated certificate or CA changed, nev
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("schema: a check that refuses a value is a problem; a check that breaks is a bug, never a config problem", () => {
+  const schema = {
+    s: {
+      refused: key((v) => typeof v === "number" ? v : fail(`must be a number: got ${v}`)),
+      broken: key((): number => {
+        throw new TypeError("a bug in the check");
+      }),
+    },
+  };
+  const refused = readFile(schema, parseYaml("s:\n  refused: x\n"), "f.yml");
+  assert.deepEqual(refused.problems, ["f.yml:2:12: s.refused: must be a number: got x"]);
+  assert.throws(() => readFile(schema, parseYaml("s:\n  broken: 1\n"), "f.yml"), TypeError);
 });

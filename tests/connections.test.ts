@@ -1,7 +1,7 @@
 // The accept loop and deadlines under both listeners: back-off after accept errors, the deadline
 // hook, the sweeper running only while connections are open, shutdown.
 import assert from "node:assert/strict";
-import { type Connection, Connections, type StreamListener } from "../src/connections.ts";
+import { type Connection, Connections, type StreamListener } from "../src/net/connections.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

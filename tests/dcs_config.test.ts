@@ -1,10 +1,10 @@
 // The dcs: section: Patroni's own file as the source (positions in it), explicit keys winning,
 // refusals that say what to do, and reloads that never print a password.
 import assert from "node:assert/strict";
-import { type Config, describeChanges, parseConfig } from "../src/config.ts";
-import { dcsSettings, normalizeNamespace } from "../src/dcs_config.ts";
-import { parsePatroniConfig } from "../src/patroni_config.ts";
-import { SYSTEM_CA_BUNDLES } from "../src/tls.ts";
+import { type Config, describeChanges, parseConfig } from "../src/config/config.ts";
+import { dcsSettings, normalizeNamespace } from "../src/config/dcs_config.ts";
+import { parsePatroniConfig } from "../src/config/patroni_config.ts";
+import { SYSTEM_CA_BUNDLES } from "../src/net/tls.ts";
 import { configProblems, fixture } from "./support/glue.ts";
 
 /** Writes `text` to a temp file; returns its path. */

@@ -1,7 +1,7 @@
 // The DCS witness wired in the service, over real sockets and a simulated Patroni, with a watcher
 // the test drives: answers, events that end entries, metrics, logs, reload and stop.
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config.ts";
+import { parseConfig } from "../src/config/config.ts";
 import { Logger } from "../src/log.ts";
 import { Service } from "../src/service.ts";
 import type { MemberKey } from "../src/dcs/view.ts";

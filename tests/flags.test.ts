@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { FlagError, parseFlags, usage } from "../src/flags.ts";
+import { FlagError, FLAGS, type Flags, parseFlags, usage } from "../src/config/flags.ts";
 
 Deno.test("flags: defaults follow the original ($HOME/.patroniglue.yml, warn level)", () => {
   const flags = parseFlags([], "/home/pg");
@@ -57,4 +57,46 @@ Deno.test("flags: usage lists every flag the Go way", () => {
     assert.ok(text.includes(`  ${f}\n`), f);
   }
   assert.match(text, /\(default "\/h\/.patroniglue.yml"\)/);
+});
+
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true
+  : false;
+
+/** The parsed type is derived from the one declaration: each flag camelCased, with its type. */
+const DERIVED: true = true satisfies Equal<
+  Flags,
+  {
+    checkConfig: boolean;
+    config: string;
+    debug: boolean;
+    logFormat: "text" | "json" | undefined;
+    quiet: boolean;
+    verbose: boolean;
+    version: boolean;
+    help: boolean;
+  }
+>;
+
+Deno.test("flags: one declaration gives each flag its parsing, default, checks and usage line", () => {
+  assert.equal(DERIVED, true);
+  assert.deepEqual(parseFlags([], "/h"), {
+    help: false,
+    checkConfig: false,
+    config: "/h/.patroniglue.yml",
+    debug: false,
+    logFormat: undefined,
+    quiet: false,
+    verbose: false,
+    version: false,
+  });
+  assert.equal(parseFlags(["-log-format", "json"], "/h").logFormat, "json");
+  assert.equal(parseFlags(["-log-format=text"], "/h").logFormat, "text");
+  assert.throws(
+    () => parseFlags(["-log-format=xml"], "/h"),
+    new FlagError('invalid value "xml" for -log-format: must be text or json'),
+  );
+  const lines = usage("/h").split("\n");
+  for (const name of Object.keys(FLAGS)) {
+    assert.ok(lines.some((l) => l.startsWith(`  -${name}`)), name);
+  }
 });

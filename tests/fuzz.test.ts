@@ -3,7 +3,7 @@
 // FUZZ_SEED (default 1) picks the cases, FUZZ_RUNS (default 300) how many; FUZZ_VERBOSE=1 prints counts.
 // A failure names the seed and the case index: rerun with the same FUZZ_SEED to reproduce it.
 import assert from "node:assert/strict";
-import { type Config, ConfigError, parseConfig } from "../src/config.ts";
+import { type Config, ConfigError, parseConfig } from "../src/config/config.ts";
 import {
   CHECK_METHODS,
   HEALTH_CHECK_PATHS,
@@ -11,7 +11,7 @@ import {
   MAX_TARGET_LENGTH,
   type Route,
   routeRequest,
-} from "../src/routes.ts";
+} from "../src/check/routes.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import {
   configText,
@@ -700,7 +700,7 @@ function randomTarget(rng: Rng): string {
   return target;
 }
 
-/** The canonical query of `query`, computed independently of src/routes.ts. */
+/** The canonical query of `query`, computed independently of src/check/routes.ts. */
 function expectedQuery(query: string): { count: number; encoded: string } {
   const params = [...new URLSearchParams(query)];
   const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);

@@ -1,9 +1,9 @@
 // The handler in process: route -> cache -> response, with the backend's fetch and the clock
 // injected (no socket, no sleep).
 import assert from "node:assert/strict";
-import type { BackendOutcome } from "../src/backend.ts";
-import { HealthCache } from "../src/cache.ts";
-import type { CacheEntry } from "../src/cache.ts";
+import type { BackendOutcome } from "../src/check/backend.ts";
+import { HealthCache } from "../src/check/cache.ts";
+import type { CacheEntry } from "../src/check/cache.ts";
 import {
   agentReply,
   type AgentResponderOptions,
@@ -13,10 +13,10 @@ import {
   type HandlerOptions,
   lookup,
   metricsHandler,
-} from "../src/handler.ts";
-import type { AgentRequest, HealthRequest, HealthResponse } from "../src/health.ts";
+} from "../src/check/handler.ts";
+import type { AgentRequest, HealthRequest, HealthResponse } from "../src/check/health.ts";
 import { Logger, type LogLevel } from "../src/log.ts";
-import type { Route } from "../src/routes.ts";
+import type { Route } from "../src/check/routes.ts";
 import { NOT_A_CHECK } from "./support/targets.ts";
 
 const PRIMARY = JSON.stringify({ state: "running", role: "master" });

@@ -1,6 +1,6 @@
 // Hostile and broken input: stuck clients, malformed requests, backends that change certificates, log injection.
 import assert from "node:assert/strict";
-import { PatroniClient } from "../src/backend.ts";
+import { PatroniClient } from "../src/check/backend.ts";
 import { escapeText, formatAccessLine } from "../src/log.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import {
@@ -239,7 +239,7 @@ Deno.test("hardening: a backend whose certificate changes between requests is ch
     scheme: "https",
     insecure: false,
     timeout: 1,
-    ca: { cafile: "ca.pem", pem: pem("ca.pem") },
+    ca: { pem: pem("ca.pem") },
   });
   try {
     const trusted = await FakePatroni.start({

@@ -1,11 +1,11 @@
 // The HTTP/1.1 server over TCP and over the TLS transport: framing, keep-alive, strict parsing,
 // deadlines from accept for slow clients, backpressure, shutdown. Every server test runs over both.
 import assert from "node:assert/strict";
-import type { HealthRequest, HealthResponse } from "../src/health.ts";
-import { type Http1Options, parseHead, serveHttp1, WireRequest } from "../src/http1.ts";
-import type { StreamListener } from "../src/connections.ts";
-import { listenTls } from "../src/tls_conn.ts";
-import { hostPort } from "../src/wire.ts";
+import type { HealthRequest, HealthResponse } from "../src/check/health.ts";
+import { type Http1Options, parseHead, serveHttp1, WireRequest } from "../src/net/http1.ts";
+import type { StreamListener } from "../src/net/connections.ts";
+import { listenTls } from "../src/net/tls_conn.ts";
+import { hostPort } from "../src/net/wire.ts";
 import { clientHello, connectClient, fixture, type Scheme, SCHEMES } from "./support/glue.ts";
 
 const enc = new TextEncoder();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import https from "node:https";
-import { HttpClient, type HttpClientOptions, HttpError } from "../src/http_client.ts";
+import { HttpClient, type HttpClientOptions, HttpError } from "../src/net/http_client.ts";
 import { fixture, freePort } from "./support/glue.ts";
 import { rawServer, send } from "./support/raw_server.ts";
 
@@ -446,7 +446,7 @@ async function nodeModulesLoaded(script: string): Promise<string[]> {
 
 Deno.test("http_client: a plain-HTTP request loads no node: module; an https one loads node:tls", async () => {
   const script = (scheme: string) => `
-    import { HttpClient } from "${new URL("../src/http_client.ts", import.meta.url).href}";
+    import { HttpClient } from "${new URL("../src/net/http_client.ts", import.meta.url).href}";
     const c = new HttpClient({ scheme: "${scheme}", host: "127.0.0.1", port: ${freePort()} });
     await c.request({ target: "/", timeoutMs: 2000 }).catch(() => {});
   `;
@@ -459,7 +459,7 @@ Deno.test("http_client: https without a CA where the system's roots cannot be re
   try {
     await Deno.writeTextFile(
       file,
-      `import { HttpClient } from "${new URL("../src/http_client.ts", import.meta.url).href}";
+      `import { HttpClient } from "${new URL("../src/net/http_client.ts", import.meta.url).href}";
       const c = new HttpClient({ scheme: "https", host: "127.0.0.1", port: ${freePort()} });
       await c.request({ target: "/", timeoutMs: 2000 }).catch((e) => console.log(e.failure, e.message));`,
     );

@@ -1,22 +1,69 @@
-// The module graph of main.ts and src/*.ts: no import cycle (types included), listeners on top.
+// The module graph of main.ts and src/, as `deno info --json` gives it: no import cycle (types included), the layers' rules, Node's layer loaded on demand only.
 import assert from "node:assert/strict";
 
 const ROOT = new URL("../", import.meta.url);
 
 /**
- * Who may import each listener-side module: service.ts wires the listeners, listen.ts alone uses
- * the HTTP/1 server and the TLS transport under them, and the connection interface, accept loop,
- * back-off and deadlines under them all are theirs alone.
+ * The layers, lowest first, and the folders each may import besides its own: transports and
+ * servers (net), the DCS view (dcs), the check path (check), reading the config (config). Modules
+ * directly in src/ are the wiring (service.ts, metrics.ts), which may import every layer.
  */
-const ALLOWED_IMPORTERS: Record<string, string[]> = {
-  "src/listen.ts": ["src/service.ts"],
-  "src/agent.ts": ["src/service.ts"],
-  "src/connections.ts": ["src/http1.ts", "src/agent.ts", "src/listen.ts", "src/tls_conn.ts"],
-  "src/http1.ts": ["src/listen.ts"],
-  "src/tls_conn.ts": ["src/listen.ts"],
+const LAYERS: Record<string, string[]> = {
+  "src/net/": [],
+  "src/dcs/": ["src/net/"],
+  "src/check/": ["src/dcs/", "src/net/"],
+  "src/config/": ["src/check/", "src/dcs/", "src/net/"],
+  "src/": ["src/config/", "src/check/", "src/dcs/", "src/net/"],
 };
-/** Modules anything may import, which import no module of the project. */
-const LEAVES = ["src/health.ts", "src/wire.ts"];
+/** Modules every layer may import, which import none of the project's but each other. */
+const BASE = ["src/log.ts", "src/check/health.ts", "src/net/wire.ts"];
+/** Modules only the wiring may import: the listeners' binds. */
+const WIRED_ONLY = ["src/net/listen.ts", "src/net/agent.ts"];
+
+/** The layer (folder) of a module: its deepest folder in {@linkcode LAYERS}. */
+function layerOf(file: string): string {
+  return Object.keys(LAYERS).filter((l) => file.startsWith(l)).sort((a, b) =>
+    b.length - a.length
+  )[0];
+}
+
+/** main.ts and src/, each with the project modules it imports, from `deno info --json`. */
+function projectGraph(): Map<string, string[]> {
+  const out = new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", "main.ts"],
+    cwd: ROOT,
+    stdout: "piped",
+  }).outputSync();
+  assert.ok(out.success, "deno info --json main.ts");
+  const info = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    modules: {
+      specifier: string;
+      dependencies?: { code?: { specifier: string }; type?: { specifier: string } }[];
+    }[];
+  };
+  const local = (specifier: string) =>
+    specifier.startsWith(ROOT.href) ? specifier.slice(ROOT.href.length) : undefined;
+  const graph = new Map<string, string[]>();
+  for (const module of info.modules) {
+    const file = local(module.specifier);
+    if (file === undefined || !(file === "main.ts" || file.startsWith("src/"))) continue;
+    const deps = (module.dependencies ?? []).flatMap((d) => [d.code?.specifier, d.type?.specifier])
+      .map((s) => s && local(s)).filter((s): s is string => s !== undefined);
+    graph.set(file, [...new Set(deps)]);
+  }
+  return graph;
+}
+
+/** The .ts files below `dir` (a path from the root, ending in `/`), folders included. */
+function sourcesIn(dir: string): string[] {
+  return [...Deno.readDirSync(new URL(dir, ROOT))].flatMap((entry) =>
+    entry.isDirectory
+      ? sourcesIn(`${dir}${entry.name}/`)
+      : entry.isFile && entry.name.endsWith(".ts")
+      ? [`${dir}${entry.name}`]
+      : []
+  );
+}
 
 /** `source` with comments blanked out; string and template literals are kept as they are. */
 function withoutComments(source: string): string {
@@ -73,47 +120,6 @@ function withoutComments(source: string): string {
   return out;
 }
 
-const IMPORT_FORMS = [
-  // import x from "m"; import type { X } from "m"; import * as m from "m"; export { x } from "m"
-  /\b(?:import|export)\s+(?:type\s+)?[\w$*{}\s,]*?\bfrom\s*(["'])([^"'\n]+)\1/g,
-  // import "m" (for its effects)
-  /\bimport\s*(["'])([^"'\n]+)\1/g,
-  // import("m"), also in `typeof import("m")`
-  /\bimport\s*\(\s*(["'])([^"'\n]+)\1\s*\)/g,
-];
-
-/** The specifiers `source` imports or re-exports, `import type` and `import()` included. */
-function importsOf(source: string): string[] {
-  const code = withoutComments(source);
-  return [...new Set(IMPORT_FORMS.flatMap((form) => [...code.matchAll(form)].map((m) => m[2])))];
-}
-
-/** The .ts files below `dir` (a path from the root, ending in `/`), folders included. */
-function sourcesIn(dir: string): string[] {
-  return [...Deno.readDirSync(new URL(dir, ROOT))].flatMap((entry) =>
-    entry.isDirectory
-      ? sourcesIn(`${dir}${entry.name}/`)
-      : entry.isFile && entry.name.endsWith(".ts")
-      ? [`${dir}${entry.name}`]
-      : []
-  );
-}
-
-/** main.ts and src/**.ts, each with the project modules it imports (paths from the root). */
-function projectGraph(): Map<string, string[]> {
-  const files = ["main.ts", ...sourcesIn("src/")];
-  const graph = new Map<string, string[]>();
-  for (const file of files.sort()) {
-    const url = new URL(file, ROOT);
-    const local = importsOf(Deno.readTextFileSync(url))
-      .filter((s) => s.startsWith("."))
-      .map((s) => new URL(s, url).pathname.slice(ROOT.pathname.length))
-      .filter((path) => path.endsWith(".ts"));
-    graph.set(file, local);
-  }
-  return graph;
-}
-
 /** A cycle in `graph` as a path that ends where it starts, or undefined. */
 function findCycle(graph: Map<string, string[]>): string[] | undefined {
   const state = new Map<string, "open" | "done">();
@@ -138,39 +144,6 @@ function findCycle(graph: Map<string, string[]>): string[] | undefined {
   return undefined;
 }
 
-Deno.test("imports: the reader finds every form of import and skips comments", () => {
-  const source = `
-// import { fake } from "./commented.ts";
-/* import "./blocked.ts"; */
-import { a, type B } from "./a.ts";
-import type {
-  C,
-  D,
-} from "./types.ts";
-import * as all from './all.ts';
-import "./effect.ts";
-export { e } from "./e.ts";
-export type { F } from "./f.ts";
-export * from "./star.ts";
-const url = \`http://\${host}/x\`; // import { g } from "./after-template.ts";
-type H = typeof import("./typeof.ts");
-const later = await import("./dynamic.ts");
-const text = "import x from './in-string.ts'";
-`;
-  assert.deepEqual(importsOf(source).sort(), [
-    "./a.ts",
-    "./all.ts",
-    "./dynamic.ts",
-    "./e.ts",
-    "./effect.ts",
-    "./f.ts",
-    "./in-string.ts", // a string that reads like an import counts: stricter, never laxer
-    "./star.ts",
-    "./typeof.ts",
-    "./types.ts",
-  ]);
-});
-
 Deno.test("imports: a planted cycle is found, with its path", () => {
   const graph = new Map([
     ["src/a.ts", ["src/b.ts"]],
@@ -183,13 +156,35 @@ Deno.test("imports: a planted cycle is found, with its path", () => {
   assert.equal(findCycle(graph), undefined);
 });
 
-Deno.test("imports: main.ts and src/ have no import cycle, types included", () => {
+Deno.test("imports: main.ts and src/ have no import cycle, types included; every module is in use", () => {
   const graph = projectGraph();
-  for (const [file, imports] of graph) {
-    for (const target of imports) assert.ok(graph.has(target), `${file} imports ${target}`);
-  }
   const cycle = findCycle(graph);
   assert.equal(cycle, undefined, `import cycle: ${cycle?.join(" -> ")}`);
+  const unused = sourcesIn("src/").filter((file) => !graph.has(file));
+  assert.deepEqual(unused, [], "modules main.ts never reaches");
+});
+
+Deno.test("imports: each layer imports only the layers below it, and the base", () => {
+  const wrong: string[] = [];
+  for (const [file, imports] of projectGraph()) {
+    if (file === "main.ts") continue;
+    for (const target of imports) {
+      const [from, to] = [layerOf(file), layerOf(target)];
+      const allowed = BASE.includes(file)
+        ? BASE.includes(target)
+        : BASE.includes(target) || from === to || LAYERS[from].includes(to);
+      if (!allowed) wrong.push(`${file} imports ${target}`);
+    }
+  }
+  assert.deepEqual(wrong, []);
+});
+
+Deno.test("imports: the listeners' binds are the wiring's alone", () => {
+  for (const [file, imports] of projectGraph()) {
+    for (const target of imports.filter((t) => WIRED_ONLY.includes(t))) {
+      assert.equal(file, "src/service.ts", `${file} imports ${target}`);
+    }
+  }
 });
 
 Deno.test("imports: node: and npm: modules load on demand only, so a plain setup has no Node layer", () => {
@@ -199,30 +194,5 @@ Deno.test("imports: node: and npm: modules load on demand only, so a plain setup
     const code = withoutComments(Deno.readTextFileSync(new URL(file, ROOT)));
     const found = [...code.matchAll(eager)].map((m) => m[1]);
     assert.deepEqual(found, [], `${file} loads ${found.join(", ")} at start`);
-  }
-});
-
-Deno.test("imports: listeners sit on top; health.ts and wire.ts are leaves", () => {
-  const graph = projectGraph();
-  for (const [file, imports] of graph) {
-    for (const target of imports) {
-      const allowed = ALLOWED_IMPORTERS[target];
-      assert.ok(
-        !allowed || allowed.includes(file),
-        `${file} imports ${target}, which only ${allowed?.join(", ")} may import`,
-      );
-    }
-  }
-  for (const leaf of LEAVES) assert.deepEqual(graph.get(leaf), [], `${leaf} is a leaf`);
-});
-
-/** What src/dcs/ may use outside itself: the HTTP client and the byte helpers under it. */
-const DCS_MAY_IMPORT = ["src/http_client.ts", "src/wire.ts"];
-
-Deno.test("imports: src/dcs/ knows nothing of health checks, listeners or config", () => {
-  for (const [file, imports] of projectGraph()) {
-    if (!file.startsWith("src/dcs/")) continue;
-    const outside = imports.filter((t) => !t.startsWith("src/dcs/") && !DCS_MAY_IMPORT.includes(t));
-    assert.deepEqual(outside, [], `${file} imports ${outside.join(", ")}`);
   }
 });

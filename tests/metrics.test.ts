@@ -1,8 +1,8 @@
 // Metrics in-process (the freshness and agent counters, the member, connections, the process) and
 // from main.ts under deno.json's permission set; promtool accepts every family.
 import assert from "node:assert/strict";
-import type { BackendOutcome } from "../src/backend.ts";
-import { parseConfig } from "../src/config.ts";
+import type { BackendOutcome } from "../src/check/backend.ts";
+import { parseConfig } from "../src/config/config.ts";
 import { Logger } from "../src/log.ts";
 import { Metrics, readProcessStats } from "../src/metrics.ts";
 import { Service } from "../src/service.ts";

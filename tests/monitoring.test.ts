@@ -3,7 +3,7 @@
 // traffic (HTTP and agent checks, a role flip, a frozen Patroni), and every panel's query returns data.
 import assert from "node:assert/strict";
 import { parse as parseYaml } from "yaml";
-import { HEALTH_CHECK_PATHS } from "../src/routes.ts";
+import { HEALTH_CHECK_PATHS } from "../src/check/routes.ts";
 import { agentCheck } from "./support/agent_client.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import { configText, freePorts, GlueProcess, writeConfig } from "./support/glue.ts";

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import denoJson from "../deno.json" with { type: "json" };
-import { parseConfig } from "../src/config.ts";
+import { parseConfig } from "../src/config/config.ts";
 import {
   binaryKind,
   build,

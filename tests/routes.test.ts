@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
+import { originForm } from "../src/net/wire.ts";
 import {
   canonicalKey,
   HEALTH_CHECK_PATHS,
   MAX_QUERY_PARAMS,
-  originForm,
   routeRequest,
-} from "../src/routes.ts";
+} from "../src/check/routes.ts";
 
 Deno.test("routes: every Patroni health check is forwarded for GET, HEAD and OPTIONS", () => {
   assert.equal(HEALTH_CHECK_PATHS.size, 17);

@@ -2,7 +2,7 @@
 // check Patroni left unanswered, and when a live lock of another member overrules Patroni's 200.
 import assert from "node:assert/strict";
 import type { DcsView, MemberKey } from "../src/dcs/view.ts";
-import { parseLag, Witness } from "../src/witness.ts";
+import { parseLag, Witness } from "../src/check/witness.ts";
 
 const NOW = 100_000;
 const PRIMARY: MemberKey = {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { HttpResponse } from "../http_client.ts";
+import type { HttpResponse } from "../net/http_client.ts";
 import { DcsError } from "./runner.ts";
 
 /** An answer's body as JSON; a DcsError ('invalid') when it is not JSON. */

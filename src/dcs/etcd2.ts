@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { HttpResponse } from "../http_client.ts";
+import type { HttpResponse } from "../net/http_client.ts";
 import { answerJson, toBase64 } from "./codec.ts";
 import { LEADER_KEY, ScopeKeys, scopePath } from "./keys.ts";
 import {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { HttpResponse } from "../http_client.ts";
+import type { HttpResponse } from "../net/http_client.ts";
 import { answerJson, answerObject } from "./codec.ts";
 import { DcsError, MAX_ANSWER_BYTES, type SessionContext } from "./runner.ts";
 import type { DcsSettings } from "./view.ts";

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { HttpClient, HttpError, type HttpOrigin } from "../http_client.ts";
+import { HttpClient, HttpError, type HttpOrigin } from "../net/http_client.ts";
 import type { DcsFailure, DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./view.ts";
 
 /** Timing of an etcd watcher, besides {@linkcode DcsWatcherOptions}. */

@@ -7,7 +7,7 @@
 // Lines starting with "measure:" are the measured times.
 
 import assert from "node:assert/strict";
-import { HEALTH_CHECK_PATHS } from "../../src/routes.ts";
+import { HEALTH_CHECK_PATHS } from "../../src/check/routes.ts";
 import {
   AGENT_INTER,
   CHECK_FALL,

@@ -1,7 +1,7 @@
 // `deno task demo`: patroniglue in front of a simulated Patroni that changes role now and then.
 // It binds first, then prints only addresses that answer: free ports replace the usual ones when busy.
 import { VERSION } from "../../main.ts";
-import { parseConfig } from "../../src/config.ts";
+import { parseConfig } from "../../src/config/config.ts";
 import { Logger } from "../../src/log.ts";
 import { Service } from "../../src/service.ts";
 import { FakePatroni } from "./fake_patroni.ts";

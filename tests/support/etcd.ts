@@ -4,7 +4,7 @@
  * @module
  */
 import type { DcsFailure, DcsView, DcsWatcher, DcsWatcherOptions } from "../../src/dcs/view.ts";
-import { HttpClient, type HttpClientOptions } from "../../src/http_client.ts";
+import { HttpClient, type HttpClientOptions } from "../../src/net/http_client.ts";
 import { fixture, freePort } from "./glue.ts";
 import { hasProgram } from "./tools.ts";
 

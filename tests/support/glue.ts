@@ -218,7 +218,7 @@ async function waitForPort(port: number): Promise<void> {
 
 /** Every problem `parseConfig` finds in `text` (read as `c.yml`); fails the test if it accepts it. */
 export async function configProblems(text: string): Promise<string[]> {
-  const { ConfigError, parseConfig } = await import("../../src/config.ts");
+  const { ConfigError, parseConfig } = await import("../../src/config/config.ts");
   try {
     await parseConfig(text, "c.yml");
   } catch (e) {

@@ -1,7 +1,7 @@
 // Patroni's own YAML, read for what the DCS witness needs: scope, namespace, name and its etcd:/etcd3: section.
-import { type DcsKind } from "./dcs/view.ts";
+import { type DcsKind } from "../dcs/view.ts";
 import { bool, type Check, fail, input, oneOf, readFile, reason, show, text } from "./schema.ts";
-import { parseYaml, YamlError, type YamlNode } from "./config/yaml/mod.ts";
+import { parseYaml, YamlError, type YamlNode } from "./yaml/mod.ts";
 
 /** One etcd endpoint as a config writes it: `host:port`, `host`, or `http(s)://host:port`. */
 export interface EndpointSpec {

@@ -1,8 +1,12 @@
 // HTTP/1.1 server for health checks over any connection (TCP or TLS): strict heads, no bodies, deadlines from accept.
 import { type Connection, Connections, type ListenerOptions } from "./connections.ts";
-import { type Handler, type HealthRequest, type HealthResponse, jsonResponse } from "./health.ts";
-import { originForm } from "./routes.ts";
-import { BARE_LF, findHeadEnd, grow, hostPort } from "./wire.ts";
+import {
+  type Handler,
+  type HealthRequest,
+  type HealthResponse,
+  jsonResponse,
+} from "../check/health.ts";
+import { BARE_LF, findHeadEnd, grow, hostPort, originForm } from "./wire.ts";
 
 /** Options of {@linkcode serveHttp1}. */
 export interface Http1Options extends ListenerOptions {

@@ -1,7 +1,7 @@
 // Agent: the HAProxy agent-check listener over TCP — one line in, one reply line out, then close; HTTP's deadlines.
 import { type Connection, Connections, type ListenerOptions } from "./connections.ts";
-import type { AgentHandler, AgentRequest } from "./health.ts";
-import type { Logger } from "./log.ts";
+import type { AgentHandler, AgentRequest } from "../check/health.ts";
+import type { Logger } from "../log.ts";
 import { hostPort } from "./wire.ts";
 
 /** Options of {@linkcode serveAgent}. */

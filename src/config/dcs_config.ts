@@ -1,5 +1,5 @@
 // The dcs: section: its keys, Patroni's own file as their source, and the resolved DcsConfig (explicit keys win).
-import { DCS_KINDS, type DcsKind, type DcsSettings } from "./dcs/view.ts";
+import { DCS_KINDS, type DcsKind, type DcsSettings } from "../dcs/view.ts";
 import {
   anyString,
   endpointList,
@@ -26,8 +26,8 @@ import {
   parsePrivateKey,
   readSystemBundle,
   SYSTEM_CA_BUNDLES,
-} from "./tls.ts";
-import { hostPort } from "./wire.ts";
+} from "../net/tls.ts";
+import { hostPort } from "../net/wire.ts";
 
 /** `etcd` or `etcd3`; Patroni's other DCS kinds are refused by name. */
 const dcsKind: Check<DcsKind> = (v) => {
@@ -40,26 +40,26 @@ const dcsKind: Check<DcsKind> = (v) => {
 /** The keys of `dcs:`; each but `patroni-config` and `margin` overrides what Patroni's file says. */
 export const DCS_SECTION = {
   /** Patroni's own YAML: scope, namespace, name and its etcd:/etcd3: section. */
-  "patroni-config": input(text),
-  type: input(dcsKind),
+  "patroni-config": input(text).reloads("watcher", "patroniConfig"),
+  type: input(dcsKind).reloads("watcher", "type"),
   /** `host:port` or `http(s)://host:port`, a list or one string separated by commas. */
-  hosts: input(endpointList),
+  hosts: input(endpointList).reloads("watcher", "endpoints"),
   /** For hosts written without a scheme. */
-  protocol: input(oneOf(["http", "https"])),
-  scope: input(text),
+  protocol: input(oneOf(["http", "https"])).reloads("watcher", "endpoints"),
+  scope: input(text).reloads("watcher", "scope"),
   /** Patroni's namespace (default `/service/`). */
-  namespace: input(text),
+  namespace: input(text).reloads("watcher", "namespace"),
   /** This member's name in Patroni (its `name`). */
-  name: input(text),
-  username: input(text),
-  password: input(anyString),
+  name: input(text).reloads("handler", "name"),
+  username: input(text).reloads("watcher", "username"),
+  password: input(anyString).reloads("watcher", "password"),
   /** CA certificates to trust for https endpoints. */
-  cacert: input(text),
+  cacert: input(text).reloads("watcher", "ca"),
   /** A client certificate (with `key`, or holding its key). */
-  cert: input(text),
-  key: input(text),
+  cert: input(text).reloads("watcher", "client"),
+  key: input(text).reloads("watcher", "client"),
   /** Seconds of the leader lock that must be left for a 200 from the DCS (default: half Patroni's ttl). */
-  margin: input(seconds(0, false)),
+  margin: input(seconds(0, false)).reloads("handler", "margin"),
 } as const;
 
 /** The values of `dcs:` as the schema reads them. */
@@ -98,12 +98,11 @@ export interface DcsReading {
  */
 export async function loadDcsConfig(
   values: DcsValues,
-  where: (key: keyof typeof DCS_SECTION) => string,
-  written: (key: keyof typeof DCS_SECTION) => boolean,
+  where: (key: DcsKey) => string,
+  written: (key: DcsKey) => boolean,
 ): Promise<DcsReading> {
-  const problems: string[] = [];
-  const keys = (Object.keys(DCS_SECTION) as (keyof DcsValues)[]).filter(written);
-  if (keys.length === 0) return { problems, warnings: [] };
+  const keys = (Object.keys(DCS_SECTION) as DcsKey[]).filter(written);
+  if (keys.length === 0) return { problems: [], warnings: [] };
   let file: PatroniDcsFacts | undefined;
   const patroniConfig = values["patroni-config"];
   if (patroniConfig !== undefined) {
@@ -113,80 +112,112 @@ export async function loadDcsConfig(
     }
     file = reading.facts;
   }
-  /** A fact: the explicit key's value if written, else Patroni's. */
-  const pick = <K extends keyof DcsValues & keyof PatroniDcsFacts>(
-    key: K,
-  ): Fact<NonNullable<DcsValues[K]>> | undefined => {
-    const own = values[key];
-    if (own !== undefined) {
-      return { value: own as NonNullable<DcsValues[K]>, at: `${where(key)}: dcs.${key}` };
-    }
-    const theirs = file?.[key] as Fact<NonNullable<DcsValues[K]>> | undefined;
-    return theirs && { value: theirs.value, at: `${theirs.at}: ${key}` };
-  };
   const section = `${where(patroniConfig !== undefined ? "patroni-config" : keys[0])}: dcs`;
-  // A key written with a bad value has its problem already.
-  const missing = (what: string, key: keyof DcsValues, patroni: string) =>
-    written(key) || problems.push(
-      `${section}: needs ${what}: set dcs.${key}${
-        file ? ` (${file.file} has no ${patroni})` : " or dcs.patroni-config"
-      }`,
-    );
-  const type = pick("type");
-  const hosts = values.hosts !== undefined
-    ? { value: values.hosts, at: `${where("hosts")}: dcs.hosts` }
-    : file?.endpoints;
-  const protocol = pick("protocol");
-  const scope = pick("scope");
-  const name = pick("name");
-  if (!type) missing("the DCS type", "type", "etcd or etcd3 section");
-  if (!hosts) missing("the etcd endpoints", "hosts", "host, hosts, url or urls");
-  if (!scope) missing("the cluster's name (Patroni's scope)", "scope", "scope");
-  if (!name) missing("this member's name", "name", "name");
-  const ca = await readPemFile(pick("cacert"), "certificate", problems);
-  const client = await readClient(pick("cert"), pick("key"), problems);
-  if (!type || !hosts || !scope || !name || problems.length) return { problems, warnings: [] };
-  const endpoints = hosts.value.map((e) => endpointUrl(e, protocol?.value));
-  const warnings = endpoints.some((e) => e.startsWith("http:")) && (ca || client)
-    ? [`${section}: cacert, cert and key have no effect on http:// endpoints`]
-    : [];
-  const https = endpoints.some((e) => e.startsWith("https:"));
-  const trusted = ca
-    ? { cafile: ca.file, pem: ca.pem }
-    : https
-    ? await readSystemBundle()
-    : undefined;
-  if (https && !trusted) {
-    problems.push(
-      `${section}: https endpoints without dcs.cacert, and no system CA bundle found (${
-        SYSTEM_CA_BUNDLES.join(", ")
-      }); set dcs.cacert`,
-    );
-    return { problems, warnings };
+  return await new DcsFacts(values, where, written, section, file).resolve();
+}
+
+/** A key of `dcs:`. */
+type DcsKey = keyof typeof DCS_SECTION;
+
+/** The facts of `dcs:` and of Patroni's file, explicit keys first, and what they resolve to. */
+class DcsFacts {
+  readonly problems: string[] = [];
+
+  constructor(
+    readonly values: DcsValues,
+    readonly where: (key: DcsKey) => string,
+    readonly written: (key: DcsKey) => boolean,
+    /** `file:line:col: dcs`, where problems about the section as a whole are reported. */
+    readonly section: string,
+    readonly file?: PatroniDcsFacts,
+  ) {}
+
+  /** A fact: the explicit key's value if written, else Patroni's. */
+  pick<K extends DcsKey & keyof PatroniDcsFacts>(
+    key: K,
+  ): Fact<NonNullable<DcsValues[K]>> | undefined {
+    const own = this.values[key];
+    if (own !== undefined) {
+      return { value: own as NonNullable<DcsValues[K]>, at: `${this.where(key)}: dcs.${key}` };
+    }
+    const theirs = this.file?.[key] as Fact<NonNullable<DcsValues[K]>> | undefined;
+    return theirs && { value: theirs.value, at: `${theirs.at}: ${key}` };
   }
-  const password = pick("password")?.value;
-  const username = pick("username")?.value;
-  if (password !== undefined && username === undefined) {
-    problems.push(`${section}: a password without a username: set dcs.username`);
-    return { problems, warnings };
+
+  /** The endpoints: `dcs.hosts`, else Patroni's host, hosts, url or urls. */
+  hosts(): Fact<EndpointSpec[]> | undefined {
+    const own = this.values.hosts;
+    return own !== undefined
+      ? { value: own, at: `${this.where("hosts")}: dcs.hosts` }
+      : this.file?.endpoints;
   }
-  return {
-    problems,
-    warnings,
-    dcs: {
+
+  /** Reports a fact that neither gives (a key written with a bad value has its problem already). */
+  #missing(what: string, key: DcsKey, patroni: string): void {
+    if (this.written(key)) return;
+    const hint = this.file ? ` (${this.file.file} has no ${patroni})` : " or dcs.patroni-config";
+    this.problems.push(`${this.section}: needs ${what}: set dcs.${key}${hint}`);
+  }
+
+  /** The DcsConfig, or every problem found. */
+  async resolve(): Promise<DcsReading> {
+    const [type, hosts, scope, name] = [
+      this.pick("type"),
+      this.hosts(),
+      this.pick("scope"),
+      this.pick("name"),
+    ];
+    if (!type) this.#missing("the DCS type", "type", "etcd or etcd3 section");
+    if (!hosts) this.#missing("the etcd endpoints", "hosts", "host, hosts, url or urls");
+    if (!scope) this.#missing("the cluster's name (Patroni's scope)", "scope", "scope");
+    if (!name) this.#missing("this member's name", "name", "name");
+    const ca = await readPemFile(this.pick("cacert"), "certificate", this.problems);
+    const client = await readClient(this.pick("cert"), this.pick("key"), this.problems);
+    const { problems } = this;
+    if (!type || !hosts || !scope || !name || problems.length) return { problems, warnings: [] };
+    const endpoints = hosts.value.map((e) => endpointUrl(e, this.pick("protocol")?.value));
+    const warnings = endpoints.some((e) => e.startsWith("http:")) && (ca || client)
+      ? [`${this.section}: cacert, cert and key have no effect on http:// endpoints`]
+      : [];
+    const trusted = await this.#trusted(endpoints, ca);
+    const [username, password] = [this.pick("username")?.value, this.pick("password")?.value];
+    if (password !== undefined && username === undefined) {
+      problems.push(`${this.section}: a password without a username: set dcs.username`);
+    }
+    if (problems.length) return { problems, warnings };
+    const dcs: DcsConfig = {
       type: type.value,
       endpoints,
-      namespace: normalizeNamespace(pick("namespace")?.value ?? "/service/"),
+      namespace: normalizeNamespace(this.pick("namespace")?.value ?? "/service/"),
       scope: scope.value,
       name: name.value,
       username,
       password,
       ca: trusted,
       client,
-      margin: values.margin,
-      patroniConfig,
-    },
-  };
+      margin: this.values.margin,
+      patroniConfig: this.values["patroni-config"],
+    };
+    return { problems, warnings, dcs };
+  }
+
+  /** The CAs to trust: `cacert`, or for https endpoints the system bundle (a problem when there is none). */
+  async #trusted(
+    endpoints: string[],
+    ca: { file: string; pem: string } | undefined,
+  ): Promise<DcsConfig["ca"]> {
+    if (ca) return { cafile: ca.file, pem: ca.pem };
+    if (!endpoints.some((e) => e.startsWith("https:"))) return undefined;
+    const bundle = await readSystemBundle();
+    if (!bundle) {
+      this.problems.push(
+        `${this.section}: https endpoints without dcs.cacert, and no system CA bundle found (${
+          SYSTEM_CA_BUNDLES.join(", ")
+        }); set dcs.cacert`,
+      );
+    }
+    return bundle;
+  }
 }
 
 /** `http(s)://host:port` of an endpoint; its own scheme first, then `protocol`, then http. */
@@ -273,7 +304,7 @@ const INSPECT_TIMEOUT_MS = 5000;
  * without the DCS, patroniglue answers from Patroni alone).
  */
 export async function inspectDcs(dcs: DcsConfig): Promise<string> {
-  const { readView, summarize } = await import("./dcs/watch.ts");
+  const { readView, summarize } = await import("../dcs/watch.ts");
   const where = `dcs: ${describeDcs(dcs)}`;
   try {
     const view = await readView(dcsSettings(dcs), INSPECT_TIMEOUT_MS);

@@ -1,5 +1,5 @@
 // Witness: what the DCS view says of a health check when Patroni does not answer, and which of Patroni's 200s a live lock held by another member overrules.
-import type { DcsView, MemberKey } from "./dcs/view.ts";
+import type { DcsView, MemberKey } from "../dcs/view.ts";
 
 /** Patroni's primary roles: `master` before 4.0, `primary` since. */
 const PRIMARY_ROLES: readonly string[] = ["master", "primary"];

@@ -20,6 +20,13 @@ export interface HealthResponse {
   reused?: boolean;
 }
 
+/**
+ * How a check was answered, as `X-Cache`, the access log's `%C` and `/metrics` say it: from a
+ * fresh entry (`hit`), by a request to Patroni (`miss`), by joining one in flight (`coalesced`), by
+ * the DCS witness (`dcs`), from an entry that records a failure (`error`), or locally (`local`).
+ */
+export type AnswerSource = "hit" | "miss" | "coalesced" | "dcs" | "error" | "local";
+
 /** A handler's result: synchronous when served from memory, a promise when Patroni is asked. */
 export type HandlerResult = HealthResponse | Promise<HealthResponse>;
 

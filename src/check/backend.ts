@@ -1,7 +1,21 @@
 // Backend: the client to Patroni's REST API; every failure becomes a typed outcome, never an exception.
-import type { BackendConfig } from "./config.ts";
-import { HttpClient, HttpError } from "./http_client.ts";
-import type { Logger } from "./log.ts";
+import { HttpClient, HttpError } from "../net/http_client.ts";
+import type { Logger } from "../log.ts";
+
+/** Where and how to reach Patroni's REST API (the config's `backend:`, files read). */
+export interface PatroniTarget {
+  scheme: "http" | "https";
+  host: string;
+  port: number;
+  /** Skip certificate checks. */
+  insecure: boolean;
+  /** Seconds a request may take. */
+  timeout: number;
+  /** Trusted CAs (PEM), for https. */
+  ca?: { pem: string };
+  /** A client certificate and its key (PEM). */
+  client?: { cert: string; key: string };
+}
 
 /** Why a backend request failed. */
 export type BackendFailure = "timeout" | "refused" | "tls" | "invalid" | "error";
@@ -40,7 +54,7 @@ export const MAX_BACKEND_SOCKETS = 8;
  */
 export class PatroniClient {
   readonly origin: string;
-  readonly #config: BackendConfig;
+  readonly #config: PatroniTarget;
   readonly #http: HttpClient;
   /** Ends every request, queued or in flight, at close(). */
   readonly #closing = new AbortController();
@@ -54,7 +68,7 @@ export class PatroniClient {
   #state?: "up" | "down";
   #role?: string;
 
-  constructor(config: BackendConfig, log?: Logger) {
+  constructor(config: PatroniTarget, log?: Logger) {
     this.#config = config;
     this.#log = log;
     this.#http = new HttpClient(config, {

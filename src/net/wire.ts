@@ -23,3 +23,12 @@ export function grow(buf: Uint8Array, size: number): Uint8Array<ArrayBuffer> {
 export function hostPort(host: string, port: number): string {
   return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
+
+/** A request target in origin-form: an absolute-form one (`http://host/path`) gives its path, unresolved. */
+export function originForm(target: string): string {
+  if (target[0] === "/") return target;
+  const authority = target.indexOf("://");
+  if (authority === -1) return target;
+  const slash = target.indexOf("/", authority + 3);
+  return slash === -1 ? "/" : target.slice(slash);
+}

@@ -1,8 +1,9 @@
 // Configuration: every key declared once, the YAML file -> a validated Config, and what changed between two.
 import { DCS_SECTION, type DcsConfig, loadDcsConfig } from "./dcs_config.ts";
-import { parseYaml, YamlError, type YamlNode } from "./config/yaml/mod.ts";
-import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "./log.ts";
-import { routeRequest } from "./routes.ts";
+import { parseYaml, YamlError, type YamlNode } from "./yaml/mod.ts";
+import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "../log.ts";
+import { MISMATCH_WORDS } from "../check/handler.ts";
+import { routeRequest } from "../check/routes.ts";
 import {
   bool,
   type Check,
@@ -13,12 +14,15 @@ import {
   host,
   input,
   integer,
+  Key,
   key,
   type KeyPath,
   oneOf,
   port,
   readFile,
   reason,
+  type Reload,
+  resultKeys,
   seconds,
   type Settings,
   settings,
@@ -37,7 +41,7 @@ import {
   runtimeSuites,
   SYSTEM_CA_BUNDLES,
   TLS_VERSIONS,
-} from "./tls.ts";
+} from "../net/tls.ts";
 
 /** Go crypto/tls cipher-suite names, as a list or one string separated by spaces, commas or colons. */
 const cipherList: Check<string[]> = (v) => {
@@ -72,60 +76,60 @@ const healthCheck: Check<string> = (v) => {
   );
 };
 
-/** Every key of the file, declared once: its check, its default, and whether Config holds it as itself. */
+/** Every key of the file, declared once: its check, its default, whether Config holds it as itself, and what a reload that changes it must do. */
 const SCHEMA = {
   frontend: {
-    host: key(host, "localhost"),
-    port: key(port, 80),
+    host: key(host, "localhost").reloads("frontend"),
+    port: key(port, 80).reloads("frontend"),
     /** With keyfile: HTTPS, read into `tls`. */
-    certfile: input(text),
-    keyfile: input(text),
-    "tls-min-version": key(oneOf(TLS_VERSIONS), "TLSv1.2"),
+    certfile: input(text).reloads("certificate", "tls"),
+    keyfile: input(text).reloads("certificate", "tls"),
+    "tls-min-version": key(oneOf(TLS_VERSIONS), "TLSv1.2").reloads("frontend"),
     /** Validated only: the runtime cannot restrict its suites. */
-    "tls-ciphers": input(cipherList),
+    "tls-ciphers": input(cipherList).reloads("none"),
     /** Access-log format (`%a %m %U %s %D %C`). */
-    logformat: key(logformat, DEFAULT_LOG_FORMAT),
+    logformat: key(logformat, DEFAULT_LOG_FORMAT).reloads("handler"),
   },
   backend: {
-    host: key(host, "127.0.0.1"),
-    port: key(port, 8008),
-    scheme: key(oneOf(["http", "https"]), "http"),
+    host: key(host, "127.0.0.1").reloads("client"),
+    port: key(port, 8008).reloads("client"),
+    scheme: key(oneOf(["http", "https"]), "http").reloads("client"),
     /** Skip certificate checks. */
-    insecure: key(bool, false),
+    insecure: key(bool, false).reloads("client"),
     /** Trusted CAs, read into `ca` (else the system bundle, for https). */
-    cafile: input(text),
+    cafile: input(text).reloads("client", "ca"),
     /** With keyfile: a client certificate, read into `client`. */
-    certfile: input(text),
-    keyfile: input(text),
+    certfile: input(text).reloads("client", "client"),
+    keyfile: input(text).reloads("client", "client"),
     /** Seconds per backend request. */
-    timeout: key(seconds(0, false), 2),
+    timeout: key(seconds(0, false), 2).reloads("client"),
   },
   cache: {
     /** Seconds an entry (a status or a failure) is served; 0 disables caching, not coalescing. */
-    ttl: key(seconds(0, true), 1),
+    ttl: key(seconds(0, true), 1).reloads("cache"),
     /** Seconds between sweeps that free expired entries. */
-    interval: key(seconds(0, false), 0.25),
-    "max-entries": key(integer(1, 1_000_000), 1000),
+    interval: key(seconds(0, false), 0.25).reloads("sweeper"),
+    "max-entries": key(integer(1, 1_000_000), 1000).reloads("cache"),
   },
   metrics: {
-    enabled: key(bool, true),
+    enabled: key(bool, true).reloads("metrics"),
     /** With port: a listener of its own, `listener` (host defaults to frontend.host). */
-    host: input(host),
-    port: input(port),
+    host: input(host).reloads("metrics", "listener"),
+    port: input(port).reloads("metrics", "listener"),
   },
   agent: {
     /** Default: the effective frontend.host. */
-    host: key(host),
+    host: key(host).reloads("agent"),
     /** The agent-check listener runs only when it is set. */
-    port: key(port),
+    port: key(port).reloads("agent"),
     /** The check answered when the client sends no line. */
-    check: key(healthCheck, "/primary"),
+    check: key(healthCheck, "/primary").reloads("handler"),
     /** The word for a healthy member in another role. */
-    mismatch: key(oneOf(["maint", "drain"]), "maint"),
+    mismatch: key(oneOf(MISMATCH_WORDS), "maint").reloads("handler"),
   },
   /** The DCS witness: Patroni's DCS, read beside its REST API (see dcs_config.ts). */
   dcs: DCS_SECTION,
-  "log-format": key(oneOf(["text", "json"]), "text"),
+  "log-format": key(oneOf(["text", "json"]), "text").reloads("log"),
 } satisfies FileSchema;
 
 type Schema = typeof SCHEMA;
@@ -550,6 +554,41 @@ export function describeChanges(prev: Config, next: Config): string[] {
       return `${name}: ${a.get(p) ?? "unset"} -> ${b.get(p) ?? "unset"}`;
     })),
   ];
+}
+
+/** Every key of the file by its path (`frontend.port`, `log-format`), with what a reload that changes it must do. */
+export function schemaKeys(): Map<string, Reload | undefined> {
+  const out = new Map<string, Reload | undefined>();
+  for (const [name, spec] of Object.entries(SCHEMA)) {
+    if (spec instanceof Key) out.set(name, spec.reload);
+    else for (const [k, key] of Object.entries(spec)) out.set(`${name}.${k}`, key.reload);
+  }
+  return out;
+}
+
+/** Each part of a Config (`frontend.tls`, `cache.ttl`) -> the key it comes from. */
+const RESULT_KEYS = resultKeys(SCHEMA);
+
+/**
+ * What a reload from `prev` to `next` must do, as the schema declares it: the reload of each key
+ * whose part of the config changed (a key's file content included: a rotated certificate).
+ */
+export function reloadsFor(prev: Config, next: Config): Set<Reload> {
+  const [a, b] = [flatten(prev), flatten(next)];
+  const out = new Set<Reload>();
+  for (const path of new Set([...a.keys(), ...b.keys()])) {
+    if (a.get(path) !== b.get(path)) out.add(keyOf(path).reload!);
+  }
+  return out;
+}
+
+/** The key a part of a Config comes from: the longest declared path that `path` starts with. */
+export function keyOf(path: string): { path: string; reload?: Reload } {
+  for (let at = path; at !== ""; at = at.slice(0, Math.max(0, at.lastIndexOf(".")))) {
+    const found = RESULT_KEYS.get(at);
+    if (found) return { path: found.path, reload: found.key.reload };
+  }
+  throw new Error(`no key of the schema gives ${path}`);
 }
 
 /** Values never written to a log, even changed. */

@@ -1,5 +1,5 @@
 // Config schema machinery: keys declared once (check, default, role), value checks, YAML -> typed values.
-import { toValue, type YamlNode } from "./config/yaml/mod.ts";
+import { toValue, type YamlNode } from "./yaml/mod.ts";
 
 /** Validates one YAML value: returns it typed, or throws a RangeError whose message is the reason. */
 export type Check<T> = (value: unknown) => T;
@@ -7,9 +7,40 @@ export type Check<T> = (value: unknown) => T;
 /** A `setting` lands in the result under its camelCased name; an `input` feeds files, derived fields or rules. */
 export type Role = "setting" | "input";
 
-/** One key of the file: its check, the value used when it is absent, and its role. */
+/**
+ * What applying a changed key to a running service takes: `none` (validated only), `handler` (the
+ * next checks see it), `log` (the log format), `sweeper`, `cache` (a new cache), `client` (a new
+ * client to Patroni, and a new cache), `watcher` (a new DCS watcher), `certificate` (served to the
+ * next handshakes; a rebind when HTTPS is turned on or off), `frontend`, `metrics` or `agent` (that
+ * listener bound again).
+ */
+export type Reload =
+  | "none"
+  | "handler"
+  | "log"
+  | "sweeper"
+  | "cache"
+  | "client"
+  | "watcher"
+  | "certificate"
+  | "frontend"
+  | "metrics"
+  | "agent";
+
+/** One key of the file: its check, the value used when it is absent, its role, and what a change to it takes. */
 export class Key<T, R extends Role = Role> {
+  /** What a reload that changes it must do (see {@linkcode Key.reloads}). */
+  reload?: Reload;
+  /** For an input, the field of the result it becomes (`certfile` -> `tls`); a setting's is its camelCased name. */
+  into?: string;
   constructor(readonly check: Check<T>, readonly fallback: T, readonly role: R) {}
+
+  /** Declares what a reload that changes this key must do, and (for an input) the field it becomes. */
+  reloads(reload: Reload, into?: string): this {
+    this.reload = reload;
+    this.into = into;
+    return this;
+  }
 }
 
 /** A setting; without `fallback` it is undefined when absent. */
@@ -69,69 +100,99 @@ export function readFile<F extends FileSchema>(
   file: string,
   options: ReadOptions = {},
 ): Reading<F> {
-  const positions = new Map<string, YamlNode>();
-  const problems: string[] = [];
-  const at = (node: YamlNode) => `${file}:${node.line}:${node.col}`;
-  const values: Record<string, unknown> = {};
-  const sections: Record<string, Record<string, unknown>> = {};
-  const read = (
+  const reader = new FileReader(schema, file, options);
+  reader.document(root);
+  return reader.reading() as Reading<F>;
+}
+
+/** One reading of a file against a schema: the values, positions and problems found so far. */
+class FileReader {
+  readonly positions = new Map<string, YamlNode>();
+  readonly problems: string[] = [];
+  readonly #values: Record<string, unknown> = {};
+  readonly #sections: Record<string, Record<string, unknown>> = {};
+
+  constructor(
+    readonly schema: FileSchema,
+    readonly file: string,
+    readonly options: ReadOptions,
+  ) {}
+
+  #at(node: YamlNode): string {
+    return `${this.file}:${node.line}:${node.col}`;
+  }
+
+  /** The top level: sections and top-level keys. */
+  document(root: YamlNode | null): void {
+    if (root !== null && !isNull(root) && root.kind !== "map") {
+      this.problems.push(`${this.#at(root)}: the configuration must be a mapping of sections`);
+    }
+    for (const pair of root?.kind === "map" ? root.items : []) {
+      const name = keyName(pair.key);
+      const spec = Object.hasOwn(this.schema, name) ? this.schema[name] : undefined;
+      if (spec === undefined) {
+        this.#unknown(pair.key, `section '${name}'`, name, Object.keys(this.schema));
+      } else if (spec instanceof Key) {
+        this.#read(this.#values, name, name, spec, pair);
+      } else if (pair.value !== null && !isNull(pair.value)) {
+        this.#section(name, spec, pair.value);
+      }
+    }
+  }
+
+  #section(name: string, spec: Section, node: YamlNode): void {
+    if (node.kind !== "map") {
+      this.problems.push(`${this.#at(node)}: ${name}: must be a mapping of keys`);
+      return;
+    }
+    const section: Record<string, unknown> = this.#sections[name] = {};
+    for (const item of node.items) {
+      const key = keyName(item.key);
+      const path = `${name}.${key}`;
+      if (Object.hasOwn(spec, key)) this.#read(section, key, path, spec[key], item);
+      else this.#unknown(item.key, `key '${path}'`, key, Object.keys(spec));
+    }
+  }
+
+  #unknown(node: YamlNode, what: string, name: string, known: string[]): void {
+    if (this.options.ignoreUnknown) return;
+    this.problems.push(`${this.#at(node)}: unknown ${what}${suggest(name, known)}`);
+  }
+
+  /** Checks one key's value; a refusal (a RangeError from its check) is a problem, anything else a bug. */
+  #read(
     into: Record<string, unknown>,
     name: string,
     path: string,
     spec: Key<unknown>,
     pair: { key: YamlNode; value: YamlNode | null },
-  ) => {
+  ): void {
     const node = pair.value ?? pair.key;
-    positions.set(path, node);
+    this.positions.set(path, node);
     try {
       into[name] = spec.check(toValue(pair.value));
     } catch (e) {
-      problems.push(`${at(node)}: ${path}: ${reason(e)}`);
+      if (!(e instanceof RangeError)) throw e;
+      this.problems.push(`${this.#at(node)}: ${path}: ${e.message}`);
     }
-  };
-
-  if (root !== null && !isNull(root) && root.kind !== "map") {
-    problems.push(`${at(root)}: the configuration must be a mapping of sections`);
   }
-  for (const pair of root?.kind === "map" ? root.items : []) {
-    const name = keyName(pair.key);
-    const spec = Object.hasOwn(schema, name) ? schema[name] : undefined;
-    if (spec === undefined) {
-      if (options.ignoreUnknown) continue;
-      problems.push(
-        `${at(pair.key)}: unknown section '${name}'${suggest(name, Object.keys(schema))}`,
-      );
-    } else if (spec instanceof Key) {
-      read(values, name, name, spec, pair);
-    } else if (pair.value !== null && !isNull(pair.value)) {
-      if (pair.value.kind !== "map") {
-        problems.push(`${at(pair.value)}: ${name}: must be a mapping of keys`);
+
+  /** The values with every absent key at its default, and what was found. */
+  reading(): Reading<FileSchema> {
+    for (const [name, spec] of Object.entries(this.schema)) {
+      if (spec instanceof Key) {
+        this.#values[name] ??= spec.fallback;
         continue;
       }
-      const section: Record<string, unknown> = sections[name] = {};
-      for (const item of pair.value.items) {
-        const key = keyName(item.key);
-        const path = `${name}.${key}`;
-        if (!Object.hasOwn(spec, key)) {
-          if (options.ignoreUnknown) continue;
-          problems.push(
-            `${at(item.key)}: unknown key '${path}'${suggest(key, Object.keys(spec))}`,
-          );
-        } else {
-          read(section, key, path, spec[key], item);
-        }
-      }
+      const section = this.#values[name] = this.#sections[name] ?? {};
+      for (const [key, { fallback }] of Object.entries(spec)) section[key] ??= fallback;
     }
+    return {
+      values: this.#values as FileValues<FileSchema>,
+      positions: this.positions,
+      problems: this.problems,
+    };
   }
-  for (const [name, spec] of Object.entries(schema)) {
-    if (spec instanceof Key) {
-      values[name] ??= spec.fallback;
-      continue;
-    }
-    const section = values[name] = sections[name] ?? {};
-    for (const [key, { fallback }] of Object.entries(spec)) section[key] ??= fallback;
-  }
-  return { values: values as FileValues<F>, positions, problems };
 }
 
 /** The settings among `values`, camelCased (`max-entries` -> `maxEntries`); sections and inputs are left out. */
@@ -144,6 +205,25 @@ export function settings<S extends Section | FileSchema>(
     if (spec instanceof Key && spec.role === "setting") out[camel(name)] = values[name];
   }
   return out as Settings<S>;
+}
+
+/**
+ * For each key, the path of the result it becomes (`cache.maxEntries`, `frontend.tls` for
+ * `frontend.certfile`) -> the key: what a reload that changes that part of the result must do.
+ */
+export function resultKeys(schema: FileSchema): Map<string, { path: string; key: Key<unknown> }> {
+  const out = new Map<string, { path: string; key: Key<unknown> }>();
+  const add = (prefix: string, name: string, key: Key<unknown>) => {
+    const into = key.into ?? camel(name);
+    if (key.role === "setting" || key.into !== undefined) {
+      out.set(prefix + into, { path: prefix + name, key });
+    }
+  };
+  for (const [name, spec] of Object.entries(schema)) {
+    if (spec instanceof Key) add("", name, spec);
+    else for (const [k, key] of Object.entries(spec)) add(`${name}.`, k, key);
+  }
+  return out;
 }
 
 /** For each setting, its path in the result (`cache.maxEntries`) -> its path in the file (`cache.max-entries`). */

@@ -45,15 +45,6 @@ const PLAIN_CHECK_ROUTES: ReadonlyMap<string, Route> = new Map(
   [...HEALTH_CHECK_PATHS].map((path) => [path, { kind: "check", path, key: path }]),
 );
 
-/** A request target in origin-form: an absolute-form one (`http://host/path`) gives its path, unresolved. */
-export function originForm(target: string): string {
-  if (target[0] === "/") return target;
-  const authority = target.indexOf("://");
-  if (authority === -1) return target;
-  const slash = target.indexOf("/", authority + 3);
-  return slash === -1 ? "/" : target.slice(slash);
-}
-
 /** Maps a method and a raw request target to a route; never decodes or normalizes the path. */
 export function routeRequest(method: string, target: string, metricsOnFrontend: boolean): Route {
   if (target.length > MAX_TARGET_LENGTH) {

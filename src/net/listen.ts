@@ -1,10 +1,9 @@
 // Listen: binds the frontend (TCP or the TLS transport) under the HTTP/1 server; certificate rotation; TLS re-listen.
-import type { FrontendConfig } from "./config.ts";
-import type { Handler } from "./health.ts";
+import type { Handler } from "../check/health.ts";
 import { acceptBackoffMs, type StreamListener } from "./connections.ts";
 import { serveHttp1 } from "./http1.ts";
-import type { Logger } from "./log.ts";
-import { effectiveMinVersion } from "./tls.ts";
+import type { Logger } from "../log.ts";
+import { effectiveMinVersion, type TlsVersionName } from "./tls.ts";
 import { listenTls, type TlsListener } from "./tls_conn.ts";
 import { hostPort } from "./wire.ts";
 
@@ -22,7 +21,14 @@ export interface Listener {
 }
 
 /** The part of the frontend config a listener needs. */
-export type ListenConfig = Pick<FrontendConfig, "host" | "port" | "tls" | "tlsMinVersion">;
+export interface ListenConfig {
+  host: string;
+  port: number;
+  /** HTTPS with this certificate and key (PEM); plain HTTP without. */
+  tls?: { cert: string; key: string };
+  /** The lowest TLS version accepted (below TLSv1.2 runs as TLSv1.2). */
+  tlsMinVersion: TlsVersionName;
+}
 
 /** Binds `frontend.host:port` and serves `handle` there: HTTP/1 over TCP, or over TLS with a certificate. */
 export async function listen(
