@@ -20,12 +20,11 @@ import {
   freePort,
   GlueProcess,
   runGlue,
+  sleep,
   spawnWithFileLimit,
   writeConfig,
 } from "./support/glue.ts";
 import { parseExposition, sampleValue } from "./support/prometheus.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A listener whose handler replies `up #<line>` (or `down #<refusal>`) and records each request; `/hold` waits for `release`. */
 function scripted(options: Partial<AgentOptions> = {}) {

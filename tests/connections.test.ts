@@ -2,8 +2,7 @@
 // hook, the sweeper running only while connections are open, shutdown.
 import assert from "node:assert/strict";
 import { type Connection, Connections, type StreamListener } from "../src/net/connections.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from "./support/glue.ts";
 
 /** A loopback listener whose first `failures` accepts fail as EMFILE does. */
 function failingListener(failures: number): StreamListener & { attempts: number[] } {

@@ -21,6 +21,7 @@ import {
   GlueProcess,
   type Scheme,
   SCHEMES,
+  sleep,
   TLS_FRONTEND,
   writeConfig,
 } from "./support/glue.ts";
@@ -114,7 +115,6 @@ const show = (s: string, max = 400) => {
   const j = JSON.stringify(s);
   return j.length > max ? `${j.slice(0, max)}... (${s.length} chars)` : j;
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Waits for `promise`, at most `ms`; leaves no timer behind. */
 async function within(promise: Promise<unknown>, ms: number): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;

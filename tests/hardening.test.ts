@@ -12,13 +12,12 @@ import {
   GlueProcess,
   type Scheme,
   SCHEMES,
+  sleep,
   spawnWithFileLimit,
   TLS_FRONTEND,
   writeConfig,
 } from "./support/glue.ts";
 import { send } from "./support/raw_server.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function exchange(
   scheme: Scheme,

@@ -6,12 +6,18 @@ import { type Http1Options, parseHead, serveHttp1, WireRequest } from "../src/ne
 import type { StreamListener } from "../src/net/connections.ts";
 import { listenTls } from "../src/net/tls_conn.ts";
 import { hostPort } from "../src/net/wire.ts";
-import { clientHello, connectClient, fixture, type Scheme, SCHEMES } from "./support/glue.ts";
+import {
+  clientHello,
+  connectClient,
+  fixture,
+  type Scheme,
+  SCHEMES,
+  sleep,
+} from "./support/glue.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const ADDR: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A loopback listener for `scheme` on a free port; `errors` collects failed TLS handshakes. */
 async function bind(scheme: Scheme, errors: Error[] = []): Promise<StreamListener> {

@@ -6,7 +6,7 @@ import { parse as parseYaml } from "yaml";
 import { HEALTH_CHECK_PATHS } from "../src/check/routes.ts";
 import { agentCheck } from "./support/agent_client.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { configText, freePorts, GlueProcess, writeConfig } from "./support/glue.ts";
+import { configText, freePorts, GlueProcess, sleep, writeConfig } from "./support/glue.ts";
 import { HAS_PROMTOOL, promtool } from "./support/prometheus.ts";
 import { ROOT, tempDir } from "./support/package.ts";
 import { hasProgram, runCommand } from "./support/tools.ts";
@@ -196,8 +196,6 @@ function asGrafanaSends(expr: string, instance: string): string {
     .replaceAll("$instance", instance.replaceAll(".", "\\\\."))
     .replaceAll("$job", "patroniglue");
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test({
   name:

@@ -2,15 +2,13 @@
 import assert from "node:assert/strict";
 import { HAS_OPENSSL, hasProgram } from "./support/tools.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { configText, fixture, freePort, GlueProcess, writeConfig } from "./support/glue.ts";
+import { configText, fixture, freePort, GlueProcess, sleep, writeConfig } from "./support/glue.ts";
 import { parseExposition, sampleValue } from "./support/prometheus.ts";
 
 async function get(url: string, init?: RequestInit) {
   const res = await fetch(url, init);
   return { status: res.status, headers: res.headers, body: await res.text() };
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("metrics: counters after known traffic, in valid exposition format", async () => {
   await using fake = await FakePatroni.start();

@@ -29,12 +29,12 @@ import {
   ShortWriter,
   skipReason,
   SLACK_MS,
-  sleep,
   tag,
   timed,
   waitFor,
   WRITES_TABLE,
 } from "./harness.ts";
+import { sleep } from "../support/glue.ts";
 import { apiFrozen, etcdFrozen } from "./witness.ts";
 
 const TTL_MS = GLUE_TTL * 1000;

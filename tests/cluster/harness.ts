@@ -11,6 +11,7 @@
 // data/postmaster.pid, since Patroni detaches PostgreSQL). Needs root: PostgreSQL runs as
 // `postgres` through setpriv. Debian packages: patroni postgresql-15 etcd-server haproxy.
 import { concat } from "../support/tools.ts";
+import { sleep } from "../support/glue.ts";
 
 const PGBIN = "/usr/lib/postgresql/15/bin";
 const PYTHON = "/usr/bin/python3"; // Debian's python has python3-etcd and psycopg2
@@ -86,7 +87,6 @@ export const AGENT_INTER = 0.5;
 // ---------------------------------------------------------------------------------------------
 // small utilities
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 export const now = (): number => performance.now();
 export const secs = (ms: number): string => `${(ms / 1000).toFixed(2)}s`;
 

@@ -2,12 +2,11 @@
 // connections (the kernel completes the handshakes) and answers nothing, while Patroni's HA loop
 // and its member-to-member calls (to the real port) run on. A dead Patroni stays a refused port.
 // Run: deno run --allow-net=127.0.0.1 tests/cluster/relay.ts LISTEN_PORT TARGET_PORT
+import { sleep } from "../support/glue.ts";
 
 const HOST = "127.0.0.1";
 /** How long a connect to the target may take (a frozen Patroni's full backlog drops SYNs). */
 const CONNECT_TIMEOUT_MS = 30_000;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Write all of `bytes`. */
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {

@@ -17,10 +17,10 @@ import {
   secs,
   ShortWriter,
   SLACK_MS,
-  sleep,
   StateSampler,
   tag,
 } from "./harness.ts";
+import { sleep } from "../support/glue.ts";
 
 /** How long the REST APIs stay frozen (the figure). */
 const API_FREEZE_MS = 12_000;

@@ -1,8 +1,11 @@
-// Runs main.ts as users do (`deno run -P`, the permission set of deno.json) and reads its output.
+// Test helpers: loopback ports, sleeps, and main.ts run as users run it (`deno run -P`, the permission set of deno.json), its output read.
 
 const ROOT = new URL("../../", import.meta.url);
 /** Absolute path of a test fixture. */
 export const fixture = (name: string): string => new URL(`tests/fixtures/${name}`, ROOT).pathname;
+
+/** Resolves after `ms` milliseconds (for pacing; never to wait for something that can be awaited). */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A loopback port that was free a moment ago. */
 export function freePort(): number {
