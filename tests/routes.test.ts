@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { originForm } from "../src/net/wire.ts";
 import {
   canonicalKey,
   HEALTH_CHECK_PATHS,
@@ -80,16 +79,6 @@ Deno.test("routes: raw targets are never normalized, so tricks do not slip throu
     const route = routeRequest("GET", target, true);
     assert.equal(route.kind === "error" && route.status, 404, target);
   }
-});
-
-Deno.test("routes: an absolute-form target gives its path, never resolved", () => {
-  assert.equal(originForm("http://x/../primary"), "/../primary");
-  assert.equal(originForm("http://evil.com/primary?x=1"), "/primary?x=1");
-  assert.equal(originForm("http://localhost:8080/"), "/");
-  assert.equal(originForm("http://x//x/primary"), "//x/primary");
-  assert.equal(originForm("http://x"), "/");
-  assert.equal(originForm("/../primary"), "/../primary");
-  assert.equal(originForm("*"), "*");
 });
 
 Deno.test("routes: query parameters are parsed, sorted and re-encoded into one cache key", () => {

@@ -7,11 +7,11 @@ import type { HttpResponse } from "../net/http_client.ts";
 import { answerJson, answerObject } from "./codec.ts";
 import { DcsError, MAX_ANSWER_BYTES, type SessionContext } from "./runner.ts";
 import type { DcsSettings } from "./view.ts";
+import { LF } from "../net/wire.ts";
 
 /** The call that takes a token for a user and password. */
 const AUTHENTICATE = "/auth/authenticate";
 /** The byte that ends each message of the watch stream. */
-const LF = 0x0a;
 
 /** How {@linkcode Gateway.watch} reads the watch stream. */
 export interface WatchStream {

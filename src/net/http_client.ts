@@ -4,7 +4,7 @@
  * @module
  */
 import type { ConnectionOptions, TLSSocket } from "node:tls";
-import { BARE_LF, findHeadEnd, grow, hostPort } from "./wire.ts";
+import { BARE_LF, CR, findHeadEnd, grow, hostPort, LF } from "./wire.ts";
 
 /** Why a request failed. */
 export type HttpFailure = "timeout" | "refused" | "tls" | "invalid" | "error";
@@ -99,7 +99,6 @@ const TLS_PAUSE_BYTES = 64 * 1024;
 /** ... and at or below which it resumes. */
 const TLS_RESUME_BYTES = 16 * 1024;
 /** The bytes that end a line: CR LF. */
-const CR = 0x0d, LF = 0x0a;
 
 const invalid = (message: string) => new HttpError("invalid", message);
 const cutShort = () => invalid("answer cut short");

@@ -1,13 +1,16 @@
 // Wire: HTTP/1 byte helpers shared by the server and the Patroni client.
 
+/** Carriage return and line feed, the bytes that end HTTP/1 lines (and agent lines, and JSON stream messages). */
+export const CR = 0x0d, LF = 0x0a;
+
 /** What {@linkcode findHeadEnd} returns for a lone LF. */
 export const BARE_LF = -2;
 
 /** Offset of the CRLFCRLF ending the head, -1 when not there yet, {@linkcode BARE_LF} for a lone LF. */
 export function findHeadEnd(buf: Uint8Array, len: number, from: number): number {
-  for (let i = buf.indexOf(10, from); i !== -1 && i < len; i = buf.indexOf(10, i + 1)) {
-    if (i === 0 || buf[i - 1] !== 13) return BARE_LF;
-    if (i >= 3 && buf[i - 2] === 10 && buf[i - 3] === 13) return i - 3;
+  for (let i = buf.indexOf(LF, from); i !== -1 && i < len; i = buf.indexOf(LF, i + 1)) {
+    if (i === 0 || buf[i - 1] !== CR) return BARE_LF;
+    if (i >= 3 && buf[i - 2] === LF && buf[i - 3] === CR) return i - 3;
   }
   return -1;
 }
