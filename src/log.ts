@@ -1,4 +1,7 @@
-// Logging: levels, timestamps, text or JSON lines on stderr, and escaping of client-supplied text.
+/**
+ * Logging: levels, timestamps, text or JSON lines on stderr, and escaping of client-supplied text.
+ * @module
+ */
 import type { AnswerSource } from "./check/health.ts";
 
 /** Log levels, from the most to the least verbose. */

@@ -1,4 +1,7 @@
-// Metrics: counters, gauges and a histogram rendered in Prometheus text exposition format.
+/**
+ * Metrics: counters, gauges and a histogram rendered in Prometheus text exposition format.
+ * @module
+ */
 import type { BackendOutcome, MemberFacts } from "./check/backend.ts";
 import type { AnswerSource } from "./check/health.ts";
 

@@ -1,4 +1,8 @@
-// Service: wires a Config into backend, cache, handlers, listeners and metrics; reloads it in place.
+/**
+ * Service: wires a Config into backend, cache, handlers, listeners and metrics; reloads it in
+ * place.
+ * @module
+ */
 import { type AgentListener, listenAgent } from "./net/agent.ts";
 import { PatroniClient } from "./check/backend.ts";
 import { HealthCache } from "./check/cache.ts";

@@ -1,4 +1,8 @@
-// Attest: a check's answer with the DCS witness beside the cache — Patroni's word when it gives one in time, the DCS's when it does not, a live lock of another member over both.
+/**
+ * Attest: a check's answer with the DCS witness beside the cache — Patroni's word when it gives
+ * one in time, the DCS's when it does not, a live lock of another member over both.
+ * @module
+ */
 import type { BackendFailure } from "./backend.ts";
 import type { CacheEntry, CacheResult, HealthCache } from "./cache.ts";
 import type { Testimony, Witness } from "./witness.ts";

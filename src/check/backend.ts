@@ -1,4 +1,8 @@
-// Backend: the client to Patroni's REST API; every failure becomes a typed outcome, never an exception.
+/**
+ * Backend: the client to Patroni's REST API; every failure becomes a typed outcome, never an
+ * exception.
+ * @module
+ */
 import { HttpClient, HttpError } from "../net/http_client.ts";
 import type { Logger } from "../log.ts";
 

@@ -1,4 +1,8 @@
-// Cache: entries per key for ttl, single flight, bounded; routes in use refreshed ahead, staggered; contradicted entries ended.
+/**
+ * Cache: entries per key for ttl, single flight, bounded; routes in use refreshed ahead,
+ * staggered; contradicted entries ended.
+ * @module
+ */
 import type { BackendFailure, BackendOutcome, MemberFacts } from "./backend.ts";
 
 /** What the cache keeps per key: Patroni's status and body (or a failure as a 503), and when. */

@@ -1,4 +1,8 @@
-// Handler: route -> cache -> response (HTTP) or reply line (agent); every response rule in one place, no socket needed.
+/**
+ * Handler: route -> cache -> response (HTTP) or reply line (agent); every response rule in one
+ * place, no socket needed.
+ * @module
+ */
 import { attest, type Attested, type AttestOptions } from "./attest.ts";
 import type { CacheEntry, CacheResult, HealthCache } from "./cache.ts";
 import {

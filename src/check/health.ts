@@ -1,4 +1,8 @@
-// Health: the handler's contract — the request a listener hands over and the response it writes (HTTP and agent).
+/**
+ * Health: the handler's contract — the request a listener hands over and the response it writes
+ * (HTTP and agent).
+ * @module
+ */
 
 /** A request reduced to what routing needs; the target is raw, never normalized. */
 export interface HealthRequest {

@@ -1,4 +1,7 @@
-// Routes: the allowlist of Patroni health checks, allowed methods, and canonical cache keys.
+/**
+ * Routes: the allowlist of Patroni health checks, allowed methods, and canonical cache keys.
+ * @module
+ */
 
 /** Patroni's read-only health checks, forwarded as `GET path?query`. */
 export const HEALTH_CHECK_PATHS: ReadonlySet<string> = new Set([

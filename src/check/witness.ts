@@ -1,4 +1,8 @@
-// Witness: what the DCS view says of a health check when Patroni does not answer, and which of Patroni's 200s a live lock held by another member overrules.
+/**
+ * Witness: what the DCS view says of a health check when Patroni does not answer, and which of
+ * Patroni's 200s a live lock held by another member overrules.
+ * @module
+ */
 import type { DcsView, MemberKey } from "../dcs/view.ts";
 
 /** Patroni's primary roles: `master` before 4.0, `primary` since. */

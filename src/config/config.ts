@@ -1,4 +1,8 @@
-// Configuration: every key declared once, the YAML file -> a validated Config, and what changed between two.
+/**
+ * Configuration: every key declared once, the YAML file -> a validated Config, and what changed
+ * between two.
+ * @module
+ */
 import { DCS_SECTION, type DcsConfig, loadDcsConfig } from "./dcs_config.ts";
 import { parseYaml, YamlError, type YamlNode } from "./yaml/mod.ts";
 import { DEFAULT_LOG_FORMAT, LOG_FORMAT_PLACEHOLDERS } from "../log.ts";

@@ -1,4 +1,8 @@
-// The dcs: section: its keys, Patroni's own file as their source, and the resolved DcsConfig (explicit keys win).
+/**
+ * The dcs: section: its keys, Patroni's own file as their source, and the resolved DcsConfig
+ * (explicit keys win).
+ * @module
+ */
 import { DCS_KINDS, type DcsKind, type DcsSettings } from "../dcs/view.ts";
 import {
   anyString,

@@ -1,4 +1,8 @@
-// Patroni's own YAML, read for what the DCS witness needs: scope, namespace, name and its etcd:/etcd3: section.
+/**
+ * Patroni's own YAML, read for what the DCS witness needs: scope, namespace, name and its
+ * etcd:/etcd3: section.
+ * @module
+ */
 import { type DcsKind } from "../dcs/view.ts";
 import { bool, type Check, fail, input, oneOf, readFile, reason, show, text } from "./schema.ts";
 import { parseYaml, YamlError, type YamlNode } from "./yaml/mod.ts";

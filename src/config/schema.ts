@@ -1,4 +1,8 @@
-// Config schema machinery: keys declared once (check, default, role), value checks, YAML -> typed values.
+/**
+ * Config schema machinery: keys declared once (check, default, role), value checks, YAML -> typed
+ * values.
+ * @module
+ */
 import { toValue, type YamlNode } from "./yaml/mod.ts";
 
 /** Validates one YAML value: returns it typed, or throws a RangeError whose message is the reason. */

@@ -1,4 +1,8 @@
-// DCS view: the contract between a DCS watcher (one module per kind) and its readers — what Patroni's HA loop last wrote, and how long that evidence holds.
+/**
+ * DCS view: the contract between a DCS watcher (one module per kind) and its readers — what
+ * Patroni's HA loop last wrote, and how long that evidence holds.
+ * @module
+ */
 
 /** A member key (`members/<name>`), as Patroni's HA loop last wrote it. */
 export interface MemberKey {

@@ -1,4 +1,7 @@
-// TLS facts: accepted versions and Go cipher-suite names, what this runtime offers, PEM checks.
+/**
+ * TLS facts: accepted versions and Go cipher-suite names, what this runtime offers, PEM checks.
+ * @module
+ */
 import type { KeyObject, X509Certificate } from "node:crypto";
 
 /** node:crypto, loaded only when a PEM file is configured: Node compatibility costs ~10 MiB RSS. */

@@ -1,4 +1,7 @@
-// Wire: HTTP/1 byte helpers shared by the server and the Patroni client.
+/**
+ * Wire: HTTP/1 byte helpers shared by the server and the Patroni client.
+ * @module
+ */
 
 /** Carriage return and line feed, the bytes that end HTTP/1 lines (and agent lines, and JSON stream messages). */
 export const CR = 0x0d, LF = 0x0a;
