@@ -4,6 +4,7 @@ import { type Config, ConfigError, loadConfig } from "./src/config.ts";
 import { FlagError, type Flags, parseFlags, usage } from "./src/flags.ts";
 import { Logger, type LogLevel } from "./src/log.ts";
 import { Service } from "./src/service.ts";
+import { installLeanTimers } from "./src/timers.ts";
 
 /** The version, from deno.json (the single source). */
 export const VERSION: string = denoJson.version;
@@ -62,10 +63,21 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
 
+  // Listened for before the service starts: a SIGTERM that comes as soon as the port answers (a
+  // supervisor stopping it at once) stops it cleanly instead of killing it.
+  const stopping = Promise.withResolvers<string>();
+  const signals = ["SIGTERM", "SIGINT"] as const;
+  const handlers = signals.map((s) => [s, () => stopping.resolve(s)] as const);
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  const unlisten = () => {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  };
+
   let service: Service;
   try {
     service = await Service.start(config, log, VERSION);
   } catch (e) {
+    unlisten();
     log.error(`cannot start: ${(e as Error).message}`);
     return 1;
   }
@@ -108,12 +120,8 @@ export async function main(args: string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGHUP", onHangup);
 
-  const stopping = Promise.withResolvers<string>();
-  const signals = ["SIGTERM", "SIGINT"] as const;
-  const handlers = signals.map((s) => [s, () => stopping.resolve(s)] as const);
-  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   const signal = await stopping.promise;
-  for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  unlisten();
   Deno.removeSignalListener("SIGHUP", onHangup);
   log.notice(`${signal}: shutting down`);
   const deadline = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 5000));
@@ -125,5 +133,6 @@ export async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  installLeanTimers(); // before anything starts a timer: node:timers is never loaded
   Deno.exit(await main(Deno.args));
 }
