@@ -194,6 +194,21 @@ Deno.test("imports: node: and npm: modules load on demand only, so a plain setup
   }
 });
 
+/** Project modules only some configurations use, loaded with `import()` where they are needed. */
+const ON_DEMAND = ["src/tls_conn.ts"];
+
+Deno.test("imports: the TLS transport loads on demand only, so a plain-HTTP frontend never compiles it", () => {
+  const eager = /\b(?:import|export)\s+(?!type\s)[^;]*?\bfrom\s*["'](\.[^"']+)["']/g;
+  for (const file of projectGraph().keys()) {
+    const url = new URL(file, ROOT);
+    const code = withoutComments(Deno.readTextFileSync(url));
+    const found = [...code.matchAll(eager)]
+      .map((m) => new URL(m[1], url).pathname.slice(ROOT.pathname.length))
+      .filter((path) => ON_DEMAND.includes(path));
+    assert.deepEqual(found, [], `${file} loads ${found.join(", ")} at start`);
+  }
+});
+
 Deno.test("imports: listeners sit on top; health.ts and wire.ts are leaves", () => {
   const graph = projectGraph();
   for (const [file, imports] of graph) {
