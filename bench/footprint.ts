@@ -644,8 +644,11 @@ async function hitResponse(
 }
 
 /**
- * Instructions per hit of a server under callgrind: `hits` keep-alive GETs of /primary over 10
- * connections (bench/count_client.ts), counted after as many unrecorded ones (JIT tiers up).
+ * Instructions per hit of a server under callgrind: `hits` keep-alive GETs of /primary on one
+ * connection, one at a time, as health checks come (bench/count_client.ts), counted after as many
+ * unrecorded ones (the JIT tiers up). One request per event-loop turn makes the count repeatable;
+ * with several connections, how many requests a turn finds ready (and so the count) depends on
+ * how busy the machine is.
  */
 async function callgrind(
   name: string,
@@ -674,7 +677,7 @@ async function callgrind(
       .output();
   const client = (n: number, path = HIT_PATH) =>
     new Deno.Command(Deno.execPath(), {
-      args: ["run", "-q", "-A", "bench/count_client.ts", String(port), String(n), "10", path],
+      args: ["run", "-q", "-A", "bench/count_client.ts", String(port), String(n), "1", path],
       cwd: root,
       stdout: "null",
     }).output();
