@@ -17,6 +17,16 @@ export const FIRST_TIMER_ID = 2 ** 30;
 const MAX_DELAY_MS = 2 ** 31 - 1;
 
 /**
+ * The whole milliseconds `AbortSignal.timeout` waits for a delay of `ms`: as node:timers does,
+ * less than 1 ms (or not a number, or too long) is 1 ms, and a fraction is rounded up, so that a
+ * timer never fires before its time (the cache's refresh plans are fractional).
+ */
+export function timerDelayMs(ms: number | undefined): number {
+  const delay = Number(ms);
+  return delay >= 1 && delay <= MAX_DELAY_MS ? Math.ceil(delay) : 1;
+}
+
+/**
  * Timer functions on `AbortSignal.timeout`, whose timer is the runtime's own and loads no Node
  * compatibility code (unlike `setTimeout` here, which loads node:timers on its first call). A
  * timer keeps the process alive until it fires (a cleared one until it would have fired; it then
@@ -33,8 +43,7 @@ export function leanTimers(): TimerFunctions {
     repeat: boolean,
   ) => {
     if (typeof fn !== "function") throw new TypeError("a timer's callback must be a function");
-    const delay = Number(ms ?? 0);
-    const wait = delay > MAX_DELAY_MS ? 1 : delay > 0 ? Math.trunc(delay) : 0;
+    const wait = timerDelayMs(ms);
     const id = next++;
     const run = () => {
       if (live.get(id) !== run) return;
