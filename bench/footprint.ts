@@ -646,9 +646,9 @@ async function hitResponse(
 /**
  * Instructions per hit of a server under callgrind: `hits` keep-alive GETs of /primary on one
  * connection, one at a time, as health checks come (bench/count_client.ts), counted after as many
- * unrecorded ones (the JIT tiers up). One request per event-loop turn makes the count repeatable;
- * with several connections, how many requests a turn finds ready (and so the count) depends on
- * how busy the machine is.
+ * unrecorded ones (the JIT tiers up). One request per event-loop turn makes the count repeatable
+ * (but for a full GC or a compilation in the stretch); with several connections, how many requests
+ * a turn finds ready (and so the count) depends on how busy the machine is.
  */
 async function callgrind(
   name: string,

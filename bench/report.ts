@@ -1000,7 +1000,7 @@ Where a hit's time goes. CPU per hit is the process's user + system time over wr
     int(now.profile?.samples ?? 0)
   } samples), self time by category; "the write syscall" is mostly the kernel's loopback TCP send. Instructions are user-space instructions per hit under callgrind (${
     int(now.instructions[0]?.hits ?? 0)
-  } keep-alive hits on one connection, one at a time as health checks come, after as many unrecorded, bench/count_client.ts; repeatable to about 3 %): in the deno executable (runtime, V8's builtins, interpreter and GC) / in code V8 generated at run time / elsewhere (libc)${
+  } keep-alive hits on one connection, one at a time as health checks come, after as many unrecorded, bench/count_client.ts; the bare loop's count repeats to the instruction, patroniglue's to a few per cent in most runs, and an occasional run counts up to a fifth more, when a full GC or a compilation falls in the stretch): in the deno executable (runtime, V8's builtins, interpreter and GC) / in code V8 generated at run time / elsewhere (libc)${
     now.instructionsSkipped ? ` — skipped: ${now.instructionsSkipped}` : ""
   }.
 
