@@ -8,6 +8,7 @@ import { type Config, ConfigError, loadConfig } from "./src/config/config.ts";
 import { FlagError, type Flags, parseFlags, usage } from "./src/config/flags.ts";
 import { Logger, type LogLevel } from "./src/log.ts";
 import { Service } from "./src/service.ts";
+import { installLeanTimers } from "./src/timers.ts";
 
 /** The version, from deno.json (the single source). */
 export const VERSION: string = denoJson.version;
@@ -138,5 +139,6 @@ async function reload(service: Service, flags: Flags, log: Logger): Promise<void
 }
 
 if (import.meta.main) {
+  installLeanTimers(); // before anything starts a timer: node:timers is never loaded
   Deno.exit(await main(Deno.args));
 }

@@ -9,6 +9,7 @@ export const COLORS: Record<TargetName, string> = {
   patroniglue: "#1f6fb5",
   nginx: "#2e9b47",
   haproxy: "#d9822b",
+  limit: "#a33b8c",
   direct: "#8a8a8a",
 };
 
@@ -51,7 +52,7 @@ export function chartSvg(r: Results): string {
     `<rect width="${W}" height="${H}" fill="#ffffff"/>`,
     `<text x="${
       W / 2
-    }" y="26" font-size="17" font-weight="bold" text-anchor="middle">patroniglue vs nginx proxy_cache vs HAProxy cache vs Patroni direct</text>`,
+    }" y="26" font-size="17" font-weight="bold" text-anchor="middle">patroniglue vs nginx proxy_cache vs HAProxy cache vs the limit vs Patroni direct</text>`,
     `<text x="${W / 2}" y="46" font-size="12" fill="#555" text-anchor="middle">${
       esc(
         `wrk -t${r.options.threads} -c${r.options.connections}, medians of ${r.options.runs} alternating runs; ` +
@@ -149,7 +150,7 @@ export function chartSvg(r: Results): string {
     });
   }
   // Legend.
-  const lw = 180;
+  const lw = 170;
   let lx = W / 2 - (lw * targets.length) / 2;
   for (const t of targets) {
     out.push(
@@ -161,6 +162,8 @@ export function chartSvg(r: Results): string {
           ? "HAProxy cache"
           : t === "direct"
           ? "Patroni direct"
+          : t === "limit"
+          ? "limit (HAProxy return)"
           : t
       }</text>`,
     );

@@ -3,10 +3,23 @@
 import { rssKiB, sleep, type Target, withUlimit } from "./targets.ts";
 import { percentile } from "./stats.ts";
 import type { CheckLatency } from "./types.ts";
+import { cpuTimes } from "./footprint.ts";
 
 /** Sum of VmRSS (KiB) over the target's processes (or of another /proc status field). */
 export function targetRss(t: Pick<Target, "pids">, field = "VmRSS"): number {
   return t.pids().reduce((sum, pid) => sum + rssKiB(pid, field), 0);
+}
+
+/** CPU seconds (user + system, every thread) the target's processes have used so far. */
+export function targetCpuSeconds(t: Pick<Target, "pids">): number {
+  return t.pids().reduce((sum, pid) => {
+    try {
+      const { user, system } = cpuTimes(pid);
+      return sum + user + system;
+    } catch {
+      return sum; // exited meanwhile (an nginx helper)
+    }
+  }, 0);
 }
 
 /** Samples a target's RSS every `ms` until stopped: [seconds, VmRSS KiB, RssAnon KiB]. */

@@ -13,6 +13,14 @@ import {
 import type { TargetName, TlsTargetName } from "./targets.ts";
 import { median } from "./stats.ts";
 import {
+  type FootprintResult,
+  type GcFigures,
+  type InstructionCount,
+  MEMORY_GROUPS,
+  type MemoryView,
+  PROFILE_CATEGORIES,
+} from "./footprint.ts";
+import {
   P95_FACTOR,
   P95_SLACK_MS,
   RSS_GROWTH_RATIO,
@@ -31,8 +39,13 @@ import {
   WARM_MS,
 } from "./freshness.ts";
 
-/** Bars the issue sets; the soak's "no growth" is read as at most this many MiB. */
-export const RSS_LIMIT_MIB = 64;
+/** Bars of issue 20: hits against the limit (HAProxy answering a constant) and HAProxy's cache. */
+export const LIMIT_THROUGHPUT_RATIO = 0.9;
+export const LIMIT_P99_FACTOR = 1.5;
+/** RSS under load against HAProxy's (its one process), and idle, MiB. */
+export const RSS_HAPROXY_FACTOR = 1.25;
+export const IDLE_RSS_LIMIT_MIB = 36;
+/** The soak's "no growth", read as at most this many MiB. */
 export const GROWTH_LIMIT_MIB = 2;
 /** "In milliseconds" for the idle-connection check p99, read as under this. */
 export const IDLE_P99_LIMIT_MS = 10;
@@ -78,24 +91,23 @@ function verdicts(r: Results): Verdict[] {
   const out: Verdict[] = [];
   const ttlMs = r.settings.ttl * 1000;
   const timeoutMs = r.settings.timeout * 1000;
-  for (const [label, stats] of [["(1) cache hits", r.hit], ["(2) mix", r.mix]] as const) {
-    const g = stats.patroniglue;
-    const n = stats.nginx;
-    out.push({
-      what: `${label}: throughput`,
-      bar: "≥ nginx",
-      glue: g ? `${int(g.rps)} req/s` : "—",
-      peer: n ? `nginx ${int(n.rps)} req/s (ratio ${ratio(g!.rps / n.rps)})` : "nginx not run",
-      ok: g && n ? g.rps >= n.rps : undefined,
-    });
-    out.push({
-      what: `${label}: p99`,
-      bar: "≤ nginx",
-      glue: g ? ms(g.p99) : "—",
-      peer: n ? `nginx ${ms(n.p99)} (ratio ${ratio(g!.p99 / n.p99)})` : "nginx not run",
-      ok: g && n ? g.p99 <= n.p99 : undefined,
-    });
-  }
+  out.push(...hitVerdicts(r));
+  const g = r.mix.patroniglue;
+  const n = r.mix.nginx;
+  out.push({
+    what: "(2) mix: throughput",
+    bar: "≥ nginx",
+    glue: g ? `${int(g.rps)} req/s` : "—",
+    peer: n ? `nginx ${int(n.rps)} req/s (ratio ${ratio(g!.rps / n.rps)})` : "nginx not run",
+    ok: g && n ? g.rps >= n.rps : undefined,
+  });
+  out.push({
+    what: "(2) mix: p99",
+    bar: "≤ nginx",
+    glue: g ? ms(g.p99) : "—",
+    peer: n ? `nginx ${ms(n.p99)} (ratio ${ratio(g!.p99 / n.p99)})` : "nginx not run",
+    ok: g && n ? g.p99 <= n.p99 : undefined,
+  });
   const b = r.backend.patroniglue;
   if (b) {
     const worst = Math.max(...b.map((x) => x.peakPerTtl));
@@ -153,14 +165,7 @@ function verdicts(r: Results): Verdict[] {
       ? i.loaded.p99 < IDLE_P99_LIMIT_MS && i.loaded.errors === 0 && i.opened === r.options.idle
       : undefined,
   });
-  const load = r.rssLoad.patroniglue;
-  out.push({
-    what: "(7) RSS under load",
-    bar: `≤ ${RSS_LIMIT_MIB} MiB`,
-    glue: mib(load),
-    peer: r.rssLoad.nginx ? `nginx ${mib(r.rssLoad.nginx)} (all processes)` : "—",
-    ok: load ? load <= RSS_LIMIT_MIB * 1024 : undefined,
-  });
+  out.push(...memoryVerdicts(r));
   const growth = r.soak ? soakGrowth(r.soak.samples) : NaN;
   out.push({
     what: `(7) RSS growth over the ${r.soak?.seconds ?? "—"} s soak`,
@@ -175,6 +180,71 @@ function verdicts(r: Results): Verdict[] {
   });
   out.push(...stuckTlsVerdicts(r), httpsVerdict(r), ...freshnessVerdicts(r));
   return out;
+}
+
+/** (1): throughput against the limit and HAProxy's cache, p99 against the limit's. */
+function hitVerdicts(r: Results): Verdict[] {
+  const g = r.hit.patroniglue;
+  const limit = r.hit.limit;
+  const cache = r.hit.haproxy;
+  const cpu = (s: LoadStats | undefined) =>
+    s?.cpuUs !== undefined && Number.isFinite(s.cpuUs) ? `, ${s.cpuUs.toFixed(1)} µs CPU each` : "";
+  return [
+    {
+      what: "(1) cache hits: throughput against the limit",
+      bar: `≥ ${LIMIT_THROUGHPUT_RATIO}× the limit (HAProxy \`http-request return\`)`,
+      glue: g ? `${int(g.rps)} req/s${cpu(g)}` : "—",
+      peer: limit
+        ? `limit ${int(limit.rps)} req/s${cpu(limit)} (ratio ${ratio(g!.rps / limit.rps)})`
+        : "limit not run",
+      ok: g && limit ? g.rps >= LIMIT_THROUGHPUT_RATIO * limit.rps : undefined,
+    },
+    {
+      what: "(1) cache hits: throughput against HAProxy's cache",
+      bar: "≥ HAProxy's cache",
+      glue: g ? `${int(g.rps)} req/s` : "—",
+      peer: cache
+        ? `haproxy ${int(cache.rps)} req/s${cpu(cache)} (ratio ${ratio(g!.rps / cache.rps)})`
+        : "haproxy not run",
+      ok: g && cache ? g.rps >= cache.rps : undefined,
+    },
+    {
+      what: "(1) cache hits: p99",
+      bar: `≤ ${LIMIT_P99_FACTOR}× the limit's`,
+      glue: g ? ms(g.p99) : "—",
+      peer: limit ? `limit ${ms(limit.p99)} (ratio ${ratio(g!.p99 / limit.p99)})` : "limit not run",
+      ok: g && limit ? g.p99 <= LIMIT_P99_FACTOR * limit.p99 : undefined,
+    },
+  ];
+}
+
+/** (7): RSS under load against HAProxy's, idle against a fixed bar. */
+function memoryVerdicts(r: Results): Verdict[] {
+  const load = r.rssLoad.patroniglue;
+  const haproxy = r.rssLoad.haproxy;
+  const idle = r.rssIdle.patroniglue;
+  return [
+    {
+      what: "(7) RSS under load",
+      bar: `≤ ${RSS_HAPROXY_FACTOR}× HAProxy's${
+        haproxy ? ` = ${mib(RSS_HAPROXY_FACTOR * haproxy)}` : ""
+      }`,
+      glue: load ? `${mib(load)} (private ${mib(r.rssLoadAnon.patroniglue)})` : "—",
+      peer: haproxy
+        ? `haproxy ${mib(haproxy)} (ratio ${ratio(load! / haproxy)}); nginx ${
+          mib(r.rssLoad.nginx)
+        } (all processes)`
+        : "haproxy not run",
+      ok: load && haproxy ? load <= RSS_HAPROXY_FACTOR * haproxy : undefined,
+    },
+    {
+      what: "(7) RSS idle",
+      bar: `≤ ${IDLE_RSS_LIMIT_MIB} MiB`,
+      glue: idle ? `${mib(idle)} (private ${mib(r.rssIdleAnon.patroniglue)})` : "—",
+      peer: r.rssIdle.haproxy ? `haproxy ${mib(r.rssIdle.haproxy)}` : "—",
+      ok: idle ? idle <= IDLE_RSS_LIMIT_MIB * 1024 : undefined,
+    },
+  ];
 }
 
 function stuckTlsVerdicts(r: Results): Verdict[] {
@@ -310,11 +380,12 @@ function loadTable<N extends TargetName | TlsTargetName>(
       int(s.rps),
       ms(s.p50),
       ms(s.p99),
+      s.cpuUs !== undefined && Number.isFinite(s.cpuUs) ? s.cpuUs.toFixed(1) : "—",
       t === "patroniglue" || !g ? "" : ratio(g.rps / s.rps),
       t === "patroniglue" || !g ? "" : ratio(g.p99 / s.p99),
       s.runs.map((x) => int(x.rps)).join(", "),
     ];
-    if (mix) row.splice(4, 0, `${(s.non2xx * 100).toFixed(1)} %`);
+    if (mix) row.splice(5, 0, `${(s.non2xx * 100).toFixed(1)} %`);
     if (s.errors) row[1] += ` (${s.errors} socket errors)`;
     return row;
   });
@@ -323,11 +394,12 @@ function loadTable<N extends TargetName | TlsTargetName>(
     "req/s (median)",
     "p50",
     "p99",
+    "CPU µs per request",
     "glue/target req/s",
     "glue/target p99",
     "req/s per run",
   ];
-  if (mix) head.splice(4, 0, "non-2xx");
+  if (mix) head.splice(5, 0, "non-2xx");
   return table(head, rows);
 }
 
@@ -366,15 +438,16 @@ Generated by \`deno task bench${o.quick ? " --quick" : ""}\` (bench/run.ts) on $
   } UTC, in ${Math.round(r.elapsedS)} s. ${
     o.quick
       ? "**This is a quick run (tiny durations): the figures are not representative.**"
-      : "Regenerate with `deno task bench` (about 11 minutes; `--soak 300` for the 5-minute soak)."
+      : "Regenerate with `deno task bench` (about 15 minutes; `--soak 300` for the 5-minute soak)."
   }
 
-patroniglue, nginx \`proxy_cache\`, HAProxy's \`cache\` and Patroni direct are each started on
-loopback in front of their own simulated Patroni (tests/support/fake_patroni.ts, ${r.settings.delayMs} ms per
+patroniglue, nginx \`proxy_cache\`, HAProxy's \`cache\`, the limit (HAProxy's \`http-request return\`
+answering a constant: what a C event loop does with no cache to look up; in (1) and (7) only) and
+Patroni direct are each started on loopback in front of their own simulated Patroni (tests/support/fake_patroni.ts, ${r.settings.delayMs} ms per
 check, counting every backend GET). Settings shared by all: ttl ${r.settings.ttl} s, backend timeout
 ${r.settings.timeout} s. Load is \`wrk -t${o.threads} -c${o.connections} -d${o.durationS}s --latency\`, ${o.runs} runs per
 target, the targets alternating run by run (A B C D, B C D A, …); figures are medians over the runs and
-ratios are patroniglue's over the peer's in the same run set. Each target gets 1 s of unrecorded wrk first (JIT and caches warm). (9) and (10) start HTTPS frontends instead (and a bare TLS server), once the others are stopped; (11) slows each simulated Patroni to 150 ms a check.${
+ratios are patroniglue's over the peer's in the same run set. Each target gets 1 s of unrecorded wrk first (JIT and caches warm). (9) and (10) start HTTPS frontends instead (and a bare TLS server), once the others are stopped; (11) slows each simulated Patroni to 150 ms a check; (12) measures where patroniglue's memory and a hit's time go, on processes of its own. CPU µs per request is the target's user + system time (every thread and process) over the run's requests: it does not depend on how the two cores were shared.${
     o.denoFlags.length ? ` patroniglue ran with extra flags \`${o.denoFlags.join(" ")}\`.` : ""
   }
 
@@ -404,7 +477,7 @@ ${r.skipped.map((s) => `\nSkipped: ${s.name} (${s.reason}).\n`).join("")}
 The machine may be shared with other work while the bench runs; the load averages above say how busy
 it was. Ratios from the same run are the figures to compare, not absolute numbers across runs.
 
-## Targets (issues 4, 12 and 13)
+## Targets (issues 4, 12, 13 and 20)
 
 ${
     table(
@@ -416,6 +489,9 @@ ${
 
   if (Object.keys(r.hit).length) {
     parts.push(`## (1) Cache hits on /primary
+
+The limit answers the same body with patroniglue's headers (no Date) from HAProxy's event loops
+(its default: one thread per core), without looking anything up.
 
 ${loadTable(r.targets, r.hit, false)}
 `);
@@ -551,7 +627,7 @@ RSS over the soak (MiB): ${trace}
       : "\nSoak: not run.\n";
     parts.push(`## (7) Memory
 
-VmRSS from /proc/PID/status (nginx: master, workers and cache helpers added up; HAProxy: its one process); in brackets its private part (RssAnon), the rest being pages of the executable and libraries, shared and reclaimable. Idle is after a warm-up request per path; under load is the most seen while wrk ran (1) and (2) (and the soak, for patroniglue).
+VmRSS from /proc/PID/status (nginx: master, workers and cache helpers added up; HAProxy and the limit: their one process); in brackets its private part (RssAnon), the rest being pages of the executable and libraries, shared and reclaimable (HAProxy's cache is shared memory it fills: 16 MiB here). Idle is after a warm-up request per path; under load is the most seen while wrk ran (1) and (2) (and the soak, for patroniglue). (12) breaks patroniglue's down.
 
 ${
       table(
@@ -585,7 +661,7 @@ ${
     }
 `);
   }
-  parts.push(...tlsSections(r), ...freshnessSection(r));
+  parts.push(...tlsSections(r), ...freshnessSection(r), ...footprintSection(r));
   parts.push(`## How the peers are set up
 
 - **nginx** (${r.versions.nginx.replace(/^nginx version: /, "")}): \`worker_processes auto\`,
@@ -601,6 +677,9 @@ ${
   \`http-request cache-use\` / \`http-response cache-store\`. It stores only 200s, never collapses misses,
   and stores nothing without an explicit age or validator, which Patroni does not send, so the
   backend section adds \`Cache-Control: max-age=${r.settings.ttl}\` to answers.
+- **limit** (the same HAProxy): one frontend whose \`http-request return\` answers every request with
+  \`/primary\`'s body, \`content-type: application/json\`, \`x-cache: HIT\` and \`age: 0\`; no cache, no
+  backend.
 - **direct**: wrk against the simulated Patroni itself (a Deno server; real Patroni answers from a
   small thread pool and is slower).
 - **HTTPS** ((9), (10)): patroniglue with \`frontend.certfile\`/\`keyfile\` (tests/fixtures/server.pem, signed
@@ -769,6 +848,178 @@ ${
           f.failed.join(" / "),
         ];
       }),
+    )
+  }
+`];
+}
+
+/** Section (12): where the memory and a hit's time go, beside the recorded baseline. */
+function footprintSection(r: Results): string[] {
+  const now = r.footprint;
+  if (!now) return [];
+  const base = r.footprintBaseline;
+  const before = base?.footprint;
+  const percent = (x: number | undefined) => x === undefined ? "—" : `${(x * 100).toFixed(1)} %`;
+  const memTable = (f: FootprintResult, title: string) => {
+    const cols = f.processes.flatMap((p) =>
+      p.load ? [[p, "idle"], [p, "load"]] as const : [[p, "idle"]] as const
+    );
+    const view = (p: FootprintResult["processes"][number], which: "idle" | "load"): MemoryView =>
+      which === "idle" ? p.idle : p.load!;
+    const rows: string[][] = MEMORY_GROUPS.map((g) => [
+      g,
+      ...cols.map(([p, w]) => mib(view(p, w).groups[g])),
+    ]);
+    rows.push(
+      ["**VmRSS (all)**", ...cols.map(([p, w]) => `**${mib(view(p, w).rollup.rss)}**`)],
+      [
+        "private (no other process maps it)",
+        ...cols.map(([p, w]) => mib(view(p, w).rollup.private)),
+      ],
+      [
+        "shared (with other deno processes here)",
+        ...cols.map(([p, w]) => mib(view(p, w).rollup.shared)),
+      ],
+      ["anonymous", ...cols.map(([p, w]) => mib(view(p, w).rollup.anonymous))],
+      ["Pss", ...cols.map(([p, w]) => mib(view(p, w).rollup.pss))],
+      ["threads", ...cols.map(([p, w]) => w === "idle" ? String(p.threads) : "")],
+      ["req/s under wrk", ...cols.map(([p, w]) => w === "load" && p.rps ? int(p.rps) : "")],
+    );
+    return `${title}\n\n${
+      table([
+        "resident memory (MiB)",
+        ...cols.map(([p, w]) => `${p.name}, ${w === "idle" ? "idle" : "most under load"}`),
+      ], rows)
+    }`;
+  };
+  const gcRows = (g: GcFigures | undefined) => {
+    if (!g) return ["—", "—", "—", "—", "—", "—", "—", "—"];
+    const per100k = (n: number) => (n * 100_000 / g.hits).toFixed(1);
+    return [
+      int(g.hits),
+      per100k(g.scavenges),
+      per100k(g.markCompacts),
+      `${int(g.allocated / g.hits)} B`,
+      `${(g.promoted / g.hits).toFixed(1)} B`,
+      `${(g.pauseMs * 100_000 / g.hits).toFixed(0)} ms`,
+      `${mib(g.maxHeap / 1024)} (old generation limit ${mib(g.oldGenLimit / 1024)})`,
+      mib(g.liveAfterGc / 1024),
+    ];
+  };
+  const gcNames = [
+    "hits measured",
+    "scavenges per 100k hits",
+    "mark-compacts per 100k hits",
+    "allocated per hit (young generation)",
+    "promoted per hit",
+    "GC pauses per 100k hits",
+    "most heap committed",
+    "live objects after the last GC",
+  ];
+  const gcNow = gcRows(now.gc);
+  const gcBefore = gcRows(before?.gc);
+  const phaseRows = now.phases.map((p, i) => {
+    const prev = i === 0 ? undefined : now.phases[i - 1];
+    const delta = (k: "heap" | "code" | "readOnlyData" | "anonymous") =>
+      prev
+        ? ` (${p[k] - prev[k] >= 0 ? "+" : "−"}${Math.abs(p[k] - prev[k]).toLocaleString("en-US")})`
+        : "";
+    const old = before?.phases.find((b) => b.phase === p.phase);
+    return [
+      p.phase,
+      `${p.heap.toLocaleString("en-US")}${delta("heap")}`,
+      `${p.code.toLocaleString("en-US")}${delta("code")}`,
+      `${p.readOnlyData.toLocaleString("en-US")}${delta("readOnlyData")}`,
+      `${p.anonymous.toLocaleString("en-US")}${delta("anonymous")}`,
+      old
+        ? `${old.heap.toLocaleString("en-US")} / ${old.code.toLocaleString("en-US")} / ${
+          old.anonymous.toLocaleString("en-US")
+        }`
+        : "—",
+    ];
+  });
+  const cpuRows = now.cpuPerHit.map((c) => {
+    const old = before?.cpuPerHit.find((b) => b.name === c.name);
+    return [
+      c.name,
+      `${c.user.toFixed(2)} + ${c.system.toFixed(2)} = ${(c.user + c.system).toFixed(2)}`,
+      old
+        ? `${old.user.toFixed(2)} + ${old.system.toFixed(2)} = ${
+          (old.user + old.system).toFixed(2)
+        }`
+        : "—",
+    ];
+  });
+  const instrRow = (i: InstructionCount | undefined) =>
+    i ? `${int(i.perHit)} (${int(i.executable)} / ${int(i.generated)} / ${int(i.other)})` : "—";
+  const instrRows = now.instructions.map((i) => [
+    i.name,
+    instrRow(i),
+    instrRow(before?.instructions.find((b) => b.name === i.name)),
+  ]);
+  const profileRows = PROFILE_CATEGORIES.map((c) => [
+    c,
+    percent(now.profile?.categories.find((x) => x.what === c)?.share),
+    percent(before?.profile?.categories.find((x) => x.what === c)?.share),
+  ]);
+  const beforeLabel = base ? `before (${base.label})` : "before (no baseline recorded)";
+  return [`## (12) Where the memory and a hit's time go
+
+Measured by \`--only 12\` (bench/footprint.ts) on processes of its own, each after a warm-up request per route and 1 s of unrecorded wrk; under load is \`wrk -t${r.options.threads} -c${r.options.connections} -d${r.options.durationS}s\` on \`/primary\`. patroniglue runs as \`deno task start\` runs it (V8 flags \`${now.v8Flags}\`). "Before" is the same measurement recorded by this bench on ${
+    base ? base.label : "an earlier commit"
+  } (bench/footprint-baseline.json), when its V8 flags were \`${
+    before?.v8Flags ?? "—"
+  }\`. The machine is shared: the memory figures and instruction counts are robust, CPU times and req/s less so.
+
+Resident memory by what backs it (/proc/PID/smaps): the deno executable's pages (code, read-only data, its writable data), V8's heap (its 256 KiB pages), malloc's heap and other anonymous mappings (thread stacks, buffers), libraries. The executable's pages are file-backed: they count in VmRSS once touched, and are shared with any other deno process (hence "shared"). The runtime alone is a deno process that loads nothing and waits on stdin (bench/idle_deno.ts); the bare loop is a \`Deno.listen\` loop that answers every read with the bytes of a patroniglue hit (bench/bare_listen.ts).
+
+${memTable(now, "**Now:**")}
+
+${before ? memTable(before, `**${beforeLabel}:**`) : ""}
+
+V8's heap under the same load (\`--trace-gc-nvp\` added to the flags, a measured stretch after the warm-up):
+
+${table(["", "now", beforeLabel], gcNames.map((n, i) => [n, gcNow[i], gcBefore[i]]))}
+
+What each phase of a start adds, in one process (bench/footprint_phases.ts, with \`--expose-gc\`): V8's live heap after a full GC, the executable's resident code and read-only data, and all anonymous memory, KiB, cumulative (the change in brackets). Modules are imported one by one, each after those it imports; "after the load" follows ${r.options.durationS} s of wrk.
+
+${
+    table([
+      "phase",
+      "live heap",
+      "executable code",
+      "executable read-only data",
+      "anonymous",
+      `${beforeLabel}: heap / code / anonymous`,
+    ], phaseRows)
+  }
+
+Where a hit's time goes. CPU per hit is the process's user + system time over wrk's requests (µs; all threads). The profile is \`--cpu-prof\` over the last ${
+    now.profile?.seconds ?? "—"
+  } s (${
+    int(now.profile?.samples ?? 0)
+  } samples), self time by category; "the write syscall" is mostly the kernel's loopback TCP send. Instructions are user-space instructions per hit under callgrind (${
+    int(now.instructions[0]?.hits ?? 0)
+  } keep-alive hits on one connection, one at a time as health checks come, after as many unrecorded, bench/count_client.ts; the bare loop's count repeats to the instruction, patroniglue's to a few per cent in most runs, and an occasional run counts up to a fifth more, when a full GC or a compilation falls in the stretch): in the deno executable (runtime, V8's builtins, interpreter and GC) / in code V8 generated at run time / elsewhere (libc)${
+    now.instructionsSkipped ? ` — skipped: ${now.instructionsSkipped}` : ""
+  }.
+
+${table(["CPU per hit, user + system (µs)", "now", beforeLabel], cpuRows)}
+
+${table(["share of the samples under load", "now", beforeLabel], profileRows)}
+
+${
+    now.profile?.functions.length
+      ? `patroniglue's own functions with the most self time: ${
+        now.profile.functions.map((f) => `\`${f.what}\` ${percent(f.share)}`).join(", ")
+      }.`
+      : ""
+  }
+
+${
+    table(
+      ["user-space instructions per hit (executable / generated / other)", "now", beforeLabel],
+      instrRows,
     )
   }
 `];

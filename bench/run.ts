@@ -1,5 +1,6 @@
-// `deno task bench`: patroniglue against nginx proxy_cache, HAProxy's cache and Patroni direct, on
-// loopback, alternating targets run by run; writes BENCHMARKS.md and a PNG chart.
+// `deno task bench`: patroniglue against nginx proxy_cache, HAProxy's cache, the limit (HAProxy
+// answering a constant) and Patroni direct, on loopback, alternating targets run by run; where its
+// memory and a hit's time go; writes BENCHMARKS.md and a PNG chart.
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import {
@@ -11,6 +12,7 @@ import {
   glueConfig,
   haproxyConfig,
   hasCommand,
+  HIT_ONLY_TARGETS,
   nginxConfig,
   rawGet,
   rawGetTls,
@@ -25,7 +27,8 @@ import {
 import { mixScript, runWrk, type WrkResult, wrkVersion } from "./wrk.ts";
 import { median, peakInWindow, ratePerWindow } from "./stats.ts";
 import { renderMarkdown } from "./report.ts";
-import { checkLatency, LineProcess, rssSampler, targetRss } from "./probes.ts";
+import { checkLatency, LineProcess, rssSampler, targetCpuSeconds, targetRss } from "./probes.ts";
+import { type FootprintBaseline, footprintScenario } from "./footprint.ts";
 import { stuckTlsCost, stuckTlsScenario } from "./stuck_tls.ts";
 import { freshnessFigures, freshnessScenario } from "./freshness.ts";
 import {
@@ -33,6 +36,7 @@ import {
   type ColdResult,
   type FrozenResult,
   type IdleResult,
+  type LoadRun,
   type LoadStats,
   MIX_PATHS,
   noMeasurements,
@@ -60,8 +64,12 @@ const USAGE = `usage: deno task bench [options]
   --flips N          role flips for scenario 11, one per 3 s (default 9; quick 3)
   --quiet S          seconds without checks at the end of 11 (default 5; quick 3)
   --only LIST        scenarios to run, e.g. 1,2,5 (3 comes with 2, 7 with 1, 2 and the soak); 9 stuck
-                     TLS clients, 10 HTTPS cache hits, 11 freshness after role flips
-  --targets LIST     e.g. patroniglue,nginx (default: all that are installed)
+                     TLS clients, 10 HTTPS cache hits, 11 freshness after role flips, 12 where
+                     memory and a hit's time go (footprint)
+  --targets LIST     e.g. patroniglue,nginx (default: all that are installed; limit is HAProxy's
+                     http-request return answering a constant, in (1) and (7) only)
+  --callgrind N      hits counted under callgrind in (12) (default 10000; quick 1000)
+  --baseline FILE    the recorded (12) shown as "before" (default bench/footprint-baseline.json)
   --out FILE         the report (default BENCHMARKS.md)
   --chart FILE       the chart (default bench/chart.png)
   --deno-flags=".." extra deno run flags for patroniglue (note the =), e.g.
@@ -92,6 +100,8 @@ function parseOptions(args: string[]): Options {
       "deno-flags": { type: "string" },
       json: { type: "string" },
       render: { type: "string" },
+      callgrind: { type: "string" },
+      baseline: { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
@@ -134,11 +144,13 @@ function parseOptions(args: string[]): Options {
     denoFlags: values["deno-flags"]?.split(/\s+/).filter(Boolean) ?? [],
     json: values.json,
     render: values.render,
+    callgrindHits: Math.round(num(values.callgrind, q ? 1000 : 10_000, "callgrind")),
+    baseline: values.baseline ?? `${ROOT}/bench/footprint-baseline.json`,
   };
 }
 
 /** Every scenario's number. */
-const ALL_SCENARIOS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+const ALL_SCENARIOS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
 
 function say(line: string): void {
   console.log(line);
@@ -187,12 +199,13 @@ function mergeBackendLoads(runs: BackendLoad[][]): BackendLoad[] {
   }));
 }
 
-function loadStats(runs: WrkResult[]): LoadStats {
+function loadStats(runs: LoadRun[]): LoadStats {
   return {
     runs,
     rps: median(runs.map((r) => r.rps)),
     p50: median(runs.map((r) => r.p50)),
     p99: median(runs.map((r) => r.p99)),
+    cpuUs: median(runs.flatMap((r) => r.cpuUs === undefined ? [] : [r.cpuUs])),
     non2xx: runs.reduce((s, r) => s + r.non2xx, 0) /
       Math.max(1, runs.reduce((s, r) => s + r.requests, 0)),
     errors: runs.reduce((s, r) => s + r.errors, 0),
@@ -210,19 +223,22 @@ async function loadScenario<N extends string>(
   rssLoadAnon: Partial<Record<N, number>>,
   onRun?: (t: Target<N>, r: WrkResult) => void,
 ): Promise<Partial<Record<N, LoadStats>>> {
-  const runs = new Map<N, WrkResult[]>(targets.map((t) => [t.name, []]));
+  const runs = new Map<N, LoadRun[]>(targets.map((t) => [t.name, []]));
   for (let round = 0; round < o.runs; round++) {
     for (let k = 0; k < targets.length; k++) {
       const t = targets[(round + k) % targets.length];
       t.arrivals.length = 0; // only this run's backend GETs are looked at
       const sampler = rssSampler(t, 250);
-      const r = await runWrk({
+      const cpuBefore = targetCpuSeconds(t);
+      const wrk = await runWrk({
         url: t.url + path,
         threads: o.threads,
         connections: o.connections,
         durationS: o.durationS,
         script,
       });
+      const cpu = targetCpuSeconds(t) - cpuBefore;
+      const r: LoadRun = t.pids().length ? { ...wrk, cpuUs: cpu / wrk.requests * 1e6 } : wrk;
       const samples = sampler.stop();
       const peak = Math.max(...samples.map(([, kib]) => kib));
       const anon = Math.max(...samples.map(([, , kib]) => kib));
@@ -233,6 +249,7 @@ async function loadScenario<N extends string>(
       say(
         `  ${label} round ${round + 1}/${o.runs} ${t.name.padEnd(11)} ${fmtInt(r.rps)} req/s` +
           `  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms` +
+          (r.cpuUs === undefined ? "" : `  ${r.cpuUs.toFixed(1)} µs CPU/req`) +
           (r.errors ? `  (${r.errors} socket errors)` : ""),
       );
       await sleep(200);
@@ -501,6 +518,7 @@ export async function main(args: string[]): Promise<number> {
       out: o.out,
       chart: o.chart,
     };
+    saved.footprintBaseline ??= await readBaseline(o.baseline);
     await writeReport(saved, o.out, o.chart);
     return 0;
   }
@@ -581,11 +599,13 @@ export async function main(args: string[]): Promise<number> {
         o.quick ? "quick run" : o.only.size < ALL_SCENARIOS.length ? "partial run" : "full run"
       }, targets ${wanted.join(", ")}; scratch ${tmp}`,
     );
-    const plainScenarios = ALL_SCENARIOS.filter((n) => n !== 9 && n !== 10);
+    const plainScenarios = ALL_SCENARIOS.filter((n) => n !== 9 && n !== 10 && n !== 12);
     if (plainScenarios.some((n) => o.only.has(n))) {
       for (const name of wanted) targets.push(await startTarget(name, settings));
     }
     const byName = (n: TargetName) => targets.find((t) => t.name === n);
+    /** The targets with a backend: every scenario but (1) and (7)'s RSS. */
+    const backed = () => targets.filter((t) => !HIT_ONLY_TARGETS.has(t.name));
     // Warm each target once, then let it settle: the idle RSS.
     for (const t of targets) {
       for (const p of MIX_PATHS) await rawGet(t.port, p).catch(() => 0);
@@ -612,7 +632,7 @@ export async function main(args: string[]): Promise<number> {
 
     if (o.only.has(4)) {
       say(`(4) frozen backend: 20 concurrent checks of ${FROZEN_PATH}`);
-      for (const t of targets) {
+      for (const t of backed()) {
         const r = await frozenScenario(t, settings, o.quick);
         results.frozen[t.name] = r;
         const statuses = [...new Set(r.checks.map((c) => c.status || "none"))].join("/");
@@ -650,7 +670,7 @@ export async function main(args: string[]): Promise<number> {
       const perRun = new Map<TargetName, BackendLoad[][]>();
       results.mix = await loadScenario(
         "(2)",
-        targets,
+        backed(),
         o,
         "",
         script,
@@ -675,7 +695,7 @@ export async function main(args: string[]): Promise<number> {
 
     if (o.only.has(5)) {
       say(`(5) staleness: /primary after the member turns replica (${o.trials} trials)`);
-      for (const t of targets) {
+      for (const t of backed()) {
         const s = await stalenessScenario(t, o.trials, ttlMs);
         results.stale[t.name] = s;
         say(`  ${t.name.padEnd(11)} ${s.map((x) => `${x.toFixed(0)} ms`).join(", ")}`);
@@ -720,7 +740,7 @@ export async function main(args: string[]): Promise<number> {
     }
     if (o.only.has(6)) {
       say(`(6) ${o.idle} idle slowloris connections, HAProxy-like checks every 5 ms`);
-      for (const t of targets) {
+      for (const t of backed()) {
         if (t.name === "direct") continue;
         const r = await idleScenario(t, o, root);
         results.idle[t.name] = r;
@@ -738,7 +758,7 @@ export async function main(args: string[]): Promise<number> {
         `(11) freshness: ${o.flips} role flips in ${o.flips * 3} s, Patroni 150 ms; /primary and ` +
           "/replica each every 50 ms on fresh connections; then no checks",
       );
-      for (const t of targets) {
+      for (const t of backed()) {
         const raw = await freshnessScenario(t, { flips: o.flips, ttlMs, quietMs: o.quietS * 1000 });
         results.freshness![t.name] = raw;
         const f = freshnessFigures(raw);
@@ -751,6 +771,20 @@ export async function main(args: string[]): Promise<number> {
             (f.failed.some((n) => n > 0) ? `; failed ${f.failed.join("/")}` : ""),
         );
       }
+    }
+    if (o.only.has(12)) {
+      await stopAll(); // the HTTP targets are done: (12) measures processes of its own
+      say(
+        `(12) footprint: memory by mapping, GCs, start phases, CPU profile, instructions per hit`,
+      );
+      results.footprint = await footprintScenario({
+        settings,
+        seconds: o.durationS,
+        threads: o.threads,
+        connections: o.connections,
+        callgrindHits: o.callgrindHits ?? 10_000,
+        say,
+      });
     }
     if (o.only.has(9) || o.only.has(10)) {
       await stopAll(); // the HTTP targets are done: the HTTPS ones get the machine
@@ -810,6 +844,7 @@ export async function main(args: string[]): Promise<number> {
   }
   results.loadEnd = Deno.loadavg();
   results.elapsedS = (performance.now() - started) / 1000;
+  results.footprintBaseline = await readBaseline(o.baseline);
 
   if (o.json) {
     const plain = { ...results, options: { ...o, only: [...o.only] } };
@@ -820,6 +855,17 @@ export async function main(args: string[]): Promise<number> {
   const misses = md.match(/\*\*MISS\*\*/g)?.length ?? 0;
   say(misses ? `${misses} target(s) missed: see ${o.out}` : "all targets met");
   return 0;
+}
+
+/** The recorded (12) in `file`, if there is one. */
+async function readBaseline(file: string | undefined): Promise<FootprintBaseline | undefined> {
+  if (!file) return undefined;
+  try {
+    return JSON.parse(await Deno.readTextFile(file)) as FootprintBaseline;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`cannot read the baseline ${file}: ${(e as Error).message}`);
+  }
 }
 
 /** Writes the report (and the chart when (1) or (2) ran); resolves to the report. */

@@ -1,13 +1,26 @@
-// Bench targets: patroniglue, nginx proxy_cache, HAProxy cache and Patroni direct, each in front of
-// its own simulated Patroni, started on loopback and stopped by the runner.
+// Bench targets: patroniglue, nginx proxy_cache, HAProxy cache, the limit (HAProxy answering a
+// constant) and Patroni direct, each in front of its own simulated Patroni, started on loopback and
+// stopped by the runner.
 import { V8_FLAGS } from "../packaging/build.ts";
 import { FakePatroni } from "../tests/support/fake_patroni.ts";
 
 /** What the runner measures. */
-export type TargetName = "patroniglue" | "nginx" | "haproxy" | "direct";
+export type TargetName = "patroniglue" | "nginx" | "haproxy" | "limit" | "direct";
 
 /** Every target, in the order runs alternate. */
-export const TARGET_NAMES: readonly TargetName[] = ["patroniglue", "nginx", "haproxy", "direct"];
+export const TARGET_NAMES: readonly TargetName[] = [
+  "patroniglue",
+  "nginx",
+  "haproxy",
+  "limit",
+  "direct",
+];
+
+/**
+ * Targets that answer only scenario (1) (and are counted in (7)): the limit answers a constant
+ * whatever the path, without a backend.
+ */
+export const HIT_ONLY_TARGETS: ReadonlySet<TargetName> = new Set(["limit"]);
 
 /** What the HTTPS scenarios measure: patroniglue's and nginx's TLS frontends, and a bare node:tls
  * server that only accepts (bench/bare_tls_server.ts, the transport's own cost). */
@@ -313,6 +326,29 @@ backend be
 }
 
 /**
+ * The limit: HAProxy's `http-request return` answering `/primary`'s body with patroniglue's headers
+ * (as a hit has them), whatever the request: a C event loop answering a constant, no cache, no
+ * backend. Patroni's body has no single quote, so it is a literal HAProxy string.
+ */
+export function limitConfig(port: number, body: string): string {
+  if (body.includes("'")) throw new Error("limit: the body must not contain a single quote");
+  return `global
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 2s
+  timeout server 2s
+  timeout client 60s
+  timeout http-request 60s
+  timeout http-keep-alive 60s
+frontend fe
+  bind 127.0.0.1:${port}
+  maxconn 8000
+  http-request return status 200 content-type application/json string '${body}' hdr x-cache HIT hdr age 0
+`;
+}
+
+/**
  * Starts one target (and its simulated Patroni). With `tls`, its frontend is HTTPS (patroniglue,
  * nginx; `bare` is HTTPS only and answers nothing: its simulated Patroni is never asked).
  */
@@ -321,7 +357,9 @@ export async function startTarget<N extends TargetName | TlsTargetName>(
   s: BenchSettings,
   tls?: TlsFiles,
 ): Promise<Target<N>> {
-  if (tls && (name === "haproxy" || name === "direct")) throw new Error(`${name}: no TLS setup`);
+  if (tls && (name === "haproxy" || name === "limit" || name === "direct")) {
+    throw new Error(`${name}: no TLS setup`);
+  }
   if (name === "bare" && !tls) throw new Error("bare: a TLS server, needs certificates");
   const { fake, arrivals } = await startFake(s.delayMs);
   const port = name === "direct" ? fake.port : freePort();
@@ -352,8 +390,11 @@ export async function startTarget<N extends TargetName | TlsTargetName>(
         dir,
       );
       pids = () => [child!.pid, ...childPids(child!.pid)];
-    } else if (name === "haproxy") {
-      await Deno.writeTextFile(`${dir}/haproxy.cfg`, haproxyConfig(port, fake.port, s));
+    } else if (name === "haproxy" || name === "limit") {
+      const config = name === "haproxy"
+        ? haproxyConfig(port, fake.port, s)
+        : limitConfig(port, JSON.stringify(fake.body()));
+      await Deno.writeTextFile(`${dir}/haproxy.cfg`, config);
       child = new Child("haproxy", ["-db", "-f", `${dir}/haproxy.cfg`], dir);
       pids = () => [child!.pid];
     }

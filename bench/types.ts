@@ -1,6 +1,7 @@
 // Shared shapes of the bench: options and results (run.ts measures, report.ts and chart.ts render).
 import type { BenchSettings, TargetName, TlsTargetName } from "./targets.ts";
 import type { WrkResult } from "./wrk.ts";
+import type { FootprintBaseline, FootprintResult } from "./footprint.ts";
 
 /** The health checks of scenario (2); /replica answers 503 (the simulated member is primary). */
 export const MIX_PATHS = ["/primary", "/leader", "/read-only", "/replica"] as const;
@@ -34,14 +35,27 @@ export interface Options {
   json?: string;
   /** Only re-render the report from these saved results. */
   render?: string;
+  /** Hits counted under callgrind in (12) (absent in results saved before it existed). */
+  callgrindHits?: number;
+  /** The recorded (12) the report shows as "before". */
+  baseline?: string;
+}
+
+/** One wrk run against a target, with the CPU the target spent on it. */
+export interface LoadRun extends WrkResult {
+  /** CPU time (user + system, every thread and process of the target) per request, µs; absent
+   * where the target has no process of its own (direct) and in results saved before it existed. */
+  cpuUs?: number;
 }
 
 /** wrk medians over the runs of one target. */
 export interface LoadStats {
-  runs: WrkResult[];
+  runs: LoadRun[];
   rps: number;
   p50: number;
   p99: number;
+  /** Median CPU µs per request over the runs (NaN when not measured). */
+  cpuUs?: number;
   /** Share of answers that were not 2xx (the mix has one 503 path in four). */
   non2xx: number;
   errors: number;
@@ -179,6 +193,9 @@ export interface Results {
   stuckTls?: Partial<Record<TlsTargetName, StuckTlsResult>>;
   httpsHit?: Partial<Record<TlsTargetName, LoadStats>>;
   freshness?: Partial<Record<TargetName, FreshnessRaw>>;
+  /** (12), and the recorded measurement it is shown beside; absent in older results. */
+  footprint?: FootprintResult;
+  footprintBaseline?: FootprintBaseline;
 }
 
 /** The measurements of a run before any scenario has run: every record empty. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { renderMarkdown, soakGrowth } from "../bench/report.ts";
-import { noMeasurements, type Results } from "../bench/types.ts";
-import { freshnessRun } from "./support/bench_runs.ts";
+import { type LoadStats, noMeasurements, type Results } from "../bench/types.ts";
+import { footprintRun, freshnessRun } from "./support/bench_runs.ts";
 
 /** One sample per second: [seconds, VmRSS KiB, RssAnon KiB]. */
 function samples(rssKiB: (second: number) => number, seconds = 100): [number, number, number][] {
@@ -116,4 +116,67 @@ Deno.test("bench report: (9), (10) and (11) get their sections and their bars' v
   assert.equal(verdictOf(md, "(11) checks that waited"), "PASS");
   assert.equal(verdictOf(md, "(11) backend GETs per route"), "PASS");
   assert.equal(verdictOf(md, "(11) backend GETs once nobody checks"), "**MISS**"); // at 8000
+});
+
+/** wrk medians of one target in (1). */
+function hits(rps: number, p99: number, cpuUs?: number): LoadStats {
+  const run = { rps, p50: p99 / 2, p99, requests: rps * 4, non2xx: 0, errors: 0 };
+  return { runs: [{ ...run, startedAt: 0, endedAt: 4000, cpuUs }], ...run, cpuUs };
+}
+
+Deno.test("bench report: (1) is measured against the limit (0.9× its req/s, 1.5× its p99) and HAProxy's cache", () => {
+  const r = emptyResults();
+  r.hit = { patroniglue: hits(90_000, 1.5, 11), haproxy: hits(90_000, 1), limit: hits(100_000, 1) };
+  let md = renderMarkdown(r, undefined, "BENCHMARKS.md");
+  assert.equal(verdictOf(md, "(1) cache hits: throughput against the limit"), "PASS"); // 0.90×
+  assert.equal(verdictOf(md, "(1) cache hits: throughput against HAProxy's cache"), "PASS"); // equal
+  assert.equal(verdictOf(md, "(1) cache hits: p99"), "PASS"); // 1.5×
+  assert.match(md, /\| \*\*patroniglue\*\* \| 90,000 \| 0\.75 ms \| 1\.50 ms \| 11\.0 \|/);
+  r.hit = { patroniglue: hits(89_999, 1.51), haproxy: hits(90_000, 1), limit: hits(100_000, 1) };
+  md = renderMarkdown(r, undefined, "BENCHMARKS.md");
+  assert.equal(verdictOf(md, "(1) cache hits: throughput against the limit"), "**MISS**");
+  assert.equal(verdictOf(md, "(1) cache hits: throughput against HAProxy's cache"), "**MISS**");
+  assert.equal(verdictOf(md, "(1) cache hits: p99"), "**MISS**");
+  delete r.hit.limit;
+  md = renderMarkdown(r, undefined, "BENCHMARKS.md");
+  assert.equal(verdictOf(md, "(1) cache hits: throughput against the limit"), "not measured");
+});
+
+Deno.test("bench report: (7) RSS under load is at most 1.25× HAProxy's and idle at most 36 MiB", () => {
+  const r = emptyResults();
+  r.rssLoad = { patroniglue: 50 * 1024, haproxy: 40 * 1024 };
+  r.rssIdle = { patroniglue: 36 * 1024, haproxy: 30 * 1024 };
+  let md = renderMarkdown(r, undefined, "BENCHMARKS.md");
+  assert.equal(verdictOf(md, "(7) RSS under load"), "PASS"); // 50 = 1.25 × 40
+  assert.equal(verdictOf(md, "(7) RSS idle"), "PASS");
+  r.rssLoad = { patroniglue: 50 * 1024 + 1, haproxy: 40 * 1024 };
+  r.rssIdle = { patroniglue: 36 * 1024 + 1 };
+  md = renderMarkdown(r, undefined, "BENCHMARKS.md");
+  assert.equal(verdictOf(md, "(7) RSS under load"), "**MISS**");
+  assert.equal(verdictOf(md, "(7) RSS idle"), "**MISS**");
+  r.rssLoad = { patroniglue: 30 * 1024 };
+  md = renderMarkdown(r, undefined, "BENCHMARKS.md");
+  assert.equal(verdictOf(md, "(7) RSS under load"), "not measured"); // no HAProxy to compare with
+});
+
+Deno.test("bench report: (12) renders the footprint, beside the recorded baseline when there is one", () => {
+  const r = emptyResults();
+  r.footprint = footprintRun();
+  let md = renderMarkdown(r, undefined, "BENCHMARKS.md");
+  assert.ok(md.includes("## (12) Where the memory and a hit's time go"));
+  assert.match(md, /\| executable code \| 10\.0 MiB \| 20\.0 MiB \| 22\.0 MiB \|/);
+  assert.match(md, /\| scavenges per 100k hits \| 200\.0 \| — \|/);
+  assert.match(md, /\| \+ src\/http1\.ts \| 3,100 \(\+100\) \|/);
+  assert.match(md, /\| patroniglue \| 25,000 \(20,000 \/ 4,000 \/ 1,000\) \| — \|/);
+  r.footprintBaseline = { label: "abc1234, 2026-01-01", footprint: footprintRun(2) };
+  md = renderMarkdown(r, undefined, "BENCHMARKS.md");
+  assert.match(md, /\| scavenges per 100k hits \| 200\.0 \| 400\.0 \|/);
+  assert.match(
+    md,
+    /\| patroniglue \| 25,000 \(20,000 \/ 4,000 \/ 1,000\) \| 50,000 \(40,000 \/ 8,000 \/ 2,000\) \|/,
+  );
+  assert.ok(md.includes("before (abc1234, 2026-01-01)"));
+  delete r.footprint;
+  md = renderMarkdown(r, undefined, "BENCHMARKS.md");
+  assert.ok(!md.includes("## (12)"));
 });

@@ -196,3 +196,18 @@ Deno.test("imports: node: and npm: modules load on demand only, so a plain setup
     assert.deepEqual(found, [], `${file} loads ${found.join(", ")} at start`);
   }
 });
+
+/** Project modules only some configurations use, loaded with `import()` where they are needed. */
+const ON_DEMAND = ["src/net/tls_conn.ts", "src/dcs/watch.ts"];
+
+Deno.test("imports: the TLS transport and the DCS watchers load on demand only: a plain HTTP frontend without dcs: never compiles them", () => {
+  const eager = /\b(?:import|export)\s+(?!type\s)[^;]*?\bfrom\s*["'](\.[^"']+)["']/g;
+  for (const file of projectGraph().keys()) {
+    const url = new URL(file, ROOT);
+    const code = withoutComments(Deno.readTextFileSync(url));
+    const found = [...code.matchAll(eager)]
+      .map((m) => new URL(m[1], url).pathname.slice(ROOT.pathname.length))
+      .filter((path) => ON_DEMAND.includes(path));
+    assert.deepEqual(found, [], `${file} loads ${found.join(", ")} at start`);
+  }
+});

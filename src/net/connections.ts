@@ -126,10 +126,21 @@ export class Connections {
 
   /** Writes all of `bytes`; the client has `timeoutMs` to take them, or the connection is closed. */
   async write(c: Connection, bytes: Uint8Array, timeoutMs: number): Promise<void> {
+    await this.writeRest(c, bytes, await this.writeFirst(c, bytes, timeoutMs));
+  }
+
+  /**
+   * The first write of {@linkcode write}, for a caller that saves a promise on its hot path: sets
+   * the deadline and resolves to how many bytes went out; {@linkcode writeRest} writes the others.
+   */
+  writeFirst(c: Connection, bytes: Uint8Array, timeoutMs: number): Promise<number> {
     c.deadline = this.clock + timeoutMs;
-    for (let off = 0; off < bytes.length;) {
-      off += await c.conn.write(off === 0 ? bytes : bytes.subarray(off));
-    }
+    return c.conn.write(bytes);
+  }
+
+  /** Writes `bytes` from offset `from` on, under the deadline {@linkcode writeFirst} set. */
+  async writeRest(c: Connection, bytes: Uint8Array, from: number): Promise<void> {
+    for (let off = from; off < bytes.length;) off += await c.conn.write(bytes.subarray(off));
   }
 
   /**

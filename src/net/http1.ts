@@ -64,6 +64,14 @@ interface Output {
   buf: Uint8Array;
 }
 
+/** A connection's output buffer until its first response that is not a shared one. */
+const NO_OUTPUT = new Uint8Array(0);
+/** The smallest output buffer, once one is needed. */
+const MIN_OUTPUT_BYTES = 512;
+/** A connection's first read buffer: a health check's head is a few hundred bytes at most; the
+ * buffer grows (up to `maxHeadBytes`) for longer ones. */
+const FIRST_READ_BYTES = 512;
+
 const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
 
@@ -92,13 +100,13 @@ export function serveHttp1(options: Http1Options, handle: Handler): Http1Server 
   };
 
   const serveConnection = async (c: Connection, conns: Connections) => {
-    const output: Output = { buf: new Uint8Array(512) };
+    const output: Output = { buf: NO_OUTPUT }; // a hit is written from its memo: none allocated
     const refuse = async (status: number, message: string) => {
       const res = jsonResponse(status, { error: message });
       await conns.write(c, encode(output, res, "GET", false, false), writeTimeout);
       await conns.linger(c);
     };
-    let buf = new Uint8Array(1024);
+    let buf = new Uint8Array(FIRST_READ_BYTES);
     let len = 0;
     let scanned = 0;
     // The first head is due `headTimeout` after accept (set then); later ones follow the idle wait.
@@ -143,7 +151,9 @@ export function serveHttp1(options: Http1Options, handle: Handler): Http1Server 
       }
       // A body is never read, so the connection cannot carry another request after it.
       const keepAlive = req.keepAlive && !req.hasBody && !conns.stopping;
-      await conns.write(c, encode(output, res, req.method, keepAlive, req.http10), writeTimeout);
+      const out = encode(output, res, req.method, keepAlive, req.http10);
+      const sent = await conns.writeFirst(c, out, writeTimeout); // all of it, but for a slow reader
+      if (sent < out.length) await conns.writeRest(c, out, sent);
       c.busy = false;
       if (!keepAlive) return await conns.linger(c);
     }
@@ -370,7 +380,7 @@ function encodeResponse(
   const size = text.length + (head ? 0 : body.length);
   // A fresh buffer per response costs more than the copy into a reused one (measured: ~12 %).
   if (output && size > output.buf.length && size <= MAX_REUSED_OUTPUT) {
-    output.buf = new Uint8Array(Math.max(size, output.buf.length * 2));
+    output.buf = new Uint8Array(Math.max(size, output.buf.length * 2, MIN_OUTPUT_BYTES));
   }
   const out = output && size <= output.buf.length
     ? output.buf.subarray(0, size)

@@ -4,7 +4,7 @@ import { acceptBackoffMs, type StreamListener } from "./connections.ts";
 import { serveHttp1 } from "./http1.ts";
 import type { Logger } from "../log.ts";
 import { effectiveMinVersion, type TlsVersionName } from "./tls.ts";
-import { listenTls, type TlsListener } from "./tls_conn.ts";
+import type { TlsListener } from "./tls_conn.ts";
 import { hostPort } from "./wire.ts";
 
 /** A running listener. */
@@ -40,6 +40,8 @@ export async function listen(
   let tls: TlsListener | undefined;
   try {
     if (frontend.tls) {
+      // The TLS transport (and node:tls under it) is loaded only for a frontend with a certificate.
+      const { listenTls } = await import("./tls_conn.ts");
       transport = tls = await listenTls({
         hostname: frontend.host,
         port: frontend.port,
