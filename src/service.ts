@@ -12,6 +12,7 @@ import type { Reload } from "./config/schema.ts";
 import type { DcsSettings, DcsView, DcsWatcher, DcsWatcherOptions } from "./dcs/view.ts";
 import { Witness } from "./check/witness.ts";
 import type { AttestOptions } from "./check/attest.ts";
+import type { Identity } from "./check/backend.ts";
 import { createAgentResponder, createHandler, metricsHandler } from "./check/handler.ts";
 import type { AgentHandler, Handler, HealthRequest } from "./check/health.ts";
 import { listen, type Listener, type ListenSpec } from "./net/listen.ts";
@@ -188,6 +189,7 @@ export class Service {
         const started = performance.now();
         const outcome = await client.fetchPatroniStatus(key, timeoutMs);
         this.metrics.countBackend(routeLabel(key), outcome, (performance.now() - started) / 1000);
+        if (outcome.ok && outcome.identity) this.#heardPatroni(outcome.identity);
         return outcome;
       },
       onRefreshAhead: (key) => this.metrics.countRefreshAhead(routeLabel(key)),
@@ -200,8 +202,8 @@ export class Service {
     const dcs = this.#dcs;
     if (dcs && config.dcs) {
       const { watcher } = dcs;
-      const { name, margin } = config.dcs;
-      dcs.witness = new Witness({ view: () => watcher.view(), name, margin });
+      const { name, scope, margin } = config.dcs;
+      dcs.witness = new Witness({ view: () => watcher.view(), name, scope, margin });
     }
     const witness: AttestOptions | undefined = dcs && {
       cache: this.#cache,
@@ -257,7 +259,13 @@ export class Service {
       },
     });
     const witness = new Witness({ view: () => watcher.view(), name: dcs.name });
-    const unsubscribe = watcher.subscribe((view, previous) => this.#heard(view, previous));
+    const unsubscribe = watcher.subscribe((view, previous) => {
+      try {
+        this.#heard(view, previous);
+      } catch (e) {
+        this.#log.error(`DCS view not applied: ${(e as Error).message}`);
+      }
+    });
     this.#dcs = { watcher, witness, unsubscribe };
   }
 
@@ -266,19 +274,17 @@ export class Service {
     return this.#dcs && this.#config.dcs && describeDcs(this.#config.dcs);
   }
 
+  /** Patroni said who it is: a member or cluster other than the one watched silences the witness. */
+  #heardPatroni(identity: Identity): void {
+    const why = this.#dcs?.witness.hear(identity);
+    if (why) this.#log.error(`DCS witness silent: ${why}`);
+  }
+
   /** A new DCS view: a change of the lock or of this member's role or state ends what it contradicts. */
   #heard(view: DcsView, previous: DcsView | undefined): void {
     const witness = this.#dcs?.witness;
     if (!witness) return;
-    if (!previous) {
-      const margin = witness.marginMs(view) / 1000;
-      if (view.ttl !== undefined && margin >= view.ttl) {
-        this.#log.warn(
-          `dcs.margin ${margin} s is not below Patroni's ttl ${view.ttl} s: the DCS will never answer 200`,
-        );
-      }
-      return;
-    }
+    if (!previous) return this.#firstView(view, witness);
     const name = witness.name;
     const [was, is] = [previous.leader?.holder, view.leader?.holder];
     if (was !== is) {
@@ -297,6 +303,22 @@ export class Service {
       (member) => member?.role === after?.role && member?.state === after?.state,
       "dcs",
     );
+  }
+
+  /** Says what cannot work with the first view: a margin not below the ttl, no key for this member. */
+  #firstView(view: DcsView, witness: Witness): void {
+    const margin = witness.marginMs(view) / 1000;
+    if (view.ttl !== undefined && margin >= view.ttl) {
+      this.#log.warn(
+        `dcs.margin ${margin} s is not below Patroni's ttl ${view.ttl} s: the DCS will never answer 200`,
+      );
+    }
+    if (!view.members.has(witness.name)) {
+      const known = [...view.members.keys()].join(", ") || "none";
+      this.#log.warn(
+        `DCS: no member key for ${witness.name} (members: ${known}): the witness neither vouches nor vetoes until there is one; check dcs.name`,
+      );
+    }
   }
 
   #dcsGauges(): DcsGauges | undefined {

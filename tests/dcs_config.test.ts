@@ -324,3 +324,24 @@ Deno.test("dcs: https endpoints without cacert trust the system bundle, read whe
   assert.ok(SYSTEM_CA_BUNDLES.includes(config.dcs!.ca!.cafile), config.dcs!.ca!.cafile);
   assert.match(config.dcs!.ca!.pem, /BEGIN CERTIFICATE/);
 });
+
+Deno.test("dcs: credentials in an etcd URL are taken as Patroni takes them, and never shown in a message", async () => {
+  const file = await temp(
+    "scope: s\nname: m1\netcd3:\n  url: https://patroni:S3cret%40@10.0.0.1:2379\n",
+  );
+  const config = await parseConfig(`dcs:\n  patroni-config: ${file}\n`, "c.yml");
+  assert.deepEqual(
+    [config.dcs!.username, config.dcs!.password, config.dcs!.endpoints],
+    ["patroni", "S3cret@", ["https://10.0.0.1:2379"]],
+  );
+  const bad = await temp(
+    "scope: s\nname: m1\netcd3:\n  url: https://patroni:S3cretPass@10.0.0.1:99999\n  password: 12345\n",
+  );
+  const ps = await problems(`dcs:\n  patroni-config: ${bad}\n`);
+  assert.equal(ps.length, 2);
+  for (const p of ps) assert.doesNotMatch(p, /S3cret|12345/, p);
+  assert.match(ps[0], /got "https:\/\/\*\*\*@10\.0\.0\.1:99999"/);
+  assert.match(ps[1], /password: must be a string \(a number or boolean must be quoted\)/);
+  await Deno.remove(file);
+  await Deno.remove(bad);
+});

@@ -115,3 +115,56 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: name("reads go through etcd's leader (quorum), never a member's own copy"),
+  ignore,
+  async fn() {
+    await using etcd = await Etcd.start();
+    await seeded(etcd);
+    await using relay = new Relay(etcd.port);
+    const watcher = createEtcd2Watcher(
+      etcd2.settings([`http://127.0.0.1:${relay.port}`]),
+      { ...etcd2.fast, requestTimeoutMs: 3000 },
+    );
+    try {
+      await viewWhere(watcher, held("pg1"), "pg1 holding the lock");
+      const reads = relay.targets.filter((t) =>
+        t.startsWith("/v2/keys") && !t.includes("wait=true")
+      );
+      assert.ok(reads.length > 0);
+      for (const target of reads) assert.match(target, /[?&]quorum=true/, target);
+    } finally {
+      await watcher.close();
+    }
+  },
+});
+
+Deno.test({
+  name: name(
+    "a directory above the scope removed (the scope with it): the keys are read again, and there is no leader",
+  ),
+  ignore,
+  async fn() {
+    await using etcd = await Etcd.start();
+    await seeded(etcd);
+    const watcher = createEtcd2Watcher(etcd2.settings([etcd.url]), {
+      ...etcd2.fast,
+      requestTimeoutMs: 3000,
+      watchTimeoutMs: 20_000,
+    });
+    try {
+      await viewWhere(watcher, held("pg1"), "pg1 holding the lock");
+      const { status } = await etcd.v2("DELETE", "/service?recursive=true&dir=true");
+      assert.equal(status, 200);
+      await viewWhere(
+        watcher,
+        (v) => v.leader === undefined && v.members.size === 0,
+        "no leader",
+        3000,
+      );
+    } finally {
+      await watcher.close();
+    }
+  },
+});

@@ -144,8 +144,12 @@ const chunk = (text: string) =>
 interface GatewayAnswers {
   /** The range read's answer. @default {a scope without keys at revision 5} */
   range?: string;
-  /** The answer to each lease read. @default {undefined} (none is expected) */
-  lease?: () => string;
+  /** The answer to each lease read (it may take its time). @default {undefined} (none is expected) */
+  lease?: () => string | Promise<string>;
+  /** The watch's answer instead of a stream (an error status). @default {undefined} (the stream) */
+  watchRefusal?: string;
+  /** Called with each request's target. @default {undefined} */
+  onRequest?: (target: string) => void;
 }
 
 /**
@@ -157,12 +161,15 @@ function fakeGateway(watch: (conn: Deno.Conn) => Promise<void>, answers: Gateway
     `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
   return rawServer(async (conn, request) => {
     const target = request.match(/^\w+ (\S+)/)?.[1];
+    if (target) answers.onRequest?.(target);
     if (target === "/version") {
       await send(conn, answer('{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}'));
     } else if (target === "/v3/kv/range") {
       await send(conn, answer(answers.range ?? '{"header":{"revision":"5"}}'));
     } else if (target === "/v3/lease/timetolive" && answers.lease) {
-      await send(conn, answer(answers.lease()));
+      await send(conn, answer(await answers.lease()));
+    } else if (target === "/v3/watch" && answers.watchRefusal) {
+      await send(conn, answers.watchRefusal);
     } else if (target === "/v3/watch") {
       await send(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
       await watch(conn);
@@ -305,3 +312,132 @@ for (const [ttl, atLeast, atMost] of [[5, 4, 8], [30, 1, 2]]) {
     },
   );
 }
+
+/** The leader key held by pg1 with lease 42, as a range answer. */
+const HELD_RANGE = `{"header":{"revision":"5"},"kvs":[{"key":"${
+  b64("/service/pg/leader")
+}","value":"${b64("pg1")}","lease":"42","mod_revision":"3"}]}`;
+/** A lease read's answer: `ttl` left of `granted`, holding `keys`. */
+const leaseAnswer = (ttl: number, granted: number, keys = [b64("/service/pg/leader")]) =>
+  JSON.stringify({ ID: "42", TTL: String(ttl), grantedTTL: String(granted), keys });
+
+Deno.test("dcs etcd3: a lease time to live above what was granted (etcd's unpromoted lease, ~292 years) is no held lock", async () => {
+  const end = Promise.withResolvers<void>();
+  await using gateway = fakeGateway(async (conn) => {
+    await send(conn, chunk('{"result":{"created":true}}\n'));
+    await end.promise;
+  }, { range: HELD_RANGE, lease: () => leaseAnswer(9223372036, 5) });
+  const watcher = createEtcd3Watcher(
+    etcd3.settings([`http://127.0.0.1:${gateway.port}`]),
+    GATEWAY_OPTIONS,
+  );
+  try {
+    const view = await viewWhere(watcher, (v) => v.leader?.holder === "pg1", "pg1's key read");
+    await new Promise((r) => setTimeout(r, 400)); // a few lease reads
+    assert.equal(watcher.view()!.leader!.heldUntil, -Infinity, JSON.stringify(view.leader));
+  } finally {
+    end.resolve();
+    await watcher.close();
+  }
+});
+
+Deno.test("dcs etcd3: a lease that no longer holds the leader key: the lock's time is unknown at once, before the keys are read again", async () => {
+  const end = Promise.withResolvers<void>();
+  let reads = 0;
+  await using gateway = fakeGateway(async (conn) => {
+    await send(conn, chunk('{"result":{"created":true}}\n'));
+    await end.promise;
+  }, {
+    range: HELD_RANGE,
+    // the first read shows the lock held; the next ones, the lease holding nothing
+    lease: () => leaseAnswer(4, 5, reads++ === 0 ? undefined : []),
+  });
+  const watcher = createEtcd3Watcher(
+    etcd3.settings([`http://127.0.0.1:${gateway.port}`]),
+    GATEWAY_OPTIONS,
+  );
+  const seen: number[] = [];
+  watcher.subscribe((v) => seen.push(v.leader?.heldUntil ?? NaN));
+  try {
+    await until(() => seen.some((t) => t > 0), "the lock held first");
+    await until(() => seen.at(-1) === -Infinity, "then not known held");
+  } finally {
+    end.resolve();
+    await watcher.close();
+  }
+});
+
+Deno.test("dcs etcd3: a watch refused at once, again and again, backs off (an answer does not reset it)", async () => {
+  let ranges = 0;
+  await using gateway = fakeGateway(() => Promise.resolve(), {
+    watchRefusal: "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    onRequest: (target) => target === "/v3/kv/range" && ranges++,
+  });
+  const watcher = createEtcd3Watcher(etcd3.settings([`http://127.0.0.1:${gateway.port}`]), {
+    ...GATEWAY_OPTIONS,
+    backoffMs: 100,
+    maxBackoffMs: 2000,
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 2500));
+    // 100 + 200 + 400 + 800 + 1600 ms of back-off: at most six sessions in 2.5 s (not 25)
+    assert.ok(ranges >= 2 && ranges <= 6, `${ranges} sessions in 2.5 s`);
+  } finally {
+    await watcher.close();
+  }
+});
+
+Deno.test("dcs etcd3: a new holder seen while a lease read is under way has its lease read right after it, not an interval later", async () => {
+  const end = Promise.withResolvers<void>();
+  const watchConn = Promise.withResolvers<Deno.Conn>();
+  const reads: { at: number; lease: string }[] = [];
+  const slow = Promise.withResolvers<void>();
+  await using gateway = fakeGateway(async (conn) => {
+    await send(conn, chunk('{"result":{"created":true}}\n'));
+    watchConn.resolve(conn);
+    await end.promise;
+  }, {
+    range: HELD_RANGE,
+    lease: async () => {
+      reads.push({ at: performance.now(), lease: reads.length < 2 ? "42" : "43" });
+      if (reads.length === 2) await slow.promise; // the second read takes its time
+      return leaseAnswer(4, 5, [b64("/service/pg/leader")]);
+    },
+  });
+  const watcher = createEtcd3Watcher(etcd3.settings([`http://127.0.0.1:${gateway.port}`]), {
+    ...GATEWAY_OPTIONS,
+    pollIntervalMs: 3000,
+  });
+  try {
+    await until(() => reads.length === 2, "a lease read under way");
+    const conn = await watchConn.promise;
+    const event = {
+      result: {
+        events: [{ kv: { key: b64("/service/pg/leader"), value: b64("pg2"), lease: "43" } }],
+      },
+    };
+    await send(conn, chunk(JSON.stringify(event) + "\n"));
+    await viewWhere(watcher, (v) => v.leader?.holder === "pg2", "pg2 holding the key");
+    const released = performance.now();
+    slow.resolve();
+    await until(() => reads.length === 3, "the new holder's lease read", 2000);
+    assert.ok(reads[2].at - released < 1000, `${(reads[2].at - released).toFixed(0)} ms later`);
+  } finally {
+    slow.resolve();
+    end.resolve();
+    await watcher.close();
+  }
+});
+
+Deno.test("dcs etcd3: a session that polls for hours keeps no memory per lease read", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--v8-flags=--expose-gc", "tests/support/etcd3_heap.ts"],
+    cwd: new URL("../", import.meta.url),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  const { bytesPerRead } = JSON.parse(new TextDecoder().decode(out.stdout));
+  // Racing every poll against the session's one watch-end promise kept ~670 B per read alive.
+  assert.ok(bytesPerRead < 200, `${bytesPerRead.toFixed(0)} B kept per lease read`);
+});

@@ -75,6 +75,7 @@ Deno.test({
     await using etcd = await Etcd.start();
     await seed(etcd, "pg1");
     await using fake = await FakePatroni.start();
+    fake.scope = "pg";
     const port = freePort();
     const patroni = await patroniFile(etcd, "pg1");
     const file = await writeConfig(

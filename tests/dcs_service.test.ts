@@ -30,6 +30,7 @@ async function start(fake: FakePatroni, dcs = DCS, cache = "  ttl: 5") {
 
 Deno.test("dcs service: a frozen Patroni: the DCS's 200 for the lock holder, said in X-Cache and /metrics", async () => {
   await using fake = await FakePatroni.start();
+  fake.scope = "pgglue";
   const t = await start(fake, DCS, "  ttl: 0.2");
   try {
     const [dcs] = t.started;
@@ -66,6 +67,7 @@ Deno.test("dcs service: a frozen Patroni: the DCS's 200 for the lock holder, sai
 
 Deno.test("dcs service: a lock change ends every entry and asks again for the routes in use; a role change ends those it contradicts", async () => {
   await using fake = await FakePatroni.start();
+  fake.scope = "pgglue";
   const t = await start(fake);
   try {
     const [dcs] = t.started;
@@ -110,6 +112,7 @@ Deno.test("dcs service: a lock change ends every entry and asks again for the ro
 
 Deno.test("dcs service: a DCS that fails is logged once and counted; reachable again is logged once", async () => {
   await using fake = await FakePatroni.start();
+  fake.scope = "pgglue";
   const t = await start(fake);
   try {
     const [dcs] = t.started;
@@ -141,6 +144,7 @@ Deno.test("dcs service: a DCS that fails is logged once and counted; reachable a
 
 Deno.test("dcs service: a reload restarts the watcher only when where it watches changes, and stops it when dcs: goes", async () => {
   await using fake = await FakePatroni.start();
+  fake.scope = "pgglue";
   const t = await start(fake);
   try {
     assert.match(
@@ -176,6 +180,7 @@ Deno.test("dcs service: a reload restarts the watcher only when where it watches
 
 Deno.test("dcs service: without a dcs: section nothing of the witness runs or shows", async () => {
   await using fake = await FakePatroni.start();
+  fake.scope = "pgglue";
   const t = await start(fake, "");
   try {
     assert.equal(t.started.length, 0);
@@ -183,6 +188,50 @@ Deno.test("dcs service: without a dcs: section nothing of the witness runs or sh
     const res = await t.get("/primary");
     assert.equal(res.cache, "MISS");
     assert.doesNotMatch((await t.get("/metrics")).body, /patroniglue_dcs_/);
+  } finally {
+    await t.service.stop();
+  }
+});
+
+Deno.test("dcs service: Patroni naming another cluster silences the witness, with one error line", async () => {
+  await using fake = await FakePatroni.start();
+  fake.scope = "staging"; // what Patroni says; dcs: watches pgglue
+  const t = await start(fake, DCS, "  ttl: 0.2");
+  try {
+    t.started[0].set("node1", 20_000, { node1: PRIMARY });
+    assert.equal((await t.get("/primary")).status, 200);
+    fake.freeze();
+    await new Promise((r) => setTimeout(r, 250));
+    const frozen = await t.get("/primary");
+    assert.equal(frozen.status, 503, "no DCS answer for a member of another cluster");
+    const errors = t.lines.filter((l) => l.includes("ERROR DCS witness silent"));
+    assert.equal(errors.length, 1, t.lines.join("\n"));
+    assert.match(errors[0], /Patroni says it is cluster staging, not pgglue/);
+  } finally {
+    fake.thaw();
+    await t.service.stop();
+  }
+});
+
+Deno.test("dcs service: a first view without this member's key is said at once (a wrong dcs.name)", async () => {
+  await using fake = await FakePatroni.start();
+  fake.scope = "pgglue";
+  const t = await start(fake);
+  try {
+    t.started[0].set("pg-1", 20_000, { "pg-1": PRIMARY });
+    assert.ok(
+      t.lines.some((l) =>
+        l.includes(
+          "WARN DCS: no member key for node1 (members: pg-1): the witness neither vouches nor vetoes",
+        )
+      ),
+      t.lines.join("\n"),
+    );
+    assert.equal(
+      (await t.get("/primary")).status,
+      200,
+      "not vetoed by a lock the name does not know",
+    );
   } finally {
     await t.service.stop();
   }

@@ -435,3 +435,28 @@ Deno.test("agent: one access line per check at info (text or json), none at the 
     ["agent check", "127.0.0.1:6", "/primary", "miss", "up ready", "number"],
   );
 });
+
+Deno.test("handler: a hit reads the clock once, for its freshness and its age alike", async () => {
+  let reads = 0;
+  const clock = { now: 5_000 };
+  const now = () => (reads++, clock.now);
+  const cache = new HealthCache({
+    ttl: 5,
+    now,
+    fetch: () => Promise.resolve({ ok: true, status: 200, body: PRIMARY } as BackendOutcome),
+    setTimer: () => 0,
+    clearTimer: () => {},
+  });
+  const handle = createHandler({
+    cache,
+    log: new Logger({ write: () => {} }),
+    logformat: "%U",
+    now,
+  });
+  await handle(req("/primary"));
+  clock.now += 2_000;
+  reads = 0;
+  const hit = handle(req("/primary")) as HealthResponse;
+  assert.equal(hit.headers.age, "2");
+  assert.equal(reads, 1);
+});

@@ -483,6 +483,7 @@ Deno.test({
   async fn() {
     const pem = (name: string) => Deno.readTextFileSync(fixture(name));
     await using patroni = await FakePatroni.start();
+    patroni.scope = "pg";
     await using replica = await FakePatroni.start({ role: "replica" });
     await using replicaElsewhere = await FakePatroni.start({
       role: "replica",

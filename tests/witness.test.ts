@@ -221,3 +221,53 @@ Deno.test("witness: parseLag reads bytes and Patroni's units, and nothing else",
     assert.equal(parseLag(bad), undefined, bad);
   }
 });
+
+Deno.test("witness: once Patroni names another member or cluster, it neither vouches nor vetoes, and says why once", () => {
+  const v = view("n1", 20_000, { n1: PRIMARY, n2: REPLICA });
+  const w = new Witness({ view: () => v, name: "n1", scope: "main", now: () => NOW });
+  assert.equal(w.hear({ scope: "main" }), undefined);
+  assert.equal(w.hear({ scope: "main", name: "n1" }), undefined);
+  assert.equal(w.testify("/primary", "")?.status, 200);
+  assert.equal(
+    w.hear({ scope: "main", name: "pg-1" }),
+    "Patroni says it is member pg-1, not n1 (check dcs.name and dcs.scope)",
+  );
+  assert.equal(w.hear({ name: "pg-1" }), undefined, "said once");
+  assert.equal(w.testify("/primary", ""), undefined);
+  const other = new Witness({
+    view: () => view("n2", 20_000, { n1: PRIMARY }),
+    name: "n1",
+    scope: "main",
+    now: () => NOW,
+  });
+  assert.equal(other.overrule("/primary"), "the leader lock is held by n2");
+  assert.match(other.hear({ scope: "staging" })!, /cluster staging, not main/);
+  assert.equal(other.overrule("/primary"), undefined);
+  assert.equal(
+    other.mismatch,
+    "Patroni says it is cluster staging, not main (check dcs.name and dcs.scope)",
+  );
+});
+
+Deno.test("witness: a name the DCS has no member key for vetoes nothing (a wrong dcs.name must not take the primary out)", () => {
+  const v = view("pg-1", 20_000, { "pg-1": PRIMARY, "pg-2": REPLICA });
+  assert.equal(witness("node1", v).overrule("/primary"), undefined);
+  assert.equal(witness("pg-2", v).overrule("/primary"), "the leader lock is held by pg-1");
+});
+
+Deno.test("witness: noloadbalance is true as Python's bool() takes it, as Patroni does", () => {
+  const at = (noloadbalance: unknown) =>
+    witness("n2", view("n1", 20_000, { n2: { ...REPLICA, tags: { noloadbalance } } }))
+      .testify("/replica", "")?.status;
+  for (const v of [true, "on", "false", "no", 2, ["x"]]) {
+    assert.equal(at(v), undefined, JSON.stringify(v));
+  }
+  for (const v of [false, 0, "", null, [], {}]) assert.equal(at(v), 200, JSON.stringify(v));
+});
+
+Deno.test("witness: /read-only checks tags on the leader too (only the leader checks ignore them)", () => {
+  const leader = witness("n1", view("n1", 20_000, { n1: { ...PRIMARY, tags: { dc: "east" } } }));
+  assert.equal(leader.testify("/read-only", "tag_dc=east")?.status, 200);
+  assert.equal(leader.testify("/read-only", "tag_dc=west"), undefined);
+  assert.equal(leader.testify("/primary", "tag_dc=west")?.status, 200);
+});

@@ -26,8 +26,26 @@ export type BackendFailure = "timeout" | "refused" | "tls" | "invalid" | "error"
 
 /** The result of one backend request. */
 export type BackendOutcome =
-  | { ok: true; status: 200 | 503; body: string; member?: MemberFacts }
+  | { ok: true; status: 200 | 503; body: string; member?: MemberFacts; identity?: Identity }
   | { ok: false; failure: BackendFailure; error: string };
+
+/** Who Patroni says it is: its `patroni.scope`, and `patroni.name` (Patroni 3.1 and later). */
+export interface Identity {
+  scope?: string;
+  name?: string;
+}
+
+/** The identity of a parsed JSON body (its `patroni` object), when it names a scope or a name. */
+export function identityOf(value: unknown): Identity | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const patroni = (value as Record<string, unknown>).patroni;
+  if (typeof patroni !== "object" || patroni === null) return undefined;
+  const { scope, name } = patroni as Record<string, unknown>;
+  const identity: Identity = {};
+  if (typeof scope === "string") identity.scope = scope;
+  if (typeof name === "string") identity.name = name;
+  return identity.scope === undefined && identity.name === undefined ? undefined : identity;
+}
 
 /** The member's role, state and timeline, as a Patroni body reports them. */
 export interface MemberFacts {
@@ -201,6 +219,10 @@ function outcomeOf(status: number, bytes: Uint8Array): BackendOutcome {
   } catch {
     return invalid("answer is not JSON");
   }
+  const outcome: BackendOutcome = { ok: true, status, body };
   const member = memberFactsOf(value);
-  return member ? { ok: true, status, body, member } : { ok: true, status, body };
+  const identity = identityOf(value);
+  if (member) outcome.member = member;
+  if (identity) outcome.identity = identity;
+  return outcome;
 }

@@ -116,10 +116,13 @@ export class HealthCache {
     return this.#failing;
   }
 
-  /** The fresh entry for `key`, if there is one (synchronous: the hot path of a cache hit). */
-  peek(key: string): CacheEntry | undefined {
+  /**
+   * The fresh entry for `key`, if there is one (synchronous: the hot path of a cache hit), at
+   * `now` on the cache's clock (a caller that reads the clock anyway passes its reading).
+   */
+  peek(key: string, now: number = this.#now()): CacheEntry | undefined {
     const slot = this.#slots.get(key);
-    if (!slot || this.#now() >= slot.expiresAt) return undefined;
+    if (!slot || now >= slot.expiresAt) return undefined;
     slot.used = true;
     return slot.entry;
   }

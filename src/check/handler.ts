@@ -46,9 +46,10 @@ export type Lookup = CacheEntry | Promise<{ entry: CacheEntry; result: CacheResu
 /**
  * The cache entry for a check's key: synchronous for a fresh entry (the hot path, no allocation),
  * else joined to the request in flight or fetched. HTTP and agent checks both go through it.
+ * `now` is a reading of the cache's clock the caller has anyway (else the cache reads it).
  */
-export function lookup(cache: HealthCache, key: string): Lookup {
-  return cache.peek(key) ?? cache.get(key);
+export function lookup(cache: HealthCache, key: string, now?: number): Lookup {
+  return cache.peek(key, now) ?? cache.get(key);
 }
 
 const METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -118,8 +119,9 @@ class HttpResponder {
       const local = this.#local(req, route);
       if (local || route.kind !== "check") return this.#finish(x, local!, "local");
       if (witness) return this.#witnessed(x, route, witness);
-      const found = lookup(cache, route.key);
-      if (!(found instanceof Promise)) return this.#fromCache(x, found, "hit");
+      const at = this.#now(); // one reading for the freshness check and a hit's age
+      const found = lookup(cache, route.key, at);
+      if (!(found instanceof Promise)) return this.#fromCache(x, found, "hit", at);
       return found.then(
         ({ entry, result }) => this.#fromCache(x, entry, result),
         (e) => this.#failed(x, e),
@@ -156,18 +158,19 @@ class HttpResponder {
   }
 
   /** Responds from a cache entry; an entry that records a backend failure counts as `error`. */
-  #fromCache(x: Exchange, entry: CacheEntry, result: CacheResult): HealthResponse {
+  #fromCache(x: Exchange, entry: CacheEntry, result: CacheResult, at?: number): HealthResponse {
     const { log } = this.#options;
     if (log.enabled("debug")) {
       const key = (x.route as CheckRoute).key;
       log.debug("cache", { key, result, status: entry.status, failure: entry.failure });
     }
-    return this.#finish(x, this.#cached(x.req, entry, result), entry.failure ? "error" : result);
+    const res = this.#cached(x.req, entry, result, at ?? this.#now());
+    return this.#finish(x, res, entry.failure ? "error" : result);
   }
 
   /** A cache entry's response; a hit's is shared by every hit of the same age (not for OPTIONS). */
-  #cached(req: HealthRequest, entry: CacheEntry, result: CacheResult): HealthResponse {
-    const age = Math.max(0, Math.floor((this.#now() - entry.storedAt) / 1000));
+  #cached(req: HealthRequest, entry: CacheEntry, result: CacheResult, now: number): HealthResponse {
+    const age = Math.max(0, Math.floor((now - entry.storedAt) / 1000));
     const options = req.method === "OPTIONS";
     const shared = result === "hit" && !options;
     if (shared) {

@@ -3,6 +3,7 @@
  * Patroni's 200s a live lock held by another member overrules.
  * @module
  */
+import type { Identity } from "./backend.ts";
 import type { DcsView, MemberKey } from "../dcs/view.ts";
 
 /** Patroni's primary roles: `master` before 4.0, `primary` since. */
@@ -41,6 +42,8 @@ export interface WitnessOptions {
   view: () => DcsView | undefined;
   /** This member's name in Patroni. */
   name: string;
+  /** The cluster (Patroni's scope) the view is of. @default {undefined} (not checked) */
+  scope?: string;
   /** Seconds of the lock that must be left for a 200 from the DCS. @default {half the view's ttl} */
   margin?: number;
   /** Monotonic clock in ms, the watcher's. @default {performance.now} */
@@ -51,19 +54,45 @@ export interface WitnessOptions {
  * The rules of the DCS witness. `testify` answers a check Patroni left unanswered: 200 only while
  * the view is live and this member's key and the leader lock vouch for it, with more than the
  * margin left on the lock; otherwise nothing, and the check fails as it would without a DCS.
- * `overrule` names the live lock of another member, which makes a leader check's 200 a 503.
+ * `overrule` names the live lock of another member, which makes a leader check's 200 a 503. Both
+ * stay silent once Patroni has said it is another member or cluster than the DCS keys watched
+ * (`dcs.name`, `dcs.scope` wrong, or set for Patroni by its environment only).
  */
 export class Witness {
   readonly name: string;
+  readonly #scope?: string;
   readonly #view: () => DcsView | undefined;
   readonly #margin?: number;
   readonly #now: () => number;
+  /** Why the witness is silent: Patroni named another member or cluster. */
+  #mismatch?: string;
 
   constructor(options: WitnessOptions) {
     this.name = options.name;
+    this.#scope = options.scope;
     this.#view = options.view;
     this.#margin = options.margin;
     this.#now = options.now ?? (() => performance.now());
+  }
+
+  /**
+   * What Patroni said of itself: the first time it names another member or cluster than the
+   * witness watches, the witness falls silent and the reason is returned (to be logged once).
+   */
+  hear(identity: Identity): string | undefined {
+    if (this.#mismatch !== undefined) return undefined;
+    const other = identity.name !== undefined && identity.name !== this.name
+      ? `member ${identity.name}, not ${this.name}`
+      : identity.scope !== undefined && this.#scope !== undefined && identity.scope !== this.#scope
+      ? `cluster ${identity.scope}, not ${this.#scope}`
+      : undefined;
+    if (other === undefined) return undefined;
+    return this.#mismatch = `Patroni says it is ${other} (check dcs.name and dcs.scope)`;
+  }
+
+  /** Why the witness is silent, once Patroni has named another member or cluster. */
+  get mismatch(): string | undefined {
+    return this.#mismatch;
   }
 
   /** The margin in ms that applies to `view`. */
@@ -78,7 +107,7 @@ export class Witness {
 
   /** The DCS's 200 for check `path` with `query` (canonical, without `?`), or undefined. */
   testify(path: string, query: string): Testimony | undefined {
-    const view = this.#view();
+    const view = this.#mismatch === undefined ? this.#view() : undefined;
     const lock = view?.leader;
     if (!view || !lock) return undefined;
     const left = lock.heldUntil - this.#now();
@@ -89,50 +118,63 @@ export class Witness {
     const evidence = `${mine ? "holds" : `${lock.holder} holds`} the leader lock (${
       (left / 1000).toFixed(1)
     } s left), ${member.role}, running`;
+    const params = new URLSearchParams(query);
     const leaderRoles = LEADER_CHECKS[path];
-    const asLeader = mine && (leaderRoles ?? (path === "/read-only" ? LEADER_ROLES : []))
-      .includes(member.role);
-    if (asLeader) return { status: 200, evidence, member };
+    if (mine && leaderRoles?.includes(member.role)) return { status: 200, evidence, member };
     if (path !== "/replica" && path !== "/read-only") return undefined;
-    return !mine && isServingReplica(member, view, query)
-      ? { status: 200, evidence, member }
-      : undefined;
+    // /read-only is the leader's or a replica's check, with tags either way (Patroni's do_GET).
+    const serves = mine
+      ? path === "/read-only" && LEADER_ROLES.includes(member.role)
+      : isServingReplica(member, view, params);
+    return serves && tagsMatch(member, params) ? { status: 200, evidence, member } : undefined;
   }
 
-  /** Why a 200 of check `path` must not stand: another member's live lock; else undefined. */
+  /**
+   * Why a 200 of check `path` must not stand: another member's live lock, while this member's own
+   * key is in the view (a name the DCS does not know vetoes nothing); else undefined.
+   */
   overrule(path: string): string | undefined {
-    if (!LOCK_CHECKS.has(path)) return undefined;
-    const lock = this.#view()?.leader;
+    if (!LOCK_CHECKS.has(path) || this.#mismatch !== undefined) return undefined;
+    const view = this.#view();
+    const lock = view?.leader;
     if (!lock || lock.holder === this.name || lock.heldUntil <= this.#now()) return undefined;
+    if (!view!.members.has(this.name)) return undefined;
     return `the leader lock is held by ${lock.holder}`;
   }
 }
 
 /**
  * Patroni's `/replica` rule on the member key: a running replica without `noloadbalance`, within
- * `?lag=` of the leader's optime, with every `?tag_x=` matching (as Patroni compares them).
+ * `?lag=` of the leader's optime. Patroni's own check compares the replayed position; the member
+ * key has only the further of received and replayed, so a replica whose replay is stalled while it
+ * receives passes here (said in the README).
  */
-function isServingReplica(member: MemberKey, view: DcsView, query: string): boolean {
-  if (member.role !== "replica" || isTrue(member.tags.noloadbalance)) return false;
-  for (const [name, value] of new URLSearchParams(query)) {
-    if (name === "lag") {
-      const lag = parseLag(value);
-      if (lag === undefined || view.leaderOptime === undefined) return false;
-      if (member.xlogLocation === undefined) return false;
-      if (view.leaderOptime > member.xlogLocation + lag) return false;
-    } else if (name.startsWith("tag_")) {
-      const tag = member.tags[name.slice(4)];
-      if (tag === undefined || tag === null) return false;
-      const text = typeof tag === "string" ? tag : String(tag).toLowerCase();
-      if (text !== value) return false;
-    }
+function isServingReplica(member: MemberKey, view: DcsView, params: URLSearchParams): boolean {
+  if (member.role !== "replica" || isTruthy(member.tags.noloadbalance)) return false;
+  const lagParam = params.get("lag");
+  if (lagParam === null) return true;
+  const lag = parseLag(lagParam);
+  const position = member.xlogLocation;
+  if (lag === undefined || view.leaderOptime === undefined || position === undefined) return false;
+  return view.leaderOptime <= position + lag;
+}
+
+/** Every `?tag_x=v` names a tag the member has, equal as Patroni compares (non-strings lowercased). */
+function tagsMatch(member: MemberKey, params: URLSearchParams): boolean {
+  for (const [name, value] of params) {
+    if (!name.startsWith("tag_")) continue;
+    const tag = member.tags[name.slice(4)];
+    if (tag === undefined || tag === null) return false;
+    if ((typeof tag === "string" ? tag : String(tag).toLowerCase()) !== value) return false;
   }
   return true;
 }
 
-/** Patroni's boolean spellings of a tag. */
-function isTrue(v: unknown): boolean {
-  return ["on", "true", "yes", "1"].includes(String(v).toLowerCase());
+/** A tag's value as Python's `bool()` takes it (Patroni's `noloadbalance`): false, 0, "", [] and {} are false. */
+function isTruthy(v: unknown): boolean {
+  if (v === undefined || v === null || v === false || v === 0 || v === "") return false;
+  if (Array.isArray(v)) return v.length > 0;
+  return typeof v !== "object" || Object.keys(v).length > 0;
 }
 
 const LAG_UNITS: Readonly<Record<string, number>> = {

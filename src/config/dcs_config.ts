@@ -5,12 +5,12 @@
  */
 import { DCS_KINDS, type DcsKind, type DcsSettings } from "../dcs/view.ts";
 import {
-  anyString,
   endpointList,
   type EndpointSpec,
   type Fact,
   type PatroniDcsFacts,
   readPatroniConfig,
+  secret,
   UNSUPPORTED_DCS,
 } from "./patroni_config.ts";
 import {
@@ -56,7 +56,7 @@ export const DCS_SECTION = {
   /** This member's name in Patroni (its `name`). */
   name: input(text).reloads("handler", "name"),
   username: input(text).reloads("watcher", "username"),
-  password: input(anyString).reloads("watcher", "password"),
+  password: input(secret).reloads("watcher", "password"),
   /** CA certificates to trust for https endpoints. */
   cacert: input(text).reloads("watcher", "ca"),
   /** A client certificate (with `key`, or holding its key). */
@@ -184,7 +184,9 @@ class DcsFacts {
       ? [`${this.section}: cacert, cert and key have no effect on http:// endpoints`]
       : [];
     const trusted = await this.#trusted(endpoints, ca);
-    const [username, password] = [this.pick("username")?.value, this.pick("password")?.value];
+    const inUrl = hosts.value.find((e) => e.username !== undefined); // `https://user:pw@host`
+    const username = this.pick("username")?.value ?? inUrl?.username;
+    const password = this.pick("password")?.value ?? inUrl?.password;
     if (password !== undefined && username === undefined) {
       problems.push(`${this.section}: a password without a username: set dcs.username`);
     }

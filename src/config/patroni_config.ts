@@ -7,28 +7,43 @@ import { type DcsKind } from "../dcs/view.ts";
 import { bool, type Check, fail, input, oneOf, readFile, reason, show, text } from "./schema.ts";
 import { parseYaml, YamlError, type YamlNode } from "./yaml/mod.ts";
 
-/** One etcd endpoint as a config writes it: `host:port`, `host`, or `http(s)://host:port`. */
+/** One etcd endpoint as a config writes it: `host:port`, `host`, or `http(s)://[user:password@]host:port`. */
 export interface EndpointSpec {
   scheme?: "http" | "https";
   host: string;
   port: number;
+  /** Credentials written in a URL (`https://user:password@host`), as Patroni takes them. */
+  username?: string;
+  password?: string;
 }
 
 /** etcd's client port, when an endpoint names none. */
 export const ETCD_PORT = 2379;
 
-/** One endpoint: `host[:port]` or `http(s)://host[:port]`, IPv6 in brackets. */
+const ENDPOINT =
+  /^(?:(https?):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?)?(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z._%-]+)(?::(\d{1,5}))?\/?$/;
+
+/** An endpoint as it may be shown: credentials in a URL never are. */
+function shownEndpoint(entry: string): string {
+  return show(entry.replace(/^(https?:\/\/)[^@/]*@/, "$1***@"));
+}
+
+/** One endpoint: `host[:port]` or `http(s)://[user:password@]host[:port]`, IPv6 in brackets. */
 export function parseEndpoint(entry: string): EndpointSpec {
-  const m = /^(?:(https?):\/\/)?(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z._%-]+)(?::(\d{1,5}))?\/?$/.exec(
-    entry,
-  );
+  const m = ENDPOINT.exec(entry);
   if (!m) {
-    return fail(`must be host:port or http(s)://host:port: got ${show(entry)}`);
+    return fail(`must be host:port or http(s)://host:port: got ${shownEndpoint(entry)}`);
   }
-  const port = m[3] === undefined ? ETCD_PORT : Number(m[3]);
-  if (port < 1 || port > 65535) fail(`port must be from 1 to 65535: got ${show(entry)}`);
-  const host = m[2].startsWith("[") ? m[2].slice(1, -1) : m[2];
-  return m[1] ? { scheme: m[1] as "http" | "https", host, port } : { host, port };
+  const [, scheme, username, password, hostText, portText] = m;
+  const port = portText === undefined ? ETCD_PORT : Number(portText);
+  if (port < 1 || port > 65535) fail(`port must be from 1 to 65535: got ${shownEndpoint(entry)}`);
+  const host = hostText.startsWith("[") ? hostText.slice(1, -1) : hostText;
+  const spec: EndpointSpec = scheme
+    ? { scheme: scheme as "http" | "https", host, port }
+    : { host, port };
+  if (username) spec.username = decodeURIComponent(username);
+  if (password !== undefined) spec.password = decodeURIComponent(password);
+  return spec;
 }
 
 /** A list of endpoints: a YAML list, or one string separated by commas (Patroni's `hosts`). */
@@ -47,9 +62,9 @@ export const endpointList: Check<EndpointSpec[]> = (v) => {
 /** One endpoint (Patroni's `host` or `url`). */
 export const endpoint: Check<EndpointSpec[]> = (v) => [parseEndpoint(text(v))];
 
-/** A string, possibly empty (a password). */
-export const anyString: Check<string> = (v) =>
-  typeof v === "string" ? v : fail(`must be a string: got ${show(v)}`);
+/** A secret: a string, possibly empty, never shown in a message (a password). */
+export const secret: Check<string> = (v) =>
+  typeof v === "string" ? v : fail("must be a string (a number or boolean must be quoted)");
 
 /** Patroni's DCS sections that patroniglue cannot watch, refused by name. */
 export const UNSUPPORTED_DCS = ["consul", "zookeeper", "kubernetes", "exhibitor", "raft"] as const;
@@ -66,10 +81,10 @@ const ETCD_SECTION = {
   urls: input(endpointList),
   protocol: input(oneOf(["http", "https"])),
   username: input(text),
-  password: input(anyString),
+  password: input(secret),
   cacert: input(text),
   cert: input(text),
-  key: input(anyString),
+  key: input(secret),
   proxy: input(DISCOVERY("an etcd proxy")),
   srv: input(DISCOVERY("DNS SRV discovery")),
   "use_proxies": input(bool),

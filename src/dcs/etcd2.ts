@@ -112,7 +112,11 @@ class Etcd2Session {
   /** Reads the whole scope and publishes it. */
   async #read(): Promise<void> {
     const sentAt = this.#context.now();
-    const { response, answer } = await this.#call("?recursive=true", this.#context.timeoutMs);
+    // quorum: a read through the etcd leader, never a partitioned member's stale copy.
+    const { response, answer } = await this.#call(
+      "?recursive=true&quorum=true",
+      this.#context.timeoutMs,
+    );
     const index = etcdIndex(response);
     if (answer.errorCode !== KEY_NOT_FOUND && (answer.errorCode !== undefined || !answer.node)) {
       throw answerError(response, answer);
@@ -171,7 +175,10 @@ class Etcd2Session {
   /** Reads the leader key: its `ttl` counted from now, if that says more and the holder is the same. */
   async #reread(): Promise<void> {
     const sentAt = this.#context.now();
-    const { response, answer } = await this.#call(`/${LEADER_KEY}`, this.#context.timeoutMs);
+    const { response, answer } = await this.#call(
+      `/${LEADER_KEY}?quorum=true`,
+      this.#context.timeoutMs,
+    );
     if (answer.errorCode === KEY_NOT_FOUND) return; // deleted: the watch brings the event
     if (answer.errorCode !== undefined || !answer.node) throw answerError(response, answer);
     this.#context.answered();
@@ -189,6 +196,12 @@ class Etcd2Session {
    */
   #apply(action: string, node: Node, started: number, sentAt: number): "publish" | "skip" | "read" {
     const key = relative(this.#target.path, node.key);
+    // A directory above the scope removed (`/service`): the scope went with it.
+    if (
+      key === undefined && REMOVALS.test(action) && this.#target.path.startsWith(`${node.key}/`)
+    ) {
+      return "read";
+    }
     if (key === undefined) return "skip";
     if (REMOVALS.test(action)) {
       this.#keys.delete(key);

@@ -102,6 +102,8 @@ class Etcd3Session {
   #leader?: Leader;
   /** Wakes the interval loop early (a new leader's lease to read). */
   #wake?: () => void;
+  /** A new holder came while no wait was under way: poll again without waiting. */
+  #newLeader = false;
 
   constructor(target: Etcd3Target, context: SessionContext) {
     this.#target = target;
@@ -132,28 +134,40 @@ class Etcd3Session {
     return revision;
   }
 
-  /** Watches from revision `start` in the background, and polls each interval until either ends. */
+  /**
+   * Watches from revision `start` in the background, and polls each interval until either ends.
+   * Each round races its waits against a promise of its own that the watch's end rejects (a race
+   * against one promise for the whole session would keep every round's handlers alive).
+   */
   async #follow(start: number): Promise<void> {
     const { signal } = this.#context;
     const stop = new AbortController();
-    const watchEnd = Promise.withResolvers<never>();
+    let ended: unknown, endRound: ((e: unknown) => void) | undefined;
     const watching = this.#watch(start, AbortSignal.any([signal, stop.signal])).then(
-      () => watchEnd.reject(new DcsError("error", "the watch stream ended")),
-      (e) => watchEnd.reject(e),
-    );
-    watchEnd.promise.catch(() => {});
+      () => new DcsError("error", "the watch stream ended"),
+      (e) => e,
+    ).then((e) => {
+      ended = e;
+      endRound?.(e);
+    });
     try {
-      while (!signal.aborted) {
-        const woken = new Promise<void>((resolve) => this.#wake = resolve);
-        const { intervalMs, grantedTtl } = this.#target;
-        const tick = pause(intervalMs ?? pollInterval(grantedTtl), signal);
-        await Promise.race([tick, woken, watchEnd.promise]);
-        this.#wake = undefined;
+      while (!signal.aborted && ended === undefined) {
+        const round = new Promise<never>((_, reject) => endRound = reject);
+        round.catch(() => {});
+        if (!this.#newLeader) {
+          const woken = new Promise<void>((resolve) => this.#wake = resolve);
+          const { intervalMs, grantedTtl } = this.#target;
+          await Promise.race([pause(intervalMs ?? pollInterval(grantedTtl), signal), woken, round]);
+          this.#wake = undefined;
+        }
+        this.#newLeader = false;
         if (signal.aborted) break;
         const polled = this.#poll();
         polled.catch(() => {}); // when the watch ends first, the session's end settles it
-        await Promise.race([polled, watchEnd.promise]);
+        await Promise.race([polled, round]);
+        endRound = undefined;
       }
+      if (ended !== undefined && !signal.aborted) throw ended;
     } finally {
       this.#wake = undefined;
       stop.abort();
@@ -185,7 +199,11 @@ class Etcd3Session {
     const before = this.#leader;
     for (const event of events) this.#apply(event.kv ?? {}, event.type === "DELETE");
     this.#publish();
-    if (this.#leader && this.#leader !== before) this.#wake?.();
+    if (this.#leader && this.#leader !== before) {
+      // A new holder's lease is read at once, also when a poll is under way now.
+      this.#newLeader = true;
+      this.#wake?.();
+    }
   }
 
   /** Records a key-value as read or as a watch event gives it (`deleted`: a DELETE event). */
@@ -224,6 +242,7 @@ class Etcd3Session {
     const holder = kv?.value !== undefined ? fromBase64(kv.value) : undefined;
     if (this.#leader !== asked) return; // the watch changed it meanwhile
     if (holder !== asked?.holder || (kv?.lease ?? NO_LEASE) !== (asked?.lease ?? NO_LEASE)) {
+      this.#unknownUntilRead(asked);
       throw new Resync("the leader key changed unseen by the watch");
     }
     if (asked) asked.lock = { holder: asked.holder, heldUntil: sentAt };
@@ -243,9 +262,10 @@ class Etcd3Session {
     if (this.#leader !== asked) return;
     const ttl = Number(answer.TTL ?? 0); // the gateway leaves out fields that are zero
     if (!Number.isInteger(ttl)) throw new DcsError("invalid", "malformed answer: bad lease TTL");
-    if (ttl === 0) {
+    if (ttl === 0 || ttl > (this.#target.grantedTtl ?? Infinity)) {
       // Less than a second left, or past its expiry and not yet revoked (etcd revokes expired
-      // leases every 500 ms): not known held.
+      // leases every 500 ms); or more than was ever granted (a lease not yet promoted by a new
+      // etcd leader reports ~292 years, etcd-io/etcd#17642): not known held.
       asked.lock = { holder: asked.holder, heldUntil: -Infinity };
     } else if (ttl < 0) {
       // The lease is gone: so is the key (etcd deletes it; the watch will say so too).
@@ -253,9 +273,19 @@ class Etcd3Session {
       this.#leader = undefined;
     } else {
       const attached = (answer.keys ?? []).some((k) => fromBase64(k) === this.#target.leaderKey);
-      if (!attached) throw new Resync("the leader's lease no longer holds the leader key");
+      if (!attached) {
+        this.#unknownUntilRead(asked);
+        throw new Resync("the leader's lease no longer holds the leader key");
+      }
       asked.lock = { holder: asked.holder, heldUntil: sentAt + ttl * 1000 };
     }
+    this.#publish();
+  }
+
+  /** The lock's time is not known until the keys are read again: publish that before reading. */
+  #unknownUntilRead(asked: Leader | undefined): void {
+    if (!asked) return;
+    asked.lock = { holder: asked.holder, heldUntil: -Infinity };
     this.#publish();
   }
 

@@ -102,9 +102,14 @@ export function timedOut(e: unknown): boolean {
   return failureOf(e).failure === "timeout";
 }
 
+/** A session that lasted this long before it failed starts the back-off afresh. */
+const STABLE_SESSION_MS = 5000;
+
 /**
  * Runs a {@linkcode Session} against the endpoints, one at a time: after a failure, the next
- * endpoint after a pause of `backoffMs` doubling up to `maxBackoffMs` (reset by an answer).
+ * endpoint after a pause of `backoffMs` doubling up to `maxBackoffMs`, reset only by a session
+ * that lasted {@linkcode STABLE_SESSION_MS} (one that reads and then fails at once, again and
+ * again, keeps backing off).
  */
 export class WatchLoop implements DcsWatcher {
   readonly description: string;
@@ -170,7 +175,6 @@ export class WatchLoop implements DcsWatcher {
   #answered(): void {
     if (this.#closing.signal.aborted) return;
     this.#reachable = true;
-    this.#backoff = 0;
     if (!this.#failing) return;
     this.#failing = false;
     this.#options.onRecover?.();
@@ -200,6 +204,7 @@ export class WatchLoop implements DcsWatcher {
       const session = new AbortController();
       const signal = AbortSignal.any([closing, session.signal]);
       let wait = 0;
+      const started = this.#now();
       try {
         await this.#session({
           client,
@@ -218,6 +223,7 @@ export class WatchLoop implements DcsWatcher {
         } else if (!closing.aborted) {
           this.#failed(e);
           index = (index + 1) % this.#origins.length;
+          if (this.#now() - started >= STABLE_SESSION_MS) this.#backoff = 0;
           wait = this.#nextBackoff();
         }
       } finally {

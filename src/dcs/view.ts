@@ -11,7 +11,10 @@ export interface MemberKey {
   /** PostgreSQL's state: `running`, `starting`, `stopped`, ... */
   state?: string;
   timeline?: number;
-  /** The WAL position Patroni last wrote for this member, in bytes (`xlog_location`). */
+  /**
+   * The WAL position Patroni last wrote for this member, in bytes (`xlog_location`; on a replica
+   * the received or the replayed one, whichever is further: Patroni's member key has no other).
+   */
   xlogLocation?: number;
   /** The member's tags (`nofailover`, `noloadbalance`, custom ones), as written. */
   tags: Readonly<Record<string, unknown>>;

@@ -42,6 +42,8 @@ export class FakePatroni {
   sync = false;
   /** Member tags, for `?tag_key=value` and `noloadbalance`. */
   tags: Record<string, string> = {};
+  /** The cluster it says it belongs to (`patroni.scope` in its body). */
+  scope = "fake";
   /** Backend GETs received, by path+query as received. */
   readonly counts = new Map<string, number>();
   /** Distinct client connections seen (by remote port). */
@@ -137,7 +139,7 @@ export class FakePatroni {
         replayed_location: 67108864 - this.lagBytes,
       },
       tags: this.tags,
-      patroni: { version: "3.0.2", scope: "fake" },
+      patroni: { version: "3.0.2", scope: this.scope },
     };
   }
 

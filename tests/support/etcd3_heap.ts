@@ -1,0 +1,51 @@
+/**
+ * Prints the heap an etcd3 watcher keeps per lease read, as JSON: run with
+ * `--v8-flags=--expose-gc`. A fake gateway holds the lock for pg1 and keeps the watch open, so one
+ * session polls for the whole run.
+ * @module
+ */
+import { createEtcd3Watcher } from "../../src/dcs/etcd3.ts";
+import { rawServer, send } from "./raw_server.ts";
+
+const gc = (globalThis as { gc?: () => void }).gc!;
+const b64 = (text: string) => btoa(text);
+const json = (body: string) =>
+  `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+const leader = b64("/service/pg/leader");
+let reads = 0;
+const end = Promise.withResolvers<void>();
+const gateway = rawServer(async (conn, request) => {
+  const target = request.match(/^\w+ (\S+)/)?.[1];
+  if (target === "/version") await send(conn, json('{"etcdserver":"3.4.23"}'));
+  else if (target === "/v3/kv/range") {
+    const kv = `{"key":"${leader}","value":"${b64("pg1")}","lease":"42"}`;
+    await send(conn, json(`{"header":{"revision":"5"},"kvs":[${kv}]}`));
+  } else if (target === "/v3/lease/timetolive") {
+    reads++;
+    await send(conn, json(`{"ID":"42","TTL":"4","grantedTTL":"5","keys":["${leader}"]}`));
+  } else if (target === "/v3/watch") {
+    await send(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    const created = '{"result":{"created":true}}\n';
+    await send(conn, `${created.length.toString(16)}\r\n${created}\r\n`);
+    await end.promise;
+  }
+});
+const watcher = createEtcd3Watcher({
+  type: "etcd3",
+  endpoints: [`http://127.0.0.1:${gateway.port}`],
+  namespace: "/service",
+  scope: "pg",
+}, { pollIntervalMs: 1, requestTimeoutMs: 5000 });
+const until = async (n: number) => {
+  while (reads < n) await new Promise((r) => setTimeout(r, 10));
+};
+await until(500);
+gc();
+const [fromReads, fromHeap] = [reads, Deno.memoryUsage().heapUsed];
+await until(fromReads + 3000);
+gc();
+const [toReads, toHeap] = [reads, Deno.memoryUsage().heapUsed];
+end.resolve();
+await watcher.close();
+await gateway.close();
+console.log(JSON.stringify({ bytesPerRead: (toHeap - fromHeap) / (toReads - fromReads) }));
