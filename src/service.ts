@@ -3,10 +3,9 @@
  * place.
  * @module
  */
-import { type AgentListener, listenAgent } from "./net/agent.ts";
 import { PatroniClient } from "./check/backend.ts";
 import { HealthCache } from "./check/cache.ts";
-import { type AgentConfig, type Config, describeChanges, reloadsFor } from "./config/config.ts";
+import { type Config, describeChanges, reloadsFor } from "./config/config.ts";
 import { type DcsConfig, dcsSettings, describeDcs } from "./config/dcs_config.ts";
 import type { LogFormat } from "./log.ts";
 import type { Reload } from "./config/schema.ts";
@@ -15,8 +14,8 @@ import { Witness } from "./check/witness.ts";
 import type { AttestOptions } from "./check/attest.ts";
 import type { Identity } from "./check/backend.ts";
 import { createAgentResponder, createHandler, metricsHandler } from "./check/handler.ts";
-import type { AgentHandler, Handler } from "./check/health.ts";
-import { listen, type Listener } from "./net/listen.ts";
+import type { AgentHandler, Handler, HealthRequest } from "./check/health.ts";
+import { listen, type Listener, type ListenSpec } from "./net/listen.ts";
 import type { Logger } from "./log.ts";
 import { type DcsGauges, Metrics } from "./metrics.ts";
 import type { Route } from "./check/routes.ts";
@@ -30,6 +29,22 @@ export interface ServiceOptions {
   watch?: WatchFactory;
   /** The log format whatever the config says (the -log-format flag). @default {undefined} (the config's `log-format`) */
   logFormat?: LogFormat;
+}
+
+/** The listeners a config may ask for, one slot each, as `patroniglue_open_connections` labels them. */
+const SLOTS = ["frontend", "agent", "metrics"] as const;
+type Slot = typeof SLOTS[number];
+
+/** A slot a reload binds anew, opens or closes. */
+interface Move {
+  slot: Slot;
+  /** What the slot serves under the previous config, and under the next (undefined: closed). */
+  prev?: ListenSpec;
+  next?: ListenSpec;
+  /** The listener bound for `next`, to be swapped in. */
+  bound?: Listener;
+  /** The old listener's shutdown, begun before `bound` was bound on its address. */
+  retiring?: Promise<void>;
 }
 
 /** The DCS witness while `dcs:` is configured: its watcher and the rules over its view. */
@@ -49,11 +64,12 @@ export class Service {
   #handle!: Handler;
   #respondToAgent!: AgentHandler;
   #sweeper?: ReturnType<typeof setInterval>;
-  #frontend?: Listener;
-  #metricsListener?: Listener;
-  #agent?: AgentListener;
+  readonly #listeners: Partial<Record<Slot, Listener>> = {};
   #dcs?: DcsWitness;
-  /** Watchers being closed (a reload that changed `dcs:`), for stop() to wait on. */
+  /**
+   * What is being closed and nobody waits for (the watcher of a reload that changed `dcs:`, a
+   * listener a refused reload had closed), for stop() to wait on.
+   */
   #closing: Promise<void> = Promise.resolve();
   #watch?: WatchFactory;
   readonly #logFormat?: LogFormat;
@@ -85,11 +101,10 @@ export class Service {
     await service.#loadWatch(config);
     service.#build(config);
     try {
-      service.#frontend = await listen(config.frontend, (req) => service.#handle(req), log);
-      if (config.metrics.enabled && config.metrics.listener) {
-        service.#metricsListener = await service.#listenMetrics(config);
+      for (const slot of SLOTS) {
+        const spec = service.#spec(slot, config);
+        if (spec) service.#listeners[slot] = await listen(spec, log);
       }
-      if (config.agent) service.#agent = service.#listenAgent(config.agent);
     } catch (e) {
       await service.stop();
       throw e;
@@ -99,33 +114,46 @@ export class Service {
 
   /** The frontend listener. */
   get frontend(): Listener {
-    return this.#frontend!;
+    return this.#listeners.frontend!;
   }
 
   /** Where agent checks are answered, and the check asked when HAProxy sends no line; unset without `agent.port`. */
   get agent(): { address: string; check: string } | undefined {
-    return this.#agent && { address: this.#agent.address, check: this.#config.agent!.check };
+    const agent = this.#listeners.agent;
+    return agent && { address: agent.address, check: this.#config.agent!.check };
   }
 
-  /** Client connections open now on each listener running. */
+  /** Client connections open now on each listener running (the frontend's before it runs: 0). */
   #openConnections(): Record<string, number> {
-    const open: Record<string, number> = { frontend: this.#frontend?.connections ?? 0 };
-    if (this.#agent) open.agent = this.#agent.connections;
-    if (this.#metricsListener) open.metrics = this.#metricsListener.connections;
+    const open: Record<string, number> = { frontend: 0 };
+    for (const slot of SLOTS) {
+      const listener = this.#listeners[slot];
+      if (listener) open[slot] = listener.connections;
+    }
     return open;
   }
 
-  #listenAgent(agent: AgentConfig): AgentListener {
-    return listenAgent(agent, (req) => this.#respondToAgent(req), this.#log);
-  }
-
-  #listenMetrics(config: Config): Promise<Listener> {
-    const { host, port } = config.metrics.listener!;
-    return listen(
-      { host, port, tlsMinVersion: "TLSv1.2" },
-      metricsHandler(() => this.metrics.render()),
-      this.#log,
-    );
+  /** What the listener in `slot` serves under `config`, and where; undefined when it has none. */
+  #spec(slot: Slot, config: Config): ListenSpec | undefined {
+    switch (slot) {
+      case "frontend": {
+        const { host, port, tls, tlsMinVersion } = config.frontend;
+        const handle = (req: HealthRequest) => this.#handle(req);
+        const cert = tls && { cert: tls.cert, key: tls.key, minVersion: tlsMinVersion };
+        return { protocol: "http", host, port, handle, tls: cert };
+      }
+      case "agent": {
+        if (!config.agent) return undefined;
+        const { host, port } = config.agent;
+        return { protocol: "agent", host, port, handle: (req) => this.#respondToAgent(req) };
+      }
+      case "metrics": {
+        const where = config.metrics.enabled ? config.metrics.listener : undefined;
+        if (!where) return undefined;
+        const handle = metricsHandler(() => this.metrics.render());
+        return { protocol: "http", host: where.host, port: where.port, handle };
+      }
+    }
   }
 
   /**
@@ -320,73 +348,69 @@ export class Service {
     const prev = this.#config;
     const changes = describeChanges(prev, next);
     const reloads = reloadsFor(prev, next);
-    const rebind = reloads.has("frontend") || !prev.frontend.tls !== !next.frontend.tls;
-    const metricsMoved = reloads.has("metrics");
-    const agentMoved = reloads.has("agent");
-    let frontend = this.#frontend!, metricsListener = this.#metricsListener, agent = this.#agent;
-    // New addresses are bound before the old listeners close; one that cannot be refuses the reload.
-    // The frontend rebound on its own address (HTTPS turned on or off, another minimum version)
-    // must close first: it is bound again at once, or the old one is, and the reload refused.
-    const opened: { shutdown(): Promise<void> }[] = [];
-    const inPlace = rebind && sameAddress(prev.frontend, next.frontend);
-    let retired: Promise<void> | undefined;
-    try {
-      if (inPlace) {
-        retired = this.#frontend!.shutdown();
-        frontend = await this.#rebindInPlace(next, prev);
-      } else if (rebind) {
-        opened.push(frontend = await listen(next.frontend, (req) => this.#handle(req), this.#log));
-      }
-      if (metricsMoved) {
-        metricsListener = next.metrics.enabled && next.metrics.listener
-          ? await this.#listenMetrics(next)
-          : undefined;
-        if (metricsListener) opened.push(metricsListener);
-      }
-      if (agentMoved) {
-        agent = next.agent && this.#listenAgent(next.agent);
-        if (agent) opened.push(agent);
-      }
-    } catch (e) {
-      await Promise.all(opened.map((l) => l.shutdown()));
-      throw e;
-    }
+    const moves = SLOTS.filter((slot) => rebinds(slot, reloads, prev, next))
+      .map((slot): Move => ({ slot, prev: this.#spec(slot, prev), next: this.#spec(slot, next) }));
+    await this.#bind(moves);
     this.#build(next, reloads);
-    if (!rebind && reloads.has("certificate")) {
-      frontend.setCertificate!(next.frontend.tls!.cert, next.frontend.tls!.key);
+    if (!moves.some((m) => m.slot === "frontend") && reloads.has("certificate")) {
+      this.frontend.setCertificate!(next.frontend.tls!.cert, next.frontend.tls!.key);
     }
-    if (rebind) {
-      const old = this.#frontend!;
-      this.#frontend = frontend;
-      await (retired ?? old.shutdown());
-    }
-    if (metricsMoved) {
-      const old = this.#metricsListener;
-      this.#metricsListener = metricsListener;
-      await old?.shutdown();
-    }
-    if (agentMoved) {
-      const old = this.#agent;
-      this.#agent = agent;
-      await old?.shutdown();
+    for (const m of moves) {
+      const old = this.#listeners[m.slot];
+      if (m.bound) this.#listeners[m.slot] = m.bound;
+      else delete this.#listeners[m.slot];
+      await (m.retiring ?? old?.shutdown());
     }
     this.#config = next;
     return changes;
   }
 
   /**
-   * Binds the frontend of `next` where the old one (already closing) listened, trying for a while
-   * as the port is freed; when it cannot, binds `prev`'s again and throws (the reload is refused).
+   * Binds what `moves` ask for: new addresses first, while the old listeners still serve; then
+   * those rebound on their own address (HTTPS turned on or off, another minimum version), which
+   * must close first. One that cannot be bound refuses the reload: what was bound for it is closed
+   * again and the old listeners serve on.
    */
-  async #rebindInPlace(next: Config, prev: Config): Promise<Listener> {
-    const bind = (config: Config) =>
-      retrying(() => listen(config.frontend, (req) => this.#handle(req), this.#log));
+  async #bind(moves: Move[]): Promise<void> {
+    const undo: (() => Promise<void>)[] = [];
     try {
-      return await bind(next);
+      for (const m of moves.filter((m) => m.next && !inPlace(m))) {
+        const bound = m.bound = await listen(m.next!, this.#log);
+        undo.push(() => bound.shutdown());
+      }
+      for (const m of moves.filter(inPlace)) {
+        await this.#rebindInPlace(m);
+        undo.push(() => this.#restore(m));
+      }
     } catch (e) {
-      this.#frontend = await bind(prev);
+      for (const step of undo.reverse()) await step();
       throw e;
     }
+  }
+
+  /**
+   * Binds `m.next` where the listener in `m.slot` (closed first) listened, trying for a while as
+   * the port is freed; when it cannot, binds `m.prev` there again and throws.
+   */
+  async #rebindInPlace(m: Move): Promise<void> {
+    m.retiring = this.#listeners[m.slot]!.shutdown();
+    try {
+      m.bound = await retrying(() => listen(m.next!, this.#log));
+    } catch (e) {
+      await this.#restore(m);
+      throw e;
+    }
+  }
+
+  /**
+   * Puts a listener for `m.prev` back in its slot, on its address, the reload refused: what was
+   * bound for `m.next` is closed; the old listener's shutdown is left for stop() to wait on.
+   */
+  async #restore(m: Move): Promise<void> {
+    this.#closing = Promise.all([this.#closing, m.retiring]).then(() => {});
+    await m.bound?.shutdown();
+    m.bound = undefined;
+    this.#listeners[m.slot] = await retrying(() => listen(m.prev!, this.#log));
   }
 
   /** Stops accepting, cancels backend requests, waits for responses in progress. */
@@ -397,11 +421,22 @@ export class Service {
     await Promise.all([
       this.#stopDcs(),
       this.#closing,
-      this.#frontend?.shutdown(),
-      this.#metricsListener?.shutdown(),
-      this.#agent?.shutdown(),
+      ...SLOTS.map((slot) => this.#listeners[slot]?.shutdown()),
     ]);
   }
+}
+
+/**
+ * Whether a reload from `prev` to `next` binds the listener in `slot` anew, opens or closes it:
+ * as the schema says, and the frontend when HTTPS is turned on or off.
+ */
+function rebinds(slot: Slot, reloads: ReadonlySet<Reload>, prev: Config, next: Config): boolean {
+  return reloads.has(slot) || (slot === "frontend" && !prev.frontend.tls !== !next.frontend.tls);
+}
+
+/** Whether `m` binds where its slot's listener is bound now: it must close first. */
+function inPlace(m: Move): boolean {
+  return m.prev !== undefined && m.next !== undefined && sameAddress(m.prev, m.next);
 }
 
 /** Whether two listener configs name one host and port. */

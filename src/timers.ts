@@ -1,4 +1,8 @@
-// Timers: setTimeout/setInterval on AbortSignal.timeout, which main.ts installs over this runtime's, built on node:timers (~3 MiB resident).
+/**
+ * Timers: setTimeout/setInterval on AbortSignal.timeout, which main.ts installs over this
+ * runtime's, built on node:timers (~3 MiB resident).
+ * @module
+ */
 
 /** The four timer functions, as the globals have them. */
 export interface TimerFunctions {

@@ -36,7 +36,7 @@ function scripted(options: Partial<AgentOptions> = {}) {
     return req.line === "/hold" ? held.promise.then(() => reply) : reply;
   };
   const server = serveAgent({
-    listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+    transport: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
     ...options,
   }, handle);
   return {
@@ -267,7 +267,7 @@ function stack(
   const checks: [string, string][] = [];
   const agent = serveAgent(
     {
-      listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+      transport: Deno.listen({ hostname: "127.0.0.1", port: 0 }),
       headTimeoutMs: options.headTimeoutMs,
     },
     createAgentResponder({
@@ -279,7 +279,7 @@ function stack(
     }),
   );
   const http = serveHttp1(
-    { listener: Deno.listen({ hostname: "127.0.0.1", port: 0 }) },
+    { transport: Deno.listen({ hostname: "127.0.0.1", port: 0 }) },
     createHandler({ cache, log, logformat: "" }),
   );
   return {

@@ -1,11 +1,11 @@
-// The accept loop and deadlines under both listeners: back-off after accept errors, the deadline
+// The accept loop and deadlines under both servers: back-off after accept errors, the deadline
 // hook, the sweeper running only while connections are open, shutdown.
 import assert from "node:assert/strict";
-import { type Connection, Connections, type StreamListener } from "../src/net/connections.ts";
+import { type Connection, Connections, type Transport } from "../src/net/connections.ts";
 import { sleep } from "./support/glue.ts";
 
-/** A loopback listener whose first `failures` accepts fail as EMFILE does. */
-function failingListener(failures: number): StreamListener & { attempts: number[] } {
+/** A loopback transport whose first `failures` accepts fail as EMFILE does. */
+function failingTransport(failures: number): Transport & { attempts: number[] } {
   const inner = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const attempts: number[] = [];
   return {
@@ -23,11 +23,11 @@ function failingListener(failures: number): StreamListener & { attempts: number[
 }
 
 /** Serves each connection by waiting until it is closed; `served` lists them. */
-function holding(listener: StreamListener, options: { tickMs?: number; acceptMs?: number } = {}) {
+function holding(transport: Transport, options: { tickMs?: number; acceptMs?: number } = {}) {
   const served: Connection[] = [];
   const errors: Error[] = [];
   const conns = new Connections({
-    listener,
+    transport,
     acceptDeadlineMs: options.acceptMs ?? 60_000,
     tickMs: options.tickMs ?? 20,
     onAcceptError: (e) => errors.push(e),
@@ -40,17 +40,17 @@ function holding(listener: StreamListener, options: { tickMs?: number; acceptMs?
 }
 
 Deno.test("connections: accepting backs off after errors (10, 50, 100 ms ...), reports the first, and resumes", async () => {
-  const listener = failingListener(3);
-  const { conns, served, errors } = holding(listener);
+  const transport = failingTransport(3);
+  const { conns, served, errors } = holding(transport);
   try {
-    const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: transport.addr.port });
     while (served.length === 0) await sleep(5);
     client.close();
     assert.equal(errors.length, 1, "one report per run of failures");
     assert.match(errors[0].message, /Too many open files/);
     // Three failures, the accept that served, and the one waiting now.
-    assert.equal(listener.attempts.length, 5);
-    const waits = listener.attempts.slice(1, 4).map((t, i) => t - listener.attempts[i]);
+    assert.equal(transport.attempts.length, 5);
+    const waits = transport.attempts.slice(1, 4).map((t, i) => t - transport.attempts[i]);
     for (const [i, least] of [10, 50, 100].entries()) {
       assert.ok(waits[i] >= least - 1, `wait ${i}: ${waits[i].toFixed(1)} ms`);
     }
@@ -60,17 +60,17 @@ Deno.test("connections: accepting backs off after errors (10, 50, 100 ms ...), r
 });
 
 Deno.test("connections: a passed deadline closes, or calls its hook once, with the deadline cleared", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { conns, served } = holding(listener, { acceptMs: 50 });
+  const transport = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { conns, served } = holding(transport, { acceptMs: 50 });
   try {
-    const closed = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    const closed = await Deno.connect({ hostname: "127.0.0.1", port: transport.addr.port });
     while (served.length === 0) await sleep(5);
     const started = performance.now();
     assert.equal(await closed.read(new Uint8Array(8)).catch(() => null), null);
     assert.ok(performance.now() - started < 1000);
     closed.close();
 
-    const hooked = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    const hooked = await Deno.connect({ hostname: "127.0.0.1", port: transport.addr.port });
     while (served.length === 1) await sleep(5);
     const c = served[1];
     let calls = 0;
@@ -86,24 +86,24 @@ Deno.test("connections: a passed deadline closes, or calls its hook once, with t
 });
 
 Deno.test("connections: the one sweeper timer runs only while connections are open", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { conns, served } = holding(listener);
+  const transport = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { conns, served } = holding(transport);
   try {
     assert.equal(conns.sweeping, false, "none before the first connection");
-    const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: transport.addr.port });
     while (served.length === 0) await sleep(5);
     assert.equal(conns.sweeping, true);
     const before = conns.clock;
     await sleep(50);
     assert.ok(conns.clock > before, "the clock ticks");
     client.close();
-    while (conns.size > 0) await sleep(5);
+    while (conns.connections > 0) await sleep(5);
     await sleep(50);
     assert.equal(conns.sweeping, false, "stopped once the last one closed");
     // A new connection after the pause starts from the time it is now, not the last tick.
     const idleSince = conns.clock;
     await sleep(100);
-    const again = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    const again = await Deno.connect({ hostname: "127.0.0.1", port: transport.addr.port });
     while (served.length === 1) await sleep(5);
     assert.ok(conns.clock - idleSince >= 99, "the clock moved on at accept");
     again.close();

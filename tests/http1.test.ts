@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import type { HealthRequest, HealthResponse } from "../src/check/health.ts";
 import { type Http1Options, parseHead, serveHttp1, WireRequest } from "../src/net/http1.ts";
-import type { StreamListener } from "../src/net/connections.ts";
-import { listenTls } from "../src/net/tls_conn.ts";
+import type { Transport } from "../src/net/connections.ts";
+import { listenTls } from "../src/net/tls_transport.ts";
 import { hostPort } from "../src/net/wire.ts";
 import {
   clientHello,
@@ -19,8 +19,8 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 const ADDR: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
 
-/** A loopback listener for `scheme` on a free port; `errors` collects failed TLS handshakes. */
-async function bind(scheme: Scheme, errors: Error[] = []): Promise<StreamListener> {
+/** A loopback transport for `scheme` on a free port; `errors` collects failed TLS handshakes. */
+async function bind(scheme: Scheme, errors: Error[] = []): Promise<Transport> {
   if (scheme === "http") return Deno.listen({ hostname: "127.0.0.1", port: 0 });
   return await listenTls({
     hostname: "127.0.0.1",
@@ -41,8 +41,8 @@ async function echoServer(
   const seen: HealthRequest[] = [];
   const held = Promise.withResolvers<void>();
   const handshakeErrors: Error[] = [];
-  const listener = await bind(scheme, handshakeErrors);
-  const server = serveHttp1({ listener, ...options }, (req) => {
+  const transport = await bind(scheme, handshakeErrors);
+  const server = serveHttp1({ transport, ...options }, (req) => {
     seen.push(req);
     const res: HealthResponse = {
       status: 200,

@@ -18,7 +18,7 @@ const LAYERS: Record<string, string[]> = {
 /** Modules every layer may import, which import none of the project's but each other. */
 const BASE = ["src/log.ts", "src/check/health.ts", "src/net/wire.ts"];
 /** Modules only the wiring may import: the listeners' binds. */
-const WIRED_ONLY = ["src/net/listen.ts", "src/net/agent.ts"];
+const WIRED_ONLY = ["src/net/listen.ts"];
 
 /** The layer (folder) of a module: its deepest folder in {@linkcode LAYERS}. */
 function layerOf(file: string): string {
@@ -198,7 +198,7 @@ Deno.test("imports: node: and npm: modules load on demand only, so a plain setup
 });
 
 /** Project modules only some configurations use, loaded with `import()` where they are needed. */
-const ON_DEMAND = ["src/net/tls_conn.ts", "src/dcs/watch.ts"];
+const ON_DEMAND = ["src/net/tls_transport.ts", "src/dcs/watch.ts"];
 
 Deno.test("imports: the TLS transport and the DCS watchers load on demand only: a plain HTTP frontend without dcs: never compiles them", () => {
   const eager = /\b(?:import|export)\s+(?!type\s)[^;]*?\bfrom\s*["'](\.[^"']+)["']/g;

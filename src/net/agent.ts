@@ -1,33 +1,30 @@
-// Agent: the HAProxy agent-check listener over TCP — one line in, one reply line out, then close; HTTP's deadlines.
-import { type Connection, Connections, type ListenerOptions } from "./connections.ts";
+/**
+ * Agent: the HAProxy agent-check server — one line in, one reply line out, then close; HTTP's
+ * deadlines.
+ * @module
+ */
+import {
+  type Connection,
+  Connections,
+  deadlinesOf,
+  type Server,
+  type ServerOptions,
+} from "./connections.ts";
 import type { AgentHandler, AgentRequest } from "../check/health.ts";
-import type { Logger } from "../log.ts";
-import { hostPort } from "./wire.ts";
+import { CR, hostPort, LF } from "./wire.ts";
 
 /** Options of {@linkcode serveAgent}. */
-export interface AgentOptions extends ListenerOptions {
+export interface AgentOptions extends ServerOptions {
   /** Time from accept for a first byte (without one: the default check), and the silence that ends a line sent without its newline. @default {100} */
   lineWaitMs?: number;
-  /** Time from accept for a started line to end (as for an HTTP request head). @default {10_000} */
-  headTimeoutMs?: number;
   /** Longest line, its line ending included. @default {1024} */
   maxLineBytes?: number;
-}
-
-/** A listening {@linkcode serveAgent} server. */
-export interface AgentServer {
-  readonly addr: Deno.NetAddr;
-  /** Client connections open now. */
-  readonly connections: number;
-  /** Stops accepting, closes connections still waiting for their line, lets replies in progress finish. */
-  shutdown(): Promise<void>;
 }
 
 /** What a read raced against the deadline gives when the deadline came first. */
 const DEADLINE = -1;
 /** What {@linkcode scanLine} gives for a byte that no request target has. */
 const MALFORMED = -2;
-const LF = 10, CR = 13;
 const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
 
@@ -50,7 +47,7 @@ function lineOf(buf: Uint8Array, end: number): string {
 }
 
 /**
- * Serves `handle` to HAProxy's agent checks on the connections of `options.listener`: reads at
+ * Serves `handle` to HAProxy's agent checks on the connections of `options.transport`: reads at
  * most one line (LF or CRLF), asks `handle` and writes its reply and a newline, then closes. No
  * byte within `lineWaitMs`, an empty line, or the end of the input before any byte: the default
  * check (`line` undefined or empty). A line without its newline is taken as sent once the client
@@ -58,19 +55,70 @@ function lineOf(buf: Uint8Array, end: number): string {
  * cache (the handler still replies, `down #...`): a line longer than `maxLineBytes`, a byte that no
  * request target has, a line still arriving at the head deadline. Bytes after the line are ignored.
  */
-export function serveAgent(options: AgentOptions, handle: AgentHandler): AgentServer {
-  const lineWait = options.lineWaitMs ?? 100;
-  const headTimeout = options.headTimeoutMs ?? 10_000;
-  const writeTimeout = options.writeTimeoutMs ?? 10_000;
-  const maxLine = options.maxLineBytes ?? 1024;
+export function serveAgent(options: AgentOptions, handle: AgentHandler): Server {
+  const agent = new AgentProtocol(options, handle);
+  const { headTimeoutMs, writeTimeoutMs, lineWaitMs } = agent;
+  return new Connections({
+    transport: options.transport,
+    acceptDeadlineMs: headTimeoutMs,
+    tickMs: Math.min(1000, headTimeoutMs, writeTimeoutMs, Math.max(10, lineWaitMs / 4)),
+    onAcceptError: options.onAcceptError,
+    serve: (c, conns) => agent.serve(c, conns),
+  });
+}
+
+/** The request {@linkcode AgentProtocol.readLine} makes of a connection's input, and a read it left pending. */
+interface LineRead {
+  req: AgentRequest;
+  pending?: Promise<number | null>;
+}
+
+/** What {@linkcode serveAgent} does with each connection. */
+class AgentProtocol {
+  readonly headTimeoutMs: number;
+  readonly writeTimeoutMs: number;
+  readonly lineWaitMs: number;
+  readonly #maxLine: number;
+  readonly #handle: AgentHandler;
+  readonly #onHandlerError?: (error: Error) => void;
+
+  constructor(options: AgentOptions, handle: AgentHandler) {
+    const deadlines = deadlinesOf(options);
+    this.headTimeoutMs = deadlines.headTimeoutMs;
+    this.writeTimeoutMs = deadlines.writeTimeoutMs;
+    this.lineWaitMs = options.lineWaitMs ?? 100;
+    this.#maxLine = options.maxLineBytes ?? 1024;
+    this.#handle = handle;
+    this.#onHandlerError = options.onHandlerError;
+  }
+
+  /** Reads the line of `c`, writes the handler's reply, and lets the connection go. */
+  async serve(c: Connection, conns: Connections): Promise<void> {
+    const remote = hostPort(c.conn.remoteAddr.hostname, c.conn.remoteAddr.port);
+    const { req, pending } = await this.readLine(c, remote);
+    c.onDeadline = undefined;
+    c.busy = true;
+    c.deadline = Infinity;
+    let reply: string;
+    try {
+      const result = this.#handle(req);
+      reply = result instanceof Promise ? await result : result;
+    } catch (e) {
+      this.#onHandlerError?.(e as Error);
+      reply = "down #internal error";
+    }
+    await conns.write(c, encoder.encode(`${reply}\n`), this.writeTimeoutMs);
+    c.busy = false;
+    await conns.linger(c, pending);
+  }
 
   /** Reads the line, or decides that there is none, or why it is refused. */
-  const readLine = async (c: Connection, remote: string) => {
+  async readLine(c: Connection, remote: string): Promise<LineRead> {
     const headDue = c.deadline; // set at accept
     const deadline = Promise.withResolvers<typeof DEADLINE>();
     c.onDeadline = () => deadline.resolve(DEADLINE);
-    c.deadline = Math.min(headDue, performance.now() + lineWait);
-    const buf = new Uint8Array(maxLine);
+    c.deadline = Math.min(headDue, performance.now() + this.lineWaitMs);
+    const buf = new Uint8Array(this.#maxLine);
     let len = 0;
     for (;;) {
       const pending = c.conn.read(buf.subarray(len));
@@ -92,83 +140,8 @@ export function serveAgent(options: AgentOptions, handle: AgentHandler): AgentSe
       const end = scanLine(buf, from, len);
       if (end === MALFORMED) return { req: { refused: "malformed line", remote } };
       if (end >= 0) return { req: { line: lineOf(buf, end), remote } };
-      if (len === maxLine) return { req: { refused: "line too long", remote } };
-      c.deadline = Math.min(headDue, performance.now() + lineWait); // silence ends the line
+      if (len === this.#maxLine) return { req: { refused: "line too long", remote } };
+      c.deadline = Math.min(headDue, performance.now() + this.lineWaitMs); // silence ends the line
     }
-  };
-
-  const serveConnection = async (c: Connection, conns: Connections) => {
-    const remote = hostPort(c.conn.remoteAddr.hostname, c.conn.remoteAddr.port);
-    const { req, pending } = await readLine(c, remote);
-    c.onDeadline = undefined;
-    c.busy = true;
-    c.deadline = Infinity;
-    let reply: string;
-    try {
-      const result = handle(req);
-      reply = result instanceof Promise ? await result : result;
-    } catch (e) {
-      options.onHandlerError?.(e as Error);
-      reply = "down #internal error";
-    }
-    await conns.write(c, encoder.encode(`${reply}\n`), writeTimeout);
-    c.busy = false;
-    await conns.linger(c, pending);
-  };
-
-  const conns = new Connections({
-    listener: options.listener,
-    acceptDeadlineMs: headTimeout,
-    tickMs: Math.min(1000, headTimeout, writeTimeout, Math.max(10, lineWait / 4)),
-    onAcceptError: options.onAcceptError,
-    serve: serveConnection,
-  });
-  return {
-    addr: conns.addr,
-    get connections() {
-      return conns.size;
-    },
-    shutdown: () => conns.shutdown(),
-  };
-}
-
-/** A running agent listener. */
-export interface AgentListener {
-  /** `host:port`, as bound. */
-  readonly address: string;
-  readonly port: number;
-  /** Client connections open now. */
-  readonly connections: number;
-  /** Stops accepting, lets replies in progress finish, closes connections. */
-  shutdown(): Promise<void>;
-}
-
-/** Binds `host:port` (TCP) and answers agent checks there with `handle`. */
-export function listenAgent(
-  address: { host: string; port: number },
-  handle: AgentHandler,
-  log: Logger,
-): AgentListener {
-  let listener: Deno.TcpListener;
-  try {
-    listener = Deno.listen({ hostname: address.host, port: address.port });
-  } catch (e) {
-    throw new Error(
-      `cannot listen on ${hostPort(address.host, address.port)}: ${(e as Error).message}`,
-    );
   }
-  const server = serveAgent({
-    listener,
-    onAcceptError: (e) => log.error(`cannot accept agent connections: ${e.message}; retrying`),
-    onHandlerError: (e) => log.error(`agent check failed: ${e.message}`),
-  }, handle);
-  const { hostname, port } = server.addr;
-  return {
-    address: hostPort(hostname, port),
-    port,
-    get connections() {
-      return server.connections;
-    },
-    shutdown: () => server.shutdown(),
-  };
 }

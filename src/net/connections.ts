@@ -1,7 +1,12 @@
-// Connections: the accept loop with back-off, one coarse clock and one sweeper for every deadline, lingering close, shutdown; shared by the listeners.
+/**
+ * Connections: what every server shares — where connections come from (a transport), the server
+ * it makes of them (the accept loop with back-off, one coarse clock and one sweeper for every
+ * deadline, lingering close, shutdown), and the options common to the HTTP/1 and agent servers.
+ * @module
+ */
 
-/** A connection a listener serves: a `Deno.TcpConn` is one, and so is the TLS transport's. */
-export interface StreamConn {
+/** A connection a transport gives: a `Deno.TcpConn` is one, and so is the TLS transport's. */
+export interface TransportConn {
   /** Reads into `p`; `null` at the end of the input. */
   read(p: Uint8Array): Promise<number | null>;
   /** Writes some of `p` (the caller loops); the bytes may be reused once it resolves. */
@@ -16,9 +21,9 @@ export interface StreamConn {
 }
 
 /** Where connections come from: a `Deno.TcpListener`, or the TLS transport. */
-export interface StreamListener {
+export interface Transport {
   /** The next connection, as soon as it is accepted; rejects once closed. */
-  accept(): Promise<StreamConn>;
+  accept(): Promise<TransportConn>;
   close(): void;
   readonly addr: Deno.NetAddr;
 }
@@ -33,7 +38,7 @@ export function acceptBackoffMs(failures: number): number {
 
 /** One accepted connection and the deadline the sweeper enforces on it. */
 export interface Connection {
-  readonly conn: StreamConn;
+  readonly conn: TransportConn;
   /** ms on the coarse clock ({@linkcode Connections.clock}); `Infinity` while a handler works. */
   deadline: number;
   /**
@@ -46,11 +51,28 @@ export interface Connection {
   closed: boolean;
 }
 
-/** What every listener's options have: the bound listener, the deadlines from accept, the error hooks. */
-export interface ListenerOptions {
+/** A running server (HTTP/1 or agent checks) on a transport. */
+export interface Server {
+  /** Where the transport is bound. */
+  readonly addr: Deno.NetAddr;
+  /** Client connections open now. */
+  readonly connections: number;
+  /**
+   * Stops accepting, closes the connections still waiting for a request, lets replies in progress
+   * finish.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** What every server's options have: the transport, the deadlines from accept, the error hooks. */
+export interface ServerOptions {
   /** Bound already (a `Deno.TcpListener`, or the TLS transport); the server closes it on shutdown. */
-  listener: StreamListener;
-  /** Time from accept for the first request (a TLS handshake included). @default {10_000} */
+  transport: Transport;
+  /**
+   * Time a client has to send its request: a whole HTTP request head, or an agent line once begun
+   * (its first byte has `lineWaitMs`). The first one's runs from accept, a TLS handshake included;
+   * a later HTTP head on a kept-alive connection has it from its first byte. @default {10_000}
+   */
   headTimeoutMs?: number;
   /** Time a client has to take a reply off the wire. @default {10_000} */
   writeTimeoutMs?: number;
@@ -60,10 +82,20 @@ export interface ListenerOptions {
   onHandlerError?: (error: Error) => void;
 }
 
+/** {@linkcode ServerOptions.headTimeoutMs} and {@linkcode ServerOptions.writeTimeoutMs}, defaults applied. */
+export function deadlinesOf(
+  options: ServerOptions,
+): { headTimeoutMs: number; writeTimeoutMs: number } {
+  return {
+    headTimeoutMs: options.headTimeoutMs ?? 10_000,
+    writeTimeoutMs: options.writeTimeoutMs ?? 10_000,
+  };
+}
+
 /** Options of {@linkcode Connections}. */
-export interface AcceptOptions {
+export interface ConnectionsOptions {
   /** Bound already; closed on shutdown. */
-  listener: StreamListener;
+  transport: Transport;
   /** Time a new connection has, from accept, before it is closed (unless its owner moves it). */
   acceptDeadlineMs: number;
   /** Sweeper period, the precision of every deadline: at most the shortest of them. */
@@ -82,16 +114,17 @@ const LINGER_MS = 1000;
 const LINGER_BYTES = 1 << 20;
 
 /**
- * A listener's connections: accepted with a back-off after errors (EMFILE), each closed when its
- * deadline passes. One timer serves them all; it runs only while there are connections.
+ * A server's connections: accepted with a back-off after errors (EMFILE), each closed when its
+ * deadline passes. One timer serves them all; it runs only while there are connections. What
+ * serves each connection makes the protocol; this is the {@linkcode Server} the caller holds.
  */
-export class Connections {
+export class Connections implements Server {
   /** `performance.now()` as of the last tick: the clock of every deadline. */
   clock: number = performance.now();
   /** Set by {@linkcode shutdown}: no connection is accepted, no new request taken. */
   stopping = false;
   readonly addr: Deno.NetAddr;
-  readonly #options: AcceptOptions;
+  readonly #options: ConnectionsOptions;
   readonly #open = new Set<Connection>();
   readonly #serving = new Set<Promise<void>>();
   #sweeper?: ReturnType<typeof setInterval>;
@@ -99,14 +132,14 @@ export class Connections {
   #wakeAccept?: () => void;
   readonly #accepting: Promise<void>;
 
-  constructor(options: AcceptOptions) {
+  constructor(options: ConnectionsOptions) {
     this.#options = options;
-    this.addr = options.listener.addr;
+    this.addr = options.transport.addr;
     this.#accepting = this.#acceptLoop();
   }
 
   /** Connections open now. */
-  get size(): number {
+  get connections(): number {
     return this.#open.size;
   }
 
@@ -167,7 +200,7 @@ export class Connections {
     clearTimeout(this.#backoff);
     this.#wakeAccept?.();
     try {
-      this.#options.listener.close();
+      this.#options.transport.close();
     } catch { /* closed */ }
     await this.#accepting;
     for (const c of this.#open) if (!c.busy) this.close(c);
@@ -201,11 +234,11 @@ export class Connections {
   }
 
   async #acceptLoop(): Promise<void> {
-    const { listener, serve } = this.#options;
+    const { transport, serve } = this.#options;
     for (let failures = 0; !this.stopping;) {
-      let conn: StreamConn;
+      let conn: TransportConn;
       try {
-        conn = await listener.accept();
+        conn = await transport.accept();
         failures = 0;
       } catch (e) {
         if (this.stopping || e instanceof Deno.errors.BadResource) return;
@@ -243,7 +276,7 @@ export class Connections {
     }
   }
 
-  async #serveOne(c: Connection, serve: AcceptOptions["serve"]): Promise<void> {
+  async #serveOne(c: Connection, serve: ConnectionsOptions["serve"]): Promise<void> {
     try {
       await serve(c, this);
     } catch {

@@ -1,10 +1,14 @@
-// TLS transport: a node:tls server whose connections the HTTP/1 server serves from accept on.
+/**
+ * TLS transport: a `node:tls` server whose connections a server (HTTP/1) serves from their TCP
+ * accept on, so that its head deadline covers the handshake.
+ * @module
+ */
 import type { Socket } from "node:net";
 import type { Server, TLSSocket } from "node:tls";
-import type { StreamConn, StreamListener } from "./connections.ts";
+import type { Transport, TransportConn } from "./connections.ts";
 
 /** Options of {@linkcode listenTls}. */
-export interface TlsListenOptions {
+export interface TlsTransportOptions {
   hostname: string;
   port: number;
   /** PEM certificate chain and private key. */
@@ -18,8 +22,8 @@ export interface TlsListenOptions {
   onError?: (error: Error) => void;
 }
 
-/** The TLS transport: an {@linkcode StreamListener} over `node:tls`. */
-export interface TlsListener extends StreamListener {
+/** The TLS transport: a {@linkcode Transport} over `node:tls`. */
+export interface TlsTransport extends Transport {
   /** Connections accepted so far (the EMFILE probe watches it move). */
   readonly accepted: number;
   /** Serves `cert` and `key` to the next handshakes. */
@@ -36,91 +40,115 @@ const MAX_UNREAD_BYTES = 1024 * 1024;
 /**
  * Listens with `node:tls`, which enforces `minVersion` and whose raw socket, handed over at
  * accept, can be destroyed mid-handshake (`Deno.listenTls` can do neither). Each connection exists
- * for the HTTP/1 server from its TCP accept, so the server's head deadline covers the handshake.
+ * for the server from its TCP accept, so the server's head deadline covers the handshake.
  * Loads `node:tls` (~10 MiB RSS) only when called.
  */
-export async function listenTls(options: TlsListenOptions): Promise<TlsListener> {
+export async function listenTls(options: TlsTransportOptions): Promise<TlsTransport> {
   const { default: tls } = await import("node:tls");
-  let secure = { cert: options.cert, key: options.key, minVersion: options.minVersion };
-  const ready: TlsConn[] = [];
-  const waiting: PromiseWithResolvers<StreamConn>[] = [];
-  /** Connections in their handshake, by client address: `secureConnection` hands over a new socket. */
-  const handshaking = new Map<string, TlsConn>();
-  let closed = false;
-  let accepted = 0;
+  const transport = new NodeTlsTransport(tls, options);
+  await transport.listen(options.port);
+  return transport;
+}
 
-  const start = async (port: number): Promise<Server> => {
+/** The listening `node:tls` server behind {@linkcode listenTls}, and the connections it hands over. */
+class NodeTlsTransport implements TlsTransport {
+  addr: Deno.NetAddr = { transport: "tcp", hostname: "", port: 0 };
+  accepted = 0;
+  readonly #tls: typeof import("node:tls");
+  readonly #options: TlsTransportOptions;
+  #secure: { cert: string; key: string; minVersion: TlsTransportOptions["minVersion"] };
+  #server?: Server;
+  readonly #ready: TlsConn[] = [];
+  readonly #waiting: PromiseWithResolvers<TransportConn>[] = [];
+  /** Connections in their handshake, by client address: `secureConnection` hands over a new socket. */
+  readonly #handshaking = new Map<string, TlsConn>();
+  #closed = false;
+
+  constructor(tls: typeof import("node:tls"), options: TlsTransportOptions) {
+    this.#tls = tls;
+    this.#options = options;
+    this.#secure = { cert: options.cert, key: options.key, minVersion: options.minVersion };
+  }
+
+  /** Binds `port` (0: any free one) and serves from there; `addr` is where it is bound. */
+  async listen(port: number): Promise<void> {
     // Half-open, as HTTP wants: a client that ends its side after a request still gets the response.
-    const server = tls.createServer({ ...secure, allowHalfOpen: true });
-    server.on("connection", (raw: Socket) => {
-      accepted++;
-      const key = `${raw.remoteAddress}:${raw.remotePort}`;
-      if (closed || raw.remoteAddress === undefined) {
-        raw.destroy();
-        return;
-      }
-      handshaking.get(key)?.close(); // the same client address again: the old one is gone
-      const conn: TlsConn = new TlsConn(raw, () => {
-        if (handshaking.get(key) === conn) handshaking.delete(key);
-      });
-      handshaking.set(key, conn);
-      const next = waiting.shift();
-      if (next) next.resolve(conn);
-      else ready.push(conn);
-    });
-    server.on("secureConnection", (socket: TLSSocket) => {
-      const key = `${socket.remoteAddress}:${socket.remotePort}`;
-      const conn = handshaking.get(key);
-      handshaking.delete(key);
-      if (conn) conn.attach(socket);
-      else socket.destroy();
-    });
-    server.on("tlsClientError", (e: Error) => options.onHandshakeError?.(e));
+    const server = this.#tls.createServer({ ...this.#secure, allowHalfOpen: true });
+    server.on("connection", (raw: Socket) => this.#connected(raw));
+    server.on("secureConnection", (socket: TLSSocket) => this.#secured(socket));
+    server.on("tlsClientError", (e: Error) => this.#options.onHandshakeError?.(e));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(port, options.hostname, () => {
+      server.listen(port, this.#options.hostname, () => {
         server.off("error", reject);
         resolve();
       });
     });
-    server.on("error", (e: Error) => options.onError?.(e));
-    return server;
-  };
+    server.on("error", (e: Error) => this.#options.onError?.(e));
+    if (this.#closed) {
+      server.close();
+      return;
+    }
+    this.#server = server;
+    const bound = server.address() as { address: string; port: number };
+    this.addr = { transport: "tcp", hostname: bound.address, port: bound.port };
+  }
 
-  let server = await start(options.port);
-  const bound = server.address() as { address: string; port: number };
-  const addr: Deno.NetAddr = { transport: "tcp", hostname: bound.address, port: bound.port };
-  return {
-    addr,
-    get accepted() {
-      return accepted;
-    },
-    accept() {
-      if (closed) return Promise.reject(new Deno.errors.BadResource("listener closed"));
-      const conn = ready.shift();
-      if (conn) return Promise.resolve(conn);
-      const next = Promise.withResolvers<StreamConn>();
-      waiting.push(next);
-      return next.promise;
-    },
-    close() {
-      if (closed) return;
-      closed = true;
-      server.close();
-      for (const w of waiting.splice(0)) w.reject(new Deno.errors.BadResource("listener closed"));
-      for (const conn of ready.splice(0)) conn.close();
-    },
-    setCertificate(cert, key) {
-      secure = { ...secure, cert, key };
-      server.setSecureContext(secure);
-    },
-    async relisten() {
-      server.close();
-      const next = await start(addr.port);
-      if (closed) next.close();
-      else server = next;
-    },
-  };
+  /** A TCP connection accepted: a connection for the server from now on, its handshake to come. */
+  #connected(raw: Socket): void {
+    this.accepted++;
+    const key = `${raw.remoteAddress}:${raw.remotePort}`;
+    if (this.#closed || raw.remoteAddress === undefined) {
+      raw.destroy();
+      return;
+    }
+    this.#handshaking.get(key)?.close(); // the same client address again: the old one is gone
+    const conn: TlsConn = new TlsConn(raw, () => {
+      if (this.#handshaking.get(key) === conn) this.#handshaking.delete(key);
+    });
+    this.#handshaking.set(key, conn);
+    const next = this.#waiting.shift();
+    if (next) next.resolve(conn);
+    else this.#ready.push(conn);
+  }
+
+  /** A handshake done: its connection takes over the TLS socket. */
+  #secured(socket: TLSSocket): void {
+    const key = `${socket.remoteAddress}:${socket.remotePort}`;
+    const conn = this.#handshaking.get(key);
+    this.#handshaking.delete(key);
+    if (conn) conn.attach(socket);
+    else socket.destroy();
+  }
+
+  accept(): Promise<TransportConn> {
+    if (this.#closed) return Promise.reject(new Deno.errors.BadResource("listener closed"));
+    const conn = this.#ready.shift();
+    if (conn) return Promise.resolve(conn);
+    const next = Promise.withResolvers<TransportConn>();
+    this.#waiting.push(next);
+    return next.promise;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server?.close();
+    for (const w of this.#waiting.splice(0)) {
+      w.reject(new Deno.errors.BadResource("listener closed"));
+    }
+    for (const conn of this.#ready.splice(0)) conn.close();
+  }
+
+  setCertificate(cert: string, key: string): void {
+    this.#secure = { ...this.#secure, cert, key };
+    this.#server?.setSecureContext(this.#secure);
+  }
+
+  async relisten(): Promise<void> {
+    this.#server?.close();
+    await this.listen(this.addr.port);
+  }
 }
 
 /** The runtime's TCP handle under a TLS socket: its reads go on while the socket is paused. */
@@ -129,8 +157,8 @@ interface NativeReads {
   readStop(): void;
 }
 
-/** One TLS connection as an {@linkcode StreamConn}: the raw socket until the handshake, then its TLS socket. */
-class TlsConn implements StreamConn {
+/** One TLS connection as a {@linkcode TransportConn}: the raw socket until the handshake, then its TLS socket. */
+class TlsConn implements TransportConn {
   readonly remoteAddr: Deno.NetAddr;
   readonly #raw: Socket;
   #socket?: TLSSocket;
