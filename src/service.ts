@@ -216,7 +216,7 @@ export class Service {
       witness,
       cache: this.#cache,
       log: this.#log,
-      logformat: config.frontend.logformat,
+      accessLogTemplate: config.frontend.logformat,
       metrics: config.metrics.enabled && !config.metrics.listener
         ? () => metrics.render()
         : undefined,

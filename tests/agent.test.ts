@@ -280,7 +280,7 @@ function stack(
   );
   const http = serveHttp1(
     { transport: Deno.listen({ hostname: "127.0.0.1", port: 0 }) },
-    createHandler({ cache, log, logformat: "" }),
+    createHandler({ cache, log, accessLogTemplate: "" }),
   );
   return {
     checks,

@@ -70,7 +70,7 @@ function setup(name = "n1") {
   const handle = createHandler({
     cache,
     log,
-    logformat: "%U %s %C",
+    accessLogTemplate: "%U %s %C",
     now: clock.options.now,
     witness,
     onResponse: (_route, _req, _res, source) => sources.push(source),

@@ -50,7 +50,7 @@ function setup(
   const handle = createHandler({
     cache,
     log,
-    logformat: "%a %m %U %s %C",
+    accessLogTemplate: "%a %m %U %s %C",
     now: () => clock.now,
     onResponse: (route, _req, res, cache) =>
       seen.push({ route: route.kind, status: res.status, cache }),
@@ -450,7 +450,7 @@ Deno.test("handler: a hit reads the clock once, for its freshness and its age al
   const handle = createHandler({
     cache,
     log: new Logger({ write: () => {} }),
-    logformat: "%U",
+    accessLogTemplate: "%U",
     now,
   });
   await handle(req("/primary"));

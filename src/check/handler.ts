@@ -23,8 +23,8 @@ import { type Route, routeRequest } from "./routes.ts";
 export interface HandlerOptions {
   cache: HealthCache;
   log: Logger;
-  /** `frontend.logformat`. */
-  logformat: string;
+  /** The access log line's template (`frontend.logformat`), for the text log format. */
+  accessLogTemplate: string;
   /** Renders `/metrics`, when served on the frontend. @default {undefined} (a 404) */
   metrics?: () => string;
   /** Called once per request, with the route, the response and how it was obtained. @default {undefined} */
@@ -196,7 +196,7 @@ class HttpResponder {
 
   /** Counts and logs the response, then hands it over. */
   #finish(x: Exchange, res: HealthResponse, source: AnswerSource): HealthResponse {
-    const { log, logformat, onResponse } = this.#options;
+    const { log, accessLogTemplate, onResponse } = this.#options;
     onResponse?.(x.route, x.req, res, source);
     if (!log.enabled("info")) return res;
     const { req } = x;
@@ -210,7 +210,7 @@ class HttpResponder {
     };
     if (log.format === "json") {
       log.info("request", { ...record, duration_ms: Number(durationMs.toFixed(3)) });
-    } else log.info(formatAccessLine(logformat, { ...record, durationMs }));
+    } else log.info(formatAccessLine(accessLogTemplate, { ...record, durationMs }));
     return res;
   }
 }
