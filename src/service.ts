@@ -32,7 +32,7 @@ export interface ServiceOptions {
 }
 
 /** The listeners a config may ask for, one slot each, as `patroniglue_open_connections` labels them. */
-const SLOTS = ["frontend", "agent", "metrics"] as const;
+const SLOTS = ["frontend", "metrics", "agent"] as const;
 type Slot = typeof SLOTS[number];
 
 /** A slot a reload binds anew, opens or closes. */
@@ -71,6 +71,8 @@ export class Service {
    * listener a refused reload had closed), for stop() to wait on.
    */
   #closing: Promise<void> = Promise.resolve();
+  /** The reload in progress (settled: never rejects), for stop() to wait on. */
+  #reloading: Promise<unknown> = Promise.resolve();
   #watch?: WatchFactory;
   readonly #logFormat?: LogFormat;
 
@@ -343,7 +345,13 @@ export class Service {
   }
 
   /** Applies a new, validated config without dropping connections; returns what changed. */
-  async reload(next: Config): Promise<string[]> {
+  reload(next: Config): Promise<string[]> {
+    const reloading = this.#reload(next);
+    this.#reloading = reloading.catch(() => {});
+    return reloading;
+  }
+
+  async #reload(next: Config): Promise<string[]> {
     await this.#loadWatch(next);
     const prev = this.#config;
     const changes = describeChanges(prev, next);
@@ -355,35 +363,40 @@ export class Service {
     if (!moves.some((m) => m.slot === "frontend") && reloads.has("certificate")) {
       this.frontend.setCertificate!(next.frontend.tls!.cert, next.frontend.tls!.key);
     }
-    for (const m of moves) {
+    const retiring = moves.map((m) => {
       const old = this.#listeners[m.slot];
       if (m.bound) this.#listeners[m.slot] = m.bound;
       else delete this.#listeners[m.slot];
-      await (m.retiring ?? old?.shutdown());
-    }
+      return m.retiring ?? old?.shutdown();
+    });
     this.#config = next;
+    await (this.#closing = Promise.all([this.#closing, ...retiring]).then(() => {}));
     return changes;
   }
 
   /**
-   * Binds what `moves` ask for: new addresses first, while the old listeners still serve; then
-   * those rebound on their own address (HTTPS turned on or off, another minimum version), which
-   * must close first. One that cannot be bound refuses the reload: what was bound for it is closed
-   * again and the old listeners serve on.
+   * Binds what `moves` ask for: first those rebound on their own address (HTTPS turned on or off,
+   * another minimum version), which must close first; then new addresses, while the old listeners
+   * still serve, in slot order, so that a listener new to this reload (the agent's last) accepts
+   * its first connection only once the reload's handlers are built. One that cannot be bound
+   * refuses the reload: every step taken is undone and the old listeners serve on.
    */
   async #bind(moves: Move[]): Promise<void> {
     const undo: (() => Promise<void>)[] = [];
     try {
-      for (const m of moves.filter((m) => m.next && !inPlace(m))) {
-        const bound = m.bound = await listen(m.next!, this.#log);
-        undo.push(() => bound.shutdown());
-      }
       for (const m of moves.filter(inPlace)) {
         await this.#rebindInPlace(m);
         undo.push(() => this.#restore(m));
       }
+      for (const m of moves.filter((m) => m.next && !inPlace(m))) {
+        const bound = m.bound = await listen(m.next!, this.#log);
+        undo.push(() => bound.shutdown());
+      }
     } catch (e) {
-      for (const step of undo.reverse()) await step();
+      // Every step, whatever another's fate: a listener left out would serve untracked.
+      const undone = await Promise.allSettled(undo.map((step) => step()));
+      const failed = undone.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) this.#log.error(`cannot restore a listener: ${(failed.reason as Error).message}`);
       throw e;
     }
   }
@@ -413,8 +426,9 @@ export class Service {
     this.#listeners[m.slot] = await retrying(() => listen(m.prev!, this.#log));
   }
 
-  /** Stops accepting, cancels backend requests, waits for responses in progress. */
+  /** Waits for a reload in progress, stops accepting, cancels backend requests, waits for responses in progress. */
   async stop(): Promise<void> {
+    await this.#reloading;
     clearInterval(this.#sweeper);
     this.#cache.close();
     this.#client.close();

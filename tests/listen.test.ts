@@ -163,7 +163,7 @@ Deno.test("listen: a handler that throws is logged in the words of its protocol"
   }
 });
 
-Deno.test("listen (service): a reload that moves the metrics listener to a busy port is refused before HTTPS replaces HTTP on the frontend's own port", async () => {
+Deno.test("listen (service): a reload that moves the metrics listener to a busy port is refused, and the frontend it had rebound in place for HTTPS serves HTTP again", async () => {
   await using fake = await FakePatroni.start();
   const [http, metrics] = [freePort(), freePort()];
   using busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -192,5 +192,60 @@ Deno.test("listen (service): a reload that moves the metrics listener to a busy 
     assert.equal(service.frontend.url, `https://127.0.0.1:${http}`);
   } finally {
     await service.stop();
+  }
+});
+
+Deno.test("listen (service): an agent listener added by a reload that also rebinds the frontend in place answers its first check from the new config", async () => {
+  await using fake = await FakePatroni.start();
+  const [http, agentPort] = [freePort(), freePort()];
+  const service = await Service.start(
+    await parseConfig(configText(http, fake.port), "test.yml"),
+    quiet(),
+    "test",
+  );
+  // A check sent the moment the agent's port is bound, before the reload has returned.
+  const bind = Deno.listen;
+  let first: ReturnType<typeof agentCheck> | undefined;
+  Deno.listen = ((options: Deno.TcpListenOptions) => {
+    const listener = bind(options);
+    if (options.port === agentPort) first = agentCheck(agentPort, "/primary\n");
+    return listener;
+  }) as typeof Deno.listen;
+  try {
+    await service.reload(
+      await parseConfig(
+        configText(http, fake.port, {
+          frontend: TLS_FRONTEND,
+          top: `agent:\n  port: ${agentPort}`,
+        }),
+        "test.yml",
+      ),
+    );
+    assert.ok(first, "the agent's port was bound");
+    assert.equal((await first).text, "up ready\n");
+    assert.equal(service.frontend.url, `https://127.0.0.1:${http}`);
+  } finally {
+    Deno.listen = bind;
+    await service.stop();
+  }
+});
+
+Deno.test("listen (service): stop() during a reload waits for it and leaves nothing open", async () => {
+  await using fake = await FakePatroni.start();
+  const [http, metrics] = [freePort(), freePort()];
+  const config = (frontend: string) =>
+    parseConfig(
+      configText(http, fake.port, {
+        frontend,
+        top: `metrics:\n  enabled: true\n  port: ${metrics}`,
+      }),
+      "test.yml",
+    );
+  const service = await Service.start(await config(""), quiet(), "test");
+  const reloading = service.reload(await config(TLS_FRONTEND));
+  await service.stop();
+  await reloading;
+  for (const port of [http, metrics]) {
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), `${port} closed`);
   }
 });
