@@ -16,6 +16,7 @@ import {
 } from "../src/check/handler.ts";
 import type { AgentRequest, HealthRequest, HealthResponse } from "../src/check/health.ts";
 import { Logger, type LogLevel } from "../src/log.ts";
+import { Witness } from "../src/check/witness.ts";
 import type { Route } from "../src/check/routes.ts";
 import { NOT_A_CHECK } from "./support/targets.ts";
 
@@ -436,27 +437,45 @@ Deno.test("agent: one access line per check at info (text or json), none at the 
   );
 });
 
-Deno.test("handler: a hit reads the clock once, for its freshness and its age alike", async () => {
-  let reads = 0;
-  const clock = { now: 5_000 };
-  const now = () => (reads++, clock.now);
-  const cache = new HealthCache({
-    ttl: 5,
-    now,
-    fetch: () => Promise.resolve({ ok: true, status: 200, body: PRIMARY } as BackendOutcome),
-    setTimer: () => 0,
-    clearTimer: () => {},
+for (const witnessed of [false, true]) {
+  Deno.test(`handler: a hit reads the clock once, for its freshness and its age alike${witnessed ? ", with the DCS witness beside the cache" : ""}`, async () => {
+    let reads = 0;
+    const clock = { now: 5_000 };
+    const now = () => (reads++, clock.now);
+    const cache = new HealthCache({
+      ttl: 5,
+      now,
+      fetch: () => Promise.resolve({ ok: true, status: 200, body: PRIMARY } as BackendOutcome),
+      setTimer: () => 0,
+      clearTimer: () => {},
+    });
+    // A witness with no view: it judges every hit without a clock of its own.
+    const witness = new Witness({ view: () => undefined, name: "n1", now: () => 0 });
+    const handle = createHandler({
+      cache,
+      log: new Logger({ write: () => {} }),
+      accessLogTemplate: "%U",
+      now,
+      witness: witnessed ? { cache, witness, patienceMs: 500 } : undefined,
+    });
+    await handle(req("/primary"));
+    clock.now += 2_000;
+    reads = 0;
+    const hit = handle(req("/primary")) as HealthResponse;
+    assert.equal(hit.headers.age, "2");
+    assert.equal(hit.headers["x-cache"], "HIT");
+    assert.equal(reads, 1);
   });
-  const handle = createHandler({
-    cache,
-    log: new Logger({ write: () => {} }),
-    accessLogTemplate: "%U",
-    now,
-  });
-  await handle(req("/primary"));
-  clock.now += 2_000;
-  reads = 0;
-  const hit = handle(req("/primary")) as HealthResponse;
-  assert.equal(hit.headers.age, "2");
-  assert.equal(reads, 1);
+}
+
+Deno.test("agent: a check answered from a held backend failure counts as an error, a miss or a hit alike", async () => {
+  const t = agentSetup({ level: "info", format: "json" });
+  const first = t.respond(agentReq("/primary"));
+  t.fetches[0].reply.resolve({ ok: false, failure: "timeout", error: "no answer within 1s" });
+  assert.equal(await first, "down #patroni unreachable (timeout)");
+  assert.equal(await t.respond(agentReq("/primary")), "down #patroni unreachable (timeout)");
+  assert.equal(t.fetches.length, 1, "the failure is held");
+  const sources = t.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "agent check")
+    .map((l) => l.cache);
+  assert.deepEqual(sources, ["error", "error"]);
 });

@@ -3,6 +3,7 @@ import {
   canonicalKey,
   HEALTH_CHECK_PATHS,
   MAX_QUERY_PARAMS,
+  MAX_QUERY_ROUTES,
   routeRequest,
 } from "../src/check/routes.ts";
 
@@ -98,4 +99,16 @@ Deno.test("routes: limits on target length and parameter count", () => {
   const many = Array.from({ length: MAX_QUERY_PARAMS + 1 }, (_, i) => `tag_${i}=x`).join("&");
   const route = routeRequest("GET", `/replica?${many}`, true);
   assert.equal(route.kind === "error" && route.status, 400);
+});
+
+Deno.test("routes: a check with a query is parsed once per target met lately, every method alike; the memory of them is bounded", () => {
+  const lag = routeRequest("GET", "/replica?lag=1MB", false);
+  assert.deepEqual(lag, { kind: "check", path: "/replica", key: "/replica?lag=1MB" });
+  assert.equal(routeRequest("HEAD", "/replica?lag=1MB", false), lag, "the same route object");
+  const refused = routeRequest("POST", "/replica?lag=1MB", false);
+  assert.equal(refused.kind === "error" && refused.status, 405, "the method is still checked");
+  for (let i = 0; i < MAX_QUERY_ROUTES; i++) routeRequest("GET", `/replica?lag=${i}`, false);
+  const again = routeRequest("GET", "/replica?lag=1MB", false);
+  assert.deepEqual(again, lag);
+  assert.notEqual(again, lag, "forgotten once that many other targets came");
 });

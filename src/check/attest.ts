@@ -66,8 +66,9 @@ export function attest(
   options: AttestOptions,
   path: string,
   key: string,
+  now?: number,
 ): Attested | Promise<Attested> {
-  const answer = attestFromCache(options, path, key);
+  const answer = attestFromCache(options, path, key, now);
   if (answer instanceof Promise) return answer.then((a) => counted(options, path, a));
   return counted(options, path, answer);
 }
@@ -81,8 +82,9 @@ function attestFromCache(
   { cache, witness, patienceMs, setTimer = setTimeout, clearTimer = stopTimer }: AttestOptions,
   path: string,
   key: string,
+  now: number | undefined,
 ): Attested | Promise<Attested> {
-  const entry = cache.peek(key);
+  const entry = cache.peek(key, now);
   if (entry) return judge(witness, path, key, entry, "hit");
   const testify = () => witness.testify(path, queryOf(key));
   if (cache.failing) {
@@ -93,21 +95,18 @@ function attestFromCache(
     }
   }
   const pending = cache.get(key);
+  // Whichever settles the promise first stands: a later resolve or reject does nothing.
   return new Promise<Attested>((resolve, reject) => {
-    let answered = false;
     const timer = setTimer(() => {
       const testimony = testify();
-      if (testimony) {
-        answered = true;
-        resolve({ source: "dcs", status: 200, testimony });
-      }
+      if (testimony) resolve({ source: "dcs", status: 200, testimony });
     }, patienceMs);
     pending.then(({ entry, result }) => {
       clearTimer(timer);
-      if (!answered) resolve(judge(witness, path, key, entry, result));
+      resolve(judge(witness, path, key, entry, result));
     }, (e) => {
       clearTimer(timer);
-      if (!answered) reject(e);
+      reject(e);
     });
   });
 }

@@ -17,7 +17,7 @@ import {
   jsonResponse,
 } from "./health.ts";
 import { formatAccessLine, type Logger } from "../log.ts";
-import { type Route, routeRequest } from "./routes.ts";
+import { LEADER_CHECK_ROLES, type Route, routeRequest } from "./routes.ts";
 
 /** What the handler needs besides the request. */
 export interface HandlerOptions {
@@ -41,7 +41,7 @@ export interface HandlerOptions {
 }
 
 /** A check's entry from the cache: the entry itself when fresh (a hit), else how it was obtained. */
-export type Lookup = CacheEntry | Promise<{ entry: CacheEntry; result: CacheResult }>;
+type Lookup = CacheEntry | Promise<{ entry: CacheEntry; result: CacheResult }>;
 
 /**
  * The cache entry for a check's key: synchronous for a fresh entry (the hot path, no allocation),
@@ -62,7 +62,7 @@ const X_CACHE: Record<CacheResult | "dcs", string> = {
 };
 
 /** The response of a check the DCS answered: its 200 with the evidence, or its veto of a 200. */
-export function dcsResponse(
+function dcsResponse(
   answer: Exclude<Attested, { source: "patroni" }>,
   method: string,
 ): HealthResponse {
@@ -141,14 +141,15 @@ class HttpResponder {
   }
 
   #witnessed(x: Exchange, route: CheckRoute, witness: AttestOptions): HandlerResult {
-    const answer = attest(witness, route.path, route.key);
-    if (!(answer instanceof Promise)) return this.#fromAttested(x, answer);
+    const at = this.#now(); // as for a hit without the witness: one reading
+    const answer = attest(witness, route.path, route.key, at);
+    if (!(answer instanceof Promise)) return this.#fromAttested(x, answer, at);
     return answer.then((a) => this.#fromAttested(x, a), (e) => this.#failed(x, e));
   }
 
-  /** Responds to a check the witness judged. */
-  #fromAttested(x: Exchange, a: Attested): HealthResponse {
-    if (a.source === "patroni") return this.#fromCache(x, a.entry, a.result);
+  /** Responds to a check the witness judged; `at`, a clock reading for a hit judged at once. */
+  #fromAttested(x: Exchange, a: Attested, at?: number): HealthResponse {
+    if (a.source === "patroni") return this.#fromCache(x, a.entry, a.result, at);
     const { log } = this.#options;
     if (log.enabled("debug")) {
       const why = a.status === 200 ? a.testimony.evidence : a.overruled;
@@ -165,7 +166,7 @@ class HttpResponder {
       log.debug("cache", { key, result, status: entry.status, failure: entry.failure });
     }
     const res = this.#cached(x.req, entry, result, at ?? this.#now());
-    return this.#finish(x, res, entry.failure ? "error" : result);
+    return this.#finish(x, res, sourceOf(entry, result));
   }
 
   /** A cache entry's response; a hit's is shared by every hit of the same age (not for OPTIONS). */
@@ -260,6 +261,11 @@ export interface AgentResponderOptions {
   witness?: AttestOptions;
 }
 
+/** How a check answered from `entry` was obtained: a recorded backend failure counts as `error`. */
+function sourceOf(entry: CacheEntry, result: CacheResult): AnswerSource {
+  return entry.failure ? "error" : result;
+}
+
 /** Longest `#` comment of a `down` reply. */
 const MAX_COMMENT = 80;
 
@@ -267,17 +273,6 @@ const MAX_COMMENT = 80;
 export function downReply(reason: string): string {
   return `down #${reason.replace(/[^\x20-\x7e]/g, "?").slice(0, MAX_COMMENT)}`;
 }
-
-const PRIMARY_ROLES = ["master", "primary"]; // Patroni before 4.0, and since
-/** The leader checks, and the roles whose 503 there means the leader lock is missing. */
-const LEADER_CHECK_ROLES: Readonly<Record<string, readonly string[]>> = {
-  "/": PRIMARY_ROLES,
-  "/primary": PRIMARY_ROLES,
-  "/master": PRIMARY_ROLES,
-  "/read-write": PRIMARY_ROLES,
-  "/leader": [...PRIMARY_ROLES, "standby_leader"],
-  "/standby-leader": ["standby_leader"],
-};
 
 /**
  * The agent reply for a cache entry of check `path`: Patroni's 200 is `up ready`; its 503 for a
@@ -304,7 +299,7 @@ export function agentReply(entry: CacheEntry, mismatch: MismatchWord, path: stri
 }
 
 /** The agent reply for a witnessed check: the DCS's 200 is `up ready`, its veto `down #reason`. */
-export function attestedReply(a: Attested, mismatch: MismatchWord, path: string): string {
+function attestedReply(a: Attested, mismatch: MismatchWord, path: string): string {
   if (a.source === "patroni") return agentReply(a.entry, mismatch, path);
   return a.status === 200 ? "up ready" : downReply(a.overruled);
 }
@@ -366,7 +361,7 @@ class AgentResponder {
         this.#finish(
           x,
           attestedReply(a, mismatch, path),
-          a.source === "dcs" ? "dcs" : a.entry.failure ? "error" : a.result,
+          a.source === "dcs" ? "dcs" : sourceOf(a.entry, a.result),
         );
       const answer = attest(witness, path, route.key);
       if (!(answer instanceof Promise)) return reply(answer);
@@ -374,11 +369,11 @@ class AgentResponder {
     }
     const found = lookup(cache, route.key);
     if (!(found instanceof Promise)) {
-      return this.#finish(x, agentReply(found, mismatch, path), "hit");
+      return this.#finish(x, agentReply(found, mismatch, path), sourceOf(found, "hit"));
     }
     return found.then(
       ({ entry, result }) =>
-        this.#finish(x, agentReply(entry, mismatch, path), entry.failure ? "error" : result),
+        this.#finish(x, agentReply(entry, mismatch, path), sourceOf(entry, result)),
       (e) => this.#failed(x, e),
     );
   }

@@ -24,6 +24,22 @@ export const HEALTH_CHECK_PATHS: ReadonlySet<string> = new Set([
   "/readiness",
 ]);
 
+/** Patroni's primary roles: `master` before 4.0, `primary` since. */
+const PRIMARY_ROLES: readonly string[] = ["master", "primary"];
+
+/**
+ * The leader checks: a member passes them only while it holds the leader lock, and reports one of
+ * these roles in them.
+ */
+export const LEADER_CHECK_ROLES: Readonly<Record<string, readonly string[]>> = {
+  "/": PRIMARY_ROLES,
+  "/primary": PRIMARY_ROLES,
+  "/master": PRIMARY_ROLES,
+  "/read-write": PRIMARY_ROLES,
+  "/leader": [...PRIMARY_ROLES, "standby_leader"],
+  "/standby-leader": ["standby_leader"],
+};
+
 /** Methods a health check accepts; each is answered from one backend GET. */
 export const CHECK_METHODS = ["GET", "HEAD", "OPTIONS"] as const;
 const METRICS_METHODS = ["GET", "HEAD"] as const;
@@ -47,6 +63,14 @@ const METRICS_ROUTE: Route = { kind: "metrics" };
 const PLAIN_CHECK_ROUTES: ReadonlyMap<string, Route> = new Map(
   [...HEALTH_CHECK_PATHS].map((path) => [path, { kind: "check", path, key: path }]),
 );
+
+/**
+ * The routes of checks with a query, by raw target, for the targets met lately: a check repeated
+ * with its query (`/replica?lag=1MB`) parses it once. Bounded: emptied when full.
+ */
+const QUERY_ROUTES = new Map<string, Route>();
+/** The most targets {@linkcode QUERY_ROUTES} holds. */
+export const MAX_QUERY_ROUTES = 256;
 
 /** Maps a method and a raw request target to a route; never decodes or normalizes the path. */
 export function routeRequest(method: string, target: string, metricsOnFrontend: boolean): Route {
@@ -73,8 +97,13 @@ export function routeRequest(method: string, target: string, metricsOnFrontend: 
   if (isMetrics) return METRICS_ROUTE;
   if (path === "/health") return HEALTH_ROUTE;
   if (query === "") return PLAIN_CHECK_ROUTES.get(path)!;
+  let route = QUERY_ROUTES.get(target);
+  if (route) return route;
   const key = canonicalKey(path, query);
-  return typeof key === "string" ? { kind: "check", path, key } : key;
+  route = typeof key === "string" ? { kind: "check", path, key } : key;
+  if (QUERY_ROUTES.size >= MAX_QUERY_ROUTES) QUERY_ROUTES.clear();
+  QUERY_ROUTES.set(target, route);
+  return route;
 }
 
 /** `path?query` with parameters parsed, sorted by name then value, and re-encoded. */

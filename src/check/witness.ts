@@ -5,24 +5,19 @@
  */
 import type { Identity } from "./backend.ts";
 import type { DcsView, MemberKey } from "../dcs/view.ts";
+import { LEADER_CHECK_ROLES } from "./routes.ts";
 
-/** Patroni's primary roles: `master` before 4.0, `primary` since. */
-const PRIMARY_ROLES: readonly string[] = ["master", "primary"];
-const LEADER_ROLES: readonly string[] = [...PRIMARY_ROLES, "standby_leader"];
-
-/** The checks a lock held by this member answers, and the roles its member key must report. */
-const LEADER_CHECKS: Readonly<Record<string, readonly string[]>> = {
-  "/": PRIMARY_ROLES,
-  "/primary": PRIMARY_ROLES,
-  "/master": PRIMARY_ROLES,
-  "/read-write": PRIMARY_ROLES,
-  "/leader": LEADER_ROLES,
-};
+/** The roles of the lock holder in its own cluster (a standby cluster's leader included). */
+const LEADER_ROLES = LEADER_CHECK_ROLES["/leader"];
+/**
+ * The checks a lock held by this member answers, and the roles its member key must report: the
+ * leader checks but `/standby-leader` (the DCS's 200 is for the primary side of a cluster).
+ */
+const LEADER_CHECKS: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
+  Object.entries(LEADER_CHECK_ROLES).filter(([path]) => path !== "/standby-leader"),
+);
 /** The checks a lock held by another member overrules: never 200 from a member without it. */
-const LOCK_CHECKS: ReadonlySet<string> = new Set([
-  ...Object.keys(LEADER_CHECKS),
-  "/standby-leader",
-]);
+const LOCK_CHECKS: ReadonlySet<string> = new Set(Object.keys(LEADER_CHECK_ROLES));
 
 /** Patroni's default `ttl` (seconds), when the DCS holds no dynamic configuration. */
 const DEFAULT_TTL = 30;
@@ -115,18 +110,21 @@ export class Witness {
     const member = view.members.get(this.name);
     if (!member || member.state !== "running" || member.role === undefined) return undefined;
     const mine = lock.holder === this.name;
-    const evidence = `${mine ? "holds" : `${lock.holder} holds`} the leader lock (${
-      (left / 1000).toFixed(1)
-    } s left), ${member.role}, running`;
-    const params = new URLSearchParams(query);
-    const leaderRoles = LEADER_CHECKS[path];
-    if (mine && leaderRoles?.includes(member.role)) return { status: 200, evidence, member };
+    const testimony = (): Testimony => {
+      const holds = mine ? "holds" : `${lock.holder} holds`;
+      const evidence = `${holds} the leader lock (${
+        (left / 1000).toFixed(1)
+      } s left), ${member.role}, running`;
+      return { status: 200, evidence, member };
+    };
+    if (mine && LEADER_CHECKS[path]?.includes(member.role!)) return testimony();
     if (path !== "/replica" && path !== "/read-only") return undefined;
     // /read-only is the leader's or a replica's check, with tags either way (Patroni's do_GET).
+    const params = new URLSearchParams(query);
     const serves = mine
-      ? path === "/read-only" && LEADER_ROLES.includes(member.role)
+      ? path === "/read-only" && LEADER_ROLES.includes(member.role!)
       : isServingReplica(member, view, params);
-    return serves && tagsMatch(member, params) ? { status: 200, evidence, member } : undefined;
+    return serves && tagsMatch(member, params) ? testimony() : undefined;
   }
 
   /**
