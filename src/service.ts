@@ -15,7 +15,7 @@ import type { AttestOptions } from "./check/attest.ts";
 import type { Identity } from "./check/backend.ts";
 import { createAgentResponder, createHandler, metricsHandler } from "./check/handler.ts";
 import type { AgentHandler, Handler, HealthRequest } from "./check/health.ts";
-import { listen, type Listener, type ListenSpec } from "./net/listen.ts";
+import { type HttpSpec, listen, type Listener, type ListenSpec } from "./net/listen.ts";
 import type { Logger } from "./log.ts";
 import { type DcsGauges, Metrics } from "./metrics.ts";
 import type { Route } from "./check/routes.ts";
@@ -50,7 +50,8 @@ interface Move {
 /** The DCS witness while `dcs:` is configured: its watcher and the rules over its view. */
 interface DcsWitness {
   watcher: DcsWatcher;
-  witness: Witness;
+  /** The rules over the view, built with the handlers for the config they serve. */
+  witness?: Witness;
   unsubscribe: () => void;
 }
 
@@ -190,7 +191,8 @@ export class Service {
       fetch: async (key, timeoutMs) => {
         const started = performance.now();
         const outcome = await client.fetchPatroniStatus(key, timeoutMs);
-        this.metrics.countBackend(routeLabel(key), outcome, (performance.now() - started) / 1000);
+        const seconds = (performance.now() - started) / 1000;
+        this.metrics.countBackend(routeLabel(key), outcome, seconds, started);
         if (outcome.ok && outcome.identity) this.#heardPatroni(outcome.identity);
         return outcome;
       },
@@ -207,7 +209,7 @@ export class Service {
       const { name, scope, margin } = config.dcs;
       dcs.witness = new Witness({ view: () => watcher.view(), name, scope, margin });
     }
-    const witness: AttestOptions | undefined = dcs && {
+    const witness: AttestOptions | undefined = dcs?.witness && {
       cache: this.#cache,
       witness: dcs.witness,
       patienceMs: config.backend.timeout * 1000 / 2,
@@ -260,7 +262,6 @@ export class Service {
         unreachable = false;
       },
     });
-    const witness = new Witness({ view: () => watcher.view(), name: dcs.name });
     const unsubscribe = watcher.subscribe((view, previous) => {
       try {
         this.#heard(view, previous);
@@ -268,7 +269,7 @@ export class Service {
         this.#log.error(`DCS view not applied: ${(e as Error).message}`);
       }
     });
-    this.#dcs = { watcher, witness, unsubscribe };
+    this.#dcs = { watcher, unsubscribe };
   }
 
   /** The DCS the witness watches (`etcd3 http://... /service/main (member node1)`); unset without `dcs:`. */
@@ -278,7 +279,7 @@ export class Service {
 
   /** Patroni said who it is: a member or cluster other than the one watched silences the witness. */
   #heardPatroni(identity: Identity): void {
-    const why = this.#dcs?.witness.hear(identity);
+    const why = this.#dcs?.witness?.hear(identity);
     if (why) this.#log.error(`DCS witness silent: ${why}`);
   }
 
@@ -324,8 +325,8 @@ export class Service {
   }
 
   #dcsGauges(): DcsGauges | undefined {
-    if (!this.#dcs) return undefined;
-    const { watcher, witness } = this.#dcs;
+    const { watcher, witness } = this.#dcs ?? {};
+    if (!watcher || !witness) return undefined;
     const view = watcher.view();
     const now = performance.now();
     return {
@@ -360,8 +361,9 @@ export class Service {
       .map((slot): Move => ({ slot, prev: this.#spec(slot, prev), next: this.#spec(slot, next) }));
     await this.#bind(moves);
     this.#build(next, reloads);
-    if (!moves.some((m) => m.slot === "frontend") && reloads.has("certificate")) {
-      this.frontend.setCertificate!(next.frontend.tls!.cert, next.frontend.tls!.key);
+    const frontend = this.#spec("frontend", next) as HttpSpec;
+    if (!moves.some((m) => m.slot === "frontend") && reloads.has("certificate") && frontend.tls) {
+      this.frontend.setTls!(frontend.tls);
     }
     const retiring = moves.map((m) => {
       const old = this.#listeners[m.slot];

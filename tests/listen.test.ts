@@ -17,6 +17,7 @@ import {
   type Scheme,
   sleep,
   TLS_FRONTEND,
+  tlsHandshake,
 } from "./support/glue.ts";
 import { concat } from "./support/tools.ts";
 
@@ -66,7 +67,7 @@ for (const scheme of ["http", "https"] as const) {
       assert.ok(listener.port > 0);
       assert.equal(listener.address, `127.0.0.1:${listener.port}`);
       assert.equal(listener.url, `${scheme}://127.0.0.1:${listener.port}`);
-      assert.equal(listener.setCertificate !== undefined, scheme === "https");
+      assert.equal(listener.setTls !== undefined, scheme === "https");
       assert.match(await ask(conn), /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nok$/);
       await connectionsReach(listener, 1);
       await listener.shutdown();
@@ -84,7 +85,7 @@ Deno.test("listen: https serves a new certificate to the next handshakes, a conn
   const listener = await listen(httpSpec("https"), quiet());
   const open = await connectClient("https", listener.port);
   try {
-    listener.setCertificate!(pem("ec.pem"), pem("ec.key"));
+    listener.setTls!({ cert: pem("ec.pem"), key: pem("ec.key"), minVersion: "TLSv1.2" });
     await assert.rejects(connectClient("https", listener.port), "ca.pem no longer trusts it");
     const rotated = await Deno.connectTls({
       hostname: "127.0.0.1",
@@ -109,7 +110,7 @@ Deno.test("listen: agent checks over TCP, with a tcp:// url, the address, open c
   try {
     assert.equal(listener.address, `127.0.0.1:${listener.port}`);
     assert.equal(listener.url, `tcp://127.0.0.1:${listener.port}`);
-    assert.equal(listener.setCertificate, undefined);
+    assert.equal(listener.setTls, undefined);
     assert.equal((await agentCheck(listener.port, "/primary\n")).text, "up #/primary\n");
     const waiting = await Deno.connect({ hostname: "127.0.0.1", port: listener.port });
     try {
@@ -249,3 +250,30 @@ Deno.test("listen (service): stop() during a reload waits for it and leaves noth
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), `${port} closed`);
   }
 });
+
+for (const scheme of ["http", "https"] as const) {
+  Deno.test(`listen (service): a reload that changes only tls-min-version keeps the ${scheme} frontend's port and its connections`, async () => {
+    await using fake = await FakePatroni.start();
+    const http = freePort();
+    const frontend = scheme === "https" ? TLS_FRONTEND : "";
+    const config = (version: string) =>
+      parseConfig(
+        configText(http, fake.port, { frontend: `${frontend}\n  tls-min-version: ${version}` }),
+        "test.yml",
+      );
+    const service = await Service.start(await config("TLSv1.2"), quiet(), "test");
+    const conn = await connectClient(scheme, http);
+    try {
+      assert.match(await ask(conn), /^HTTP\/1\.1 404/);
+      await service.reload(await config("TLSv1.3"));
+      assert.match(await ask(conn), /^HTTP\/1\.1 404/, "the connection open before is served on");
+      if (scheme === "https") {
+        assert.equal(await tlsHandshake(http, "TLSv1.2"), "refused");
+        assert.equal(await tlsHandshake(http, "TLSv1.3"), "TLSv1.3");
+      }
+    } finally {
+      conn.close();
+      await service.stop();
+    }
+  });
+}

@@ -2,12 +2,11 @@
 // effect as its declaration says; and every part of a Config is declared by some key.
 import assert from "node:assert/strict";
 import https from "node:https";
-import tls from "node:tls";
 import { keyOf, parseConfig, schemaKeys } from "../src/config/config.ts";
 import { agentCheck } from "./support/agent_client.ts";
 import { Etcd, HAS_ETCD } from "./support/etcd.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { fixture, freePort, freePorts, GlueProcess } from "./support/glue.ts";
+import { fixture, freePort, freePorts, GlueProcess, tlsHandshake } from "./support/glue.ts";
 import { HAS_OPENSSL } from "./support/tools.ts";
 
 Deno.test("reload: every key declares what a change to it takes, and every part of a Config has its key", async () => {
@@ -100,18 +99,6 @@ const without = (tree: Tree, section: string, keys: string[]): Tree => ({
     Object.entries(tree[section] as Tree).filter(([k]) => !keys.includes(k)),
   ),
 });
-/** The TLS version a handshake with the frontend settles on, offering at most `max`. */
-const handshake = (port: number, max: tls.SecureVersion) =>
-  new Promise<string>((resolve) => {
-    const socket = tls.connect({
-      host: "127.0.0.1",
-      port,
-      ca: Deno.readTextFileSync(fixture("ca.pem")),
-      maxVersion: max,
-    });
-    socket.on("secureConnect", () => (resolve(socket.getProtocol() ?? "?"), socket.destroy()));
-    socket.on("error", () => resolve("refused"));
-  });
 const dcsGauge = (w: World, name: string) => metric(w, `patroniglue_dcs_${name}`);
 
 const CASES: Case[] = [
@@ -135,7 +122,7 @@ const CASES: Case[] = [
     change: (b) =>
       set(b, "frontend", { certfile: fixture("server.pem"), keyfile: fixture("server.key") }),
     check: async (w) => {
-      assert.equal(await handshake(w.ports.frontend, "TLSv1.3"), "TLSv1.3");
+      assert.equal(await tlsHandshake(w.ports.frontend, "TLSv1.3"), "TLSv1.3");
     },
   },
   {
@@ -147,8 +134,8 @@ const CASES: Case[] = [
         "tls-min-version": "TLSv1.3",
       }),
     check: async (w) => {
-      assert.equal(await handshake(w.ports.frontend, "TLSv1.2"), "refused");
-      assert.equal(await handshake(w.ports.frontend, "TLSv1.3"), "TLSv1.3");
+      assert.equal(await tlsHandshake(w.ports.frontend, "TLSv1.2"), "refused");
+      assert.equal(await tlsHandshake(w.ports.frontend, "TLSv1.3"), "TLSv1.3");
     },
   },
   {

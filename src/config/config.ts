@@ -88,7 +88,7 @@ const SCHEMA = {
     /** With keyfile: HTTPS, read into `tls`. */
     certfile: input(text).reloads("certificate", "tls"),
     keyfile: input(text).reloads("certificate", "tls"),
-    "tls-min-version": key(oneOf(TLS_VERSIONS), "TLSv1.2").reloads("frontend"),
+    "tls-min-version": key(oneOf(TLS_VERSIONS), "TLSv1.2").reloads("certificate"),
     /** Validated only: the runtime cannot restrict its suites. */
     "tls-ciphers": input(cipherList).reloads("none"),
     /** Access-log format (`%a %m %U %s %D %C`). */

@@ -14,8 +14,8 @@ export type Role = "setting" | "input";
 /**
  * What applying a changed key to a running service takes: `none` (validated only), `handler` (the
  * next checks see it), `log` (the log format), `sweeper`, `cache` (a new cache), `client` (a new
- * client to Patroni, and a new cache), `watcher` (a new DCS watcher), `certificate` (served to the
- * next handshakes; a rebind when HTTPS is turned on or off), `frontend`, `metrics` or `agent` (that
+ * client to Patroni, and a new cache), `watcher` (a new DCS watcher), `certificate` (the certificate
+ * and lowest TLS version of the next handshakes; a rebind when HTTPS is turned on or off), `frontend`, `metrics` or `agent` (that
  * listener bound again).
  */
 export type Reload =

@@ -24,8 +24,8 @@ export interface Listener {
   readonly connections: number;
   /** Stops accepting, lets replies in progress finish, closes connections. */
   shutdown(): Promise<void>;
-  /** Swaps the certificate for the next TLS handshakes (HTTPS only). */
-  setCertificate?(cert: string, key: string): void;
+  /** Swaps the certificate and the lowest TLS version for the next handshakes (HTTPS only). */
+  setTls?(tls: TlsSpec): void;
 }
 
 /** Where a listener binds. */
@@ -94,7 +94,8 @@ export async function listen(spec: ListenSpec, log: Logger): Promise<Listener> {
       await probe?.stop();
       await server.shutdown();
     },
-    setCertificate: tls && ((cert, key) => tls.setCertificate(cert, key)),
+    setTls: tls &&
+      ((spec) => tls.setSecure({ ...spec, minVersion: effectiveMinVersion(spec.minVersion) })),
   };
 }
 

@@ -26,8 +26,8 @@ export interface TlsTransportOptions {
 export interface TlsTransport extends Transport {
   /** Connections accepted so far (the EMFILE probe watches it move). */
   readonly accepted: number;
-  /** Serves `cert` and `key` to the next handshakes. */
-  setCertificate(cert: string, key: string): void;
+  /** Serves `cert` and `key`, and accepts `minVersion` and above, in the next handshakes. */
+  setSecure(secure: Pick<TlsTransportOptions, "cert" | "key" | "minVersion">): void;
   /** Stops listening and listens again on the same port; connections already accepted stay. */
   relisten(): Promise<void>;
 }
@@ -140,8 +140,10 @@ class NodeTlsTransport implements TlsTransport {
     for (const conn of this.#ready.splice(0)) conn.close();
   }
 
-  setCertificate(cert: string, key: string): void {
-    this.#secure = { ...this.#secure, cert, key };
+  setSecure(
+    { cert, key, minVersion }: Pick<TlsTransportOptions, "cert" | "key" | "minVersion">,
+  ): void {
+    this.#secure = { cert, key, minVersion };
     this.#server?.setSecureContext(this.#secure);
   }
 

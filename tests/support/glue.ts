@@ -1,11 +1,27 @@
 // Test helpers: loopback ports, sleeps, and main.ts run as users run it (`deno run -P`, the permission set of deno.json), its output read.
 
+import tls from "node:tls";
+
 const ROOT = new URL("../../", import.meta.url);
 /** Absolute path of a test fixture. */
 export const fixture = (name: string): string => new URL(`tests/fixtures/${name}`, ROOT).pathname;
 
 /** Resolves after `ms` milliseconds (for pacing; never to wait for something that can be awaited). */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The TLS version a handshake with a frontend on loopback `port` settles on, offering at most `max` and trusting `ca.pem`; `refused` when it fails. */
+export function tlsHandshake(port: number, max: "TLSv1.2" | "TLSv1.3"): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const socket = tls.connect({
+      host: "127.0.0.1",
+      port,
+      ca: Deno.readTextFileSync(fixture("ca.pem")),
+      maxVersion: max,
+    });
+    socket.on("secureConnect", () => (resolve(socket.getProtocol() ?? "?"), socket.destroy()));
+    socket.on("error", () => resolve("refused"));
+  });
+}
 
 /** A loopback port that was free a moment ago. */
 export function freePort(): number {
