@@ -5,6 +5,7 @@
  */
 import denoJson from "./deno.json" with { type: "json" };
 import { type Config, ConfigError, loadConfig } from "./src/config/config.ts";
+import { inspectDcs } from "./src/config/dcs_config.ts";
 import { FlagError, type Flags, parseFlags, usage } from "./src/config/flags.ts";
 import { Logger, type LogLevel } from "./src/log.ts";
 import { Service } from "./src/service.ts";
@@ -61,7 +62,6 @@ async function loadOrExplain(file: string, log: Logger, prefix: string) {
 async function checkConfig(config: Config): Promise<number> {
   console.log("configuration OK");
   if (config.dcs) {
-    const { inspectDcs } = await import("./src/config/dcs_config.ts");
     console.log(await inspectDcs(config.dcs));
   }
   return 0;

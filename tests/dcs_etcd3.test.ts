@@ -1,17 +1,9 @@
 import assert from "node:assert/strict";
+import { toBase64 } from "../src/dcs/codec.ts";
 import { createEtcd3Watcher } from "../src/dcs/etcd3.ts";
 import { DcsError, Resync } from "../src/dcs/runner.ts";
 import type { DcsFailure } from "../src/dcs/view.ts";
-import {
-  b64,
-  Etcd,
-  HAS_ETCD,
-  Relay,
-  Reports,
-  ROOT_PASSWORD,
-  until,
-  viewWhere,
-} from "./support/etcd.ts";
+import { Etcd, HAS_ETCD, Relay, Reports, ROOT_PASSWORD, until, viewWhere } from "./support/etcd.ts";
 import { rawServer, send } from "./support/raw_server.ts";
 import {
   HaLoop,
@@ -34,8 +26,8 @@ class Etcd3Member extends HaLoop {
     return this.extending(async () => {
       this.lease = String((await this.etcd.v3("/v3/lease/grant", { TTL: this.ttl })).ID);
       await this.etcd.v3("/v3/kv/put", {
-        key: b64("/service/pg/leader"),
-        value: b64(this.member),
+        key: toBase64("/service/pg/leader"),
+        value: toBase64(this.member),
         lease: this.lease,
       });
     });
@@ -46,11 +38,14 @@ class Etcd3Member extends HaLoop {
   }
 
   async put(key: string, value: string): Promise<void> {
-    await this.etcd.v3("/v3/kv/put", { key: b64(`/service/pg/${key}`), value: b64(value) });
+    await this.etcd.v3("/v3/kv/put", {
+      key: toBase64(`/service/pg/${key}`),
+      value: toBase64(value),
+    });
   }
 
   async remove(key: string): Promise<void> {
-    await this.etcd.v3("/v3/kv/deleterange", { key: b64(`/service/pg/${key}`) });
+    await this.etcd.v3("/v3/kv/deleterange", { key: toBase64(`/service/pg/${key}`) });
   }
 }
 
@@ -202,7 +197,7 @@ async function firstFailure(port: number, failure?: DcsFailure) {
 /** A watch message with one PUT event of `key` (relative to `/service/pg/`) to `value`. */
 const putEvent = (key: string, value: string) =>
   JSON.stringify({
-    result: { events: [{ kv: { key: b64(`/service/pg/${key}`), value: b64(value) } }] },
+    result: { events: [{ kv: { key: toBase64(`/service/pg/${key}`), value: toBase64(value) } }] },
   });
 
 Deno.test("dcs etcd3: a watch canceled for another reason than compaction is a failure, not a silent read again", async () => {
@@ -283,10 +278,10 @@ for (const [ttl, atLeast, atMost] of [[5, 4, 8], [30, 1, 2]]) {
       Math.min(1000, ttl * 50)
     } ms (ttl/20, at most once a second): the lock's time left loses no more than that to the reading's pace`,
     async () => {
-      const leader = b64("/service/pg/leader");
+      const leader = toBase64("/service/pg/leader");
       const reads: number[] = [];
       const end = Promise.withResolvers<void>();
-      const kv = `{"key":"${leader}","value":"${b64("pg1")}","lease":"42","mod_revision":"3"}`;
+      const kv = `{"key":"${leader}","value":"${toBase64("pg1")}","lease":"42","mod_revision":"3"}`;
       await using gateway = fakeGateway(async (conn) => {
         await send(conn, chunk('{"result":{"created":true}}\n'));
         await end.promise;
@@ -315,10 +310,10 @@ for (const [ttl, atLeast, atMost] of [[5, 4, 8], [30, 1, 2]]) {
 
 /** The leader key held by pg1 with lease 42, as a range answer. */
 const HELD_RANGE = `{"header":{"revision":"5"},"kvs":[{"key":"${
-  b64("/service/pg/leader")
-}","value":"${b64("pg1")}","lease":"42","mod_revision":"3"}]}`;
+  toBase64("/service/pg/leader")
+}","value":"${toBase64("pg1")}","lease":"42","mod_revision":"3"}]}`;
 /** A lease read's answer: `ttl` left of `granted`, holding `keys`. */
-const leaseAnswer = (ttl: number, granted: number, keys = [b64("/service/pg/leader")]) =>
+const leaseAnswer = (ttl: number, granted: number, keys = [toBase64("/service/pg/leader")]) =>
   JSON.stringify({ ID: "42", TTL: String(ttl), grantedTTL: String(granted), keys });
 
 Deno.test("dcs etcd3: a lease time to live above what was granted (etcd's unpromoted lease, ~292 years) is no held lock", async () => {
@@ -401,7 +396,7 @@ Deno.test("dcs etcd3: a new holder seen while a lease read is under way has its 
     lease: async () => {
       reads.push({ at: performance.now(), lease: reads.length < 2 ? "42" : "43" });
       if (reads.length === 2) await slow.promise; // the second read takes its time
-      return leaseAnswer(4, 5, [b64("/service/pg/leader")]);
+      return leaseAnswer(4, 5, [toBase64("/service/pg/leader")]);
     },
   });
   const watcher = createEtcd3Watcher(etcd3.settings([`http://127.0.0.1:${gateway.port}`]), {
@@ -413,7 +408,9 @@ Deno.test("dcs etcd3: a new holder seen while a lease read is under way has its 
     const conn = await watchConn.promise;
     const event = {
       result: {
-        events: [{ kv: { key: b64("/service/pg/leader"), value: b64("pg2"), lease: "43" } }],
+        events: [{
+          kv: { key: toBase64("/service/pg/leader"), value: toBase64("pg2"), lease: "43" },
+        }],
       },
     };
     await send(conn, chunk(JSON.stringify(event) + "\n"));

@@ -266,6 +266,21 @@ Deno.test({
   }
 });
 
+Deno.test("logs: the -log-format flag wins over log-format in the file, after a SIGHUP that changes it too", async () => {
+  await using fake = await FakePatroni.start();
+  const port = freePort();
+  const file = await writeConfig(configText(port, fake.port, { top: "log-format: text" }));
+  await using glue = await GlueProcess.start(["-config", file, "-log-format", "json"]);
+  await Deno.writeTextFile(file, configText(port, fake.port, { top: "log-format: json" }));
+  Deno.kill(glue.pid, "SIGHUP");
+  await glue.waitFor(/reloaded/);
+  await Deno.writeTextFile(file, configText(port, fake.port, { top: "log-format: text" }));
+  Deno.kill(glue.pid, "SIGHUP");
+  // In JSON the quotes around the values are escaped; in text they are not.
+  const reloaded = await glue.waitFor(/reloaded; log-format: \\?"json\\?" -> \\?"text\\?"/);
+  assert.equal(JSON.parse(reloaded).level, "notice", "still JSON after the file said text");
+});
+
 Deno.test("logs: -log-format json writes one JSON object per line with stable fields", async () => {
   await using fake = await FakePatroni.start();
   const file = await writeConfig(configText(freePort(), fake.port));

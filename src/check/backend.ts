@@ -3,7 +3,7 @@
  * exception.
  * @module
  */
-import { HttpClient, HttpError } from "../net/http_client.ts";
+import { HttpClient, HttpError, type HttpFailure } from "../net/http_client.ts";
 import type { Logger } from "../log.ts";
 
 /** Where and how to reach Patroni's REST API (the config's `backend:`, files read). */
@@ -21,8 +21,8 @@ export interface PatroniTarget {
   client?: { cert: string; key: string };
 }
 
-/** Why a backend request failed. */
-export type BackendFailure = "timeout" | "refused" | "tls" | "invalid" | "error";
+/** Why a backend request failed: as the HTTP client says. */
+export type BackendFailure = HttpFailure;
 
 /** The result of one backend request. */
 export type BackendOutcome =
@@ -36,7 +36,7 @@ export interface Identity {
 }
 
 /** The identity of a parsed JSON body (its `patroni` object), when it names a scope or a name. */
-export function identityOf(value: unknown): Identity | undefined {
+function identityOf(value: unknown): Identity | undefined {
   if (typeof value !== "object" || value === null) return undefined;
   const patroni = (value as Record<string, unknown>).patroni;
   if (typeof patroni !== "object" || patroni === null) return undefined;

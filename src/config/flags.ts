@@ -3,6 +3,7 @@
  * once: the parsed type, the defaults, the checks and the usage text all come from {@linkcode FLAGS}.
  * @module
  */
+import { type Camel, camel } from "./schema.ts";
 
 /** A flag with a value: its usage line's argument name and, when it has a fixed set, the choices. */
 interface ValueFlag<C extends string = string> {
@@ -36,8 +37,6 @@ export const FLAGS = {
   version: { kind: "bool", usage: "Print version" },
 } as const satisfies Record<string, BoolFlag | ValueFlag>;
 
-type Camel<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<Camel<T>>}`
-  : S;
 type FlagValue<F> = F extends BoolFlag ? boolean
   : F extends { choices: readonly (infer C)[] } ? C | undefined
   : string;
@@ -87,10 +86,6 @@ const BOOL_VALUES: Record<string, boolean> = {
   FALSE: false,
   False: false,
 };
-
-function camel(name: string): string {
-  return name.replace(/-(.)/g, (_, c: string) => c.toUpperCase());
-}
 
 /** One argument split as Go does: `--name=value` -> name and the inline value, if any. */
 function splitFlag(arg: string): { name: string; inline?: string } {

@@ -18,7 +18,7 @@ export interface EndpointSpec {
 }
 
 /** etcd's client port, when an endpoint names none. */
-export const ETCD_PORT = 2379;
+const ETCD_PORT = 2379;
 
 const ENDPOINT =
   /^(?:(https?):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?)?(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z._%-]+)(?::(\d{1,5}))?\/?$/;
@@ -29,7 +29,7 @@ function shownEndpoint(entry: string): string {
 }
 
 /** One endpoint: `host[:port]` or `http(s)://[user:password@]host[:port]`, IPv6 in brackets. */
-export function parseEndpoint(entry: string): EndpointSpec {
+function parseEndpoint(entry: string): EndpointSpec {
   const m = ENDPOINT.exec(entry);
   if (!m) {
     return fail(`must be host:port or http(s)://host:port: got ${shownEndpoint(entry)}`);
@@ -60,7 +60,7 @@ export const endpointList: Check<EndpointSpec[]> = (v) => {
 };
 
 /** One endpoint (Patroni's `host` or `url`). */
-export const endpoint: Check<EndpointSpec[]> = (v) => [parseEndpoint(text(v))];
+const endpoint: Check<EndpointSpec[]> = (v) => [parseEndpoint(text(v))];
 
 /** A secret: a string, possibly empty, never shown in a message (a password). */
 export const secret: Check<string> = (v) =>
@@ -107,8 +107,6 @@ export interface Fact<T> {
 /** What Patroni's file says about its DCS; each fact with its position. */
 export interface PatroniDcsFacts {
   file: string;
-  /** Where the DCS section starts, for problems about it as a whole. */
-  at: string;
   type?: Fact<DcsKind>;
   endpoints?: Fact<EndpointSpec[]>;
   protocol?: Fact<"http" | "https">;
@@ -175,7 +173,6 @@ export function parsePatroniConfig(text: string, file: string): PatroniReading {
   const kinds = topKeys.filter((k) => k.name === "etcd" || k.name === "etcd3");
   const facts: PatroniDcsFacts = {
     file,
-    at: file,
     scope: fact("scope", reading.values.scope),
     namespace: fact("namespace", reading.values.namespace),
     name: fact("name", reading.values.name),
@@ -196,8 +193,7 @@ export function parsePatroniConfig(text: string, file: string): PatroniReading {
   } else {
     const kind = kinds[0].name as DcsKind;
     const section = reading.values[kind];
-    facts.at = `${file}:${kinds[0].node.line}:${kinds[0].node.col}`;
-    facts.type = { value: kind, at: facts.at };
+    facts.type = { value: kind, at: `${file}:${kinds[0].node.line}:${kinds[0].node.col}` };
     const written = (["urls", "url", "hosts", "host"] as const).find((k) =>
       section[k] !== undefined
     );

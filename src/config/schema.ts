@@ -65,7 +65,9 @@ export type Section = { readonly [name: string]: Key<unknown> };
 export type FileSchema = { readonly [name: string]: Section | Key<unknown> };
 
 type ValueOf<K> = K extends Key<infer T> ? T : never;
-type Camel<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<Camel<T>>}`
+/** A dashed name as a field (`log-format` -> `logFormat`), for keys and flags alike. */
+export type Camel<S extends string> = S extends `${infer H}-${infer T}`
+  ? `${H}${Capitalize<Camel<T>>}`
   : S;
 
 /** The values a file gives, by name in the file, defaults applied. */
@@ -245,7 +247,8 @@ export function fileNames(schema: FileSchema): Map<string, string> {
   return names;
 }
 
-function camel(name: string): string {
+/** {@linkcode Camel} at run time. */
+export function camel(name: string): string {
   return name.replace(/-(.)/g, (_, c: string) => c.toUpperCase());
 }
 

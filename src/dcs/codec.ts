@@ -25,28 +25,18 @@ export function answerObject(response: HttpResponse): Record<string, unknown> {
   }
 }
 
-/** Bytes turned into characters at a time (one call's arguments, well under the engine's bound). */
-const CHUNK_BYTES = 0x8000;
-
 /** Base64 of a string's UTF-8 bytes. */
 export function toBase64(text: string): string {
-  const bytes = new TextEncoder().encode(text);
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += CHUNK_BYTES) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + CHUNK_BYTES));
-  }
-  return btoa(binary);
+  return new TextEncoder().encode(text).toBase64();
 }
 
 /** A base64 string's UTF-8 text; throws a DcsError for bad base64. */
 export function fromBase64(text: string): string {
-  let binary: string;
+  let bytes: Uint8Array;
   try {
-    binary = atob(text);
+    bytes = Uint8Array.fromBase64(text);
   } catch {
     throw new DcsError("invalid", "malformed answer: bad base64");
   }
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
   return new TextDecoder().decode(bytes);
 }

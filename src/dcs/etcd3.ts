@@ -334,6 +334,6 @@ function prefixEnd(prefix: string): string {
 }
 
 /** How often a lease granted `ttl` seconds is read (ms): a twentieth of it, at most once a second. */
-export function pollInterval(ttl: number | undefined): number {
+function pollInterval(ttl: number | undefined): number {
   return ttl === undefined ? 1000 : Math.min(1000, Math.max(100, ttl * 50));
 }

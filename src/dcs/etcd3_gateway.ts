@@ -7,11 +7,10 @@ import type { HttpResponse } from "../net/http_client.ts";
 import { answerJson, answerObject } from "./codec.ts";
 import { DcsError, MAX_ANSWER_BYTES, type SessionContext } from "./runner.ts";
 import type { DcsSettings } from "./view.ts";
-import { LF } from "../net/wire.ts";
+import { grow, LF } from "../net/wire.ts";
 
 /** The call that takes a token for a user and password. */
 const AUTHENTICATE = "/auth/authenticate";
-/** The byte that ends each message of the watch stream. */
 
 /** How {@linkcode Gateway.watch} reads the watch stream. */
 export interface WatchStream {
@@ -136,9 +135,7 @@ class MessageBuffer {
       throw new DcsError("invalid", `watch message larger than ${MAX_ANSWER_BYTES} bytes`);
     }
     if (length > this.#pending.length) {
-      const next = new Uint8Array(Math.max(length, this.#pending.length * 2));
-      next.set(this.#pending.subarray(0, this.#pendingLength));
-      this.#pending = next;
+      this.#pending = grow(this.#pending, Math.max(length, this.#pending.length * 2));
     }
     this.#pending.set(part, this.#pendingLength);
     this.#pendingLength = length;

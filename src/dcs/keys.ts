@@ -6,9 +6,9 @@
 import type { DcsSettings, DcsView, LeaderLock, MemberKey } from "./view.ts";
 
 /** Most member keys kept (the rest are ignored: memory stays bounded whatever is written). */
-export const MAX_MEMBERS = 1024;
+const MAX_MEMBERS = 1024;
 /** Most bytes of one key's value that is parsed (a member key is well under 4 KiB). */
-export const MAX_VALUE_BYTES = 64 * 1024;
+const MAX_VALUE_BYTES = 64 * 1024;
 
 /** The key of a scope's leader lock, relative to the scope. */
 export const LEADER_KEY = "leader";
@@ -19,7 +19,7 @@ export function scopePath(settings: DcsSettings): string {
 }
 
 /** The member key of a JSON value, or undefined when it is not a JSON object. */
-export function parseMember(value: string): MemberKey | undefined {
+function parseMember(value: string): MemberKey | undefined {
   const data = jsonObject(value);
   if (!data) return undefined;
   const { role, state, timeline, xlog_location: xlog, tags } = data;

@@ -57,7 +57,7 @@ export interface SessionContext {
 export type Session = (context: SessionContext) => Promise<void>;
 
 /** `http://host:port` as an origin; throws a clear error for anything else. */
-export function parseEndpoint(endpoint: string): HttpOrigin {
+function parseEndpoint(endpoint: string): HttpOrigin {
   let url: URL | undefined;
   try {
     url = new URL(endpoint);
@@ -90,7 +90,7 @@ export function pause(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /** The failure and message of anything a session threw. */
-export function failureOf(e: unknown): { failure: DcsFailure; message: string } {
+function failureOf(e: unknown): { failure: DcsFailure; message: string } {
   if (e instanceof DcsError || e instanceof HttpError) {
     return { failure: e.failure, message: e.message };
   }

@@ -98,8 +98,6 @@ const MAX_CHUNK_LINE = 1024;
 const TLS_PAUSE_BYTES = 64 * 1024;
 /** ... and at or below which it resumes. */
 const TLS_RESUME_BYTES = 16 * 1024;
-/** The bytes that end a line: CR LF. */
-
 const invalid = (message: string) => new HttpError("invalid", message);
 const cutShort = () => invalid("answer cut short");
 
@@ -664,7 +662,7 @@ class Sink {
 }
 
 /** A runtime or socket error as the failure it stands for (an HttpError stays as it is). */
-export function classify(e: unknown): HttpError {
+function classify(e: unknown): HttpError {
   if (e instanceof HttpError) return e;
   const err = e as { code?: unknown; message?: unknown };
   const code = typeof err?.code === "string" ? err.code : "";

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { toBase64 } from "../../src/dcs/codec.ts";
 import type { DcsFailure, DcsView, DcsWatcher, DcsWatcherOptions } from "../../src/dcs/view.ts";
 import { HttpClient, type HttpClientOptions } from "../../src/net/http_client.ts";
 import { fixture, freePort } from "./glue.ts";
@@ -225,7 +226,7 @@ export class Etcd {
 
   /** Compacts the v3 history up to the current revision; returns it. */
   async compact(): Promise<number> {
-    const { header } = await this.v3("/v3/kv/range", { key: b64("\0") }) as {
+    const { header } = await this.v3("/v3/kv/range", { key: toBase64("\0") }) as {
       header: { revision: string };
     };
     const revision = Number(header.revision);
@@ -280,11 +281,6 @@ export class Etcd {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/** Base64 of a string's UTF-8 bytes (etcd's gateway encoding of keys and values). */
-export function b64(text: string): string {
-  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
 }
 
 function requestTargets(bytes: Uint8Array): string[] {

@@ -4,21 +4,21 @@
  * session polls for the whole run.
  * @module
  */
+import { toBase64 } from "../../src/dcs/codec.ts";
 import { createEtcd3Watcher } from "../../src/dcs/etcd3.ts";
 import { rawServer, send } from "./raw_server.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc!;
-const b64 = (text: string) => btoa(text);
 const json = (body: string) =>
   `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-const leader = b64("/service/pg/leader");
+const leader = toBase64("/service/pg/leader");
 let reads = 0;
 const end = Promise.withResolvers<void>();
 const gateway = rawServer(async (conn, request) => {
   const target = request.match(/^\w+ (\S+)/)?.[1];
   if (target === "/version") await send(conn, json('{"etcdserver":"3.4.23"}'));
   else if (target === "/v3/kv/range") {
-    const kv = `{"key":"${leader}","value":"${b64("pg1")}","lease":"42"}`;
+    const kv = `{"key":"${leader}","value":"${toBase64("pg1")}","lease":"42"}`;
     await send(conn, json(`{"header":{"revision":"5"},"kvs":[${kv}]}`));
   } else if (target === "/v3/lease/timetolive") {
     reads++;
