@@ -583,8 +583,9 @@ async function startPhases(
     cwd: root,
     stdin: "piped",
     stdout: "piped",
-    stderr: "null",
+    stderr: "piped",
   }).spawn();
+  const errors = new Response(child.stderr).text();
   const phases: PhaseFigures[] = [];
   const writer = child.stdin.getWriter();
   let pending = "";
@@ -602,7 +603,9 @@ async function startPhases(
     }
   }
   await writer.close().catch(() => {});
-  await child.status;
+  if (!(await child.status).success) {
+    throw new Error(`bench/footprint_phases.ts failed: ${(await errors).trim()}`);
+  }
   return phases;
 }
 

@@ -41,7 +41,7 @@ function mark(phase: string): void {
   console.log(JSON.stringify({ phase, heap: Math.round(heap), ...resident() }));
 }
 
-/** patroniglue's own modules, each after the modules it imports (from `deno info --json`). */
+/** patroniglue's own modules a start loads, each after the modules it imports (from `deno info --json`). */
 async function modulesInOrder(): Promise<string[]> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", new URL("main.ts", root).href],
@@ -49,11 +49,15 @@ async function modulesInOrder(): Promise<string[]> {
     stderr: "null",
   }).output();
   const info = JSON.parse(new TextDecoder().decode(out.stdout)) as {
-    modules: { specifier: string; dependencies?: { code?: { specifier: string } }[] }[];
+    modules: {
+      specifier: string;
+      dependencies?: { code?: { specifier: string }; isDynamic?: boolean }[];
+    }[];
   };
+  // What a start loads: modules loaded on demand (the TLS transport, the DCS watchers) are not.
   const deps = new Map(info.modules.map((m) => [
     m.specifier,
-    (m.dependencies ?? []).flatMap((d) => d.code ? [d.code.specifier] : []),
+    (m.dependencies ?? []).flatMap((d) => d.code && !d.isDynamic ? [d.code.specifier] : []),
   ]));
   const order: string[] = [];
   const seen = new Set<string>();
@@ -89,7 +93,7 @@ for (const m of modules) {
   if (m.endsWith("/src/timers.ts")) module.installLeanTimers();
   mark(`+ ${m.slice(root.href.length)}`);
 }
-const { loadConfig } = await import(new URL("src/config.ts", root).href);
+const { loadConfig } = await import(new URL("src/config/config.ts", root).href);
 const { Logger } = await import(new URL("src/log.ts", root).href);
 const { Service } = await import(new URL("src/service.ts", root).href);
 const config = await loadConfig(configFile);

@@ -9,7 +9,7 @@ import {
 } from "../src/check/backend.ts";
 import type { BackendConfig } from "../src/config/config.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { fixture, freePort } from "./support/glue.ts";
+import { fixture, freePort, sleep } from "./support/glue.ts";
 import { rawServer, send } from "./support/raw_server.ts";
 
 const pem = (name: string) => Deno.readTextFileSync(fixture(name));
@@ -78,7 +78,7 @@ Deno.test("backend: a check that timed out is sent once, even after earlier answ
     for (let i = 0; i < 3; i++) {
       assert.match(failure(await c.fetchPatroniStatus("/primary")), /^timeout/);
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     assert.equal(fake.requests - before, 3, "one backend GET per timed-out check");
   } finally {
     c.close();
@@ -116,7 +116,7 @@ Deno.test("backend: close() cancels requests in flight at once", async () => {
   fake.freeze();
   const c = client(fake.port, { timeout: 30 });
   const pending = c.fetchPatroniStatus("/primary");
-  while (fake.requests === 0) await new Promise((r) => setTimeout(r, 5));
+  while (fake.requests === 0) await sleep(5);
   c.close();
   assert.match(failure(await pending), /shutting down/);
   assert.equal(c.inFlight, 0);
@@ -210,7 +210,7 @@ Deno.test("backend: answers framed by Content-Length or chunked, in pieces, with
         host = request.match(/^Host: (.*)\r$/m)?.[1] ?? "";
         for (const piece of pieces) {
           await send(conn, piece);
-          await new Promise((r) => setTimeout(r, 10));
+          await sleep(10);
         }
       });
       const c = client(server.port);

@@ -9,6 +9,7 @@ import {
   freePort,
   GlueProcess,
   runGlue,
+  sleep,
   writeConfig,
 } from "./support/glue.ts";
 import { send } from "./support/raw_server.ts";
@@ -212,7 +213,7 @@ Deno.test("cli: after a demotion, /primary turns 503 within ttl", async () => {
   assert.equal((await get(`${glue.url}/primary`)).status, 200);
   fake.role = "replica";
   const demoted = performance.now();
-  await new Promise((r) => setTimeout(r, 550));
+  await sleep(550);
   const after = await get(`${glue.url}/primary`);
   assert.equal(after.status, 503, `still 200 ${performance.now() - demoted} ms after the demotion`);
 });
@@ -290,7 +291,7 @@ Deno.test("cli: SIGTERM and SIGINT stop it promptly, cancelling backend requests
       async (r) => (await r.body?.cancel(), r.status),
       () => "closed",
     );
-    while (fake.requests === 0) await new Promise((r) => setTimeout(r, 10));
+    while (fake.requests === 0) await sleep(10);
     const started = performance.now();
     const { code, stderr } = await glue.stop(signal);
     assert.equal(code, 0, stderr);

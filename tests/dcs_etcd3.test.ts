@@ -13,6 +13,7 @@ import {
   watcherTests,
   type WatcherUnderTest,
 } from "./support/watcher_suite.ts";
+import { sleep } from "./support/glue.ts";
 
 const ignore = !HAS_ETCD;
 const name = (what: string) => `dcs etcd3: ${what}${ignore ? " (ignored: no /usr/bin/etcd)" : ""}`;
@@ -208,7 +209,7 @@ Deno.test("dcs etcd3: a watch canceled for another reason than compaction is a f
         '{"result":{"created":true}}\n{"result":{"canceled":true,"cancel_reason":"etcdserver: permission denied"}}\n',
       ),
     );
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   });
   const { error, view } = await firstFailure(gateway.port);
   assert.deepEqual(error, {
@@ -297,7 +298,7 @@ for (const [ttl, atLeast, atMost] of [[5, 4, 8], [30, 1, 2]]) {
       try {
         await until(() => reads.length > 0, "the first lease read");
         const from = reads[0];
-        await new Promise((r) => setTimeout(r, 1600));
+        await sleep(1600);
         const count = reads.filter((t) => t > from && t <= from + 1500).length;
         assert.ok(count >= atLeast && count <= atMost, `${count} reads in 1.5 s`);
       } finally {
@@ -328,7 +329,7 @@ Deno.test("dcs etcd3: a lease time to live above what was granted (etcd's unprom
   );
   try {
     const view = await viewWhere(watcher, (v) => v.leader?.holder === "pg1", "pg1's key read");
-    await new Promise((r) => setTimeout(r, 400)); // a few lease reads
+    await sleep(400); // a few lease reads
     assert.equal(watcher.view()!.leader!.heldUntil, -Infinity, JSON.stringify(view.leader));
   } finally {
     end.resolve();
@@ -374,7 +375,7 @@ Deno.test("dcs etcd3: a watch refused at once, again and again, backs off (an an
     maxBackoffMs: 2000,
   });
   try {
-    await new Promise((r) => setTimeout(r, 2500));
+    await sleep(2500);
     // 100 + 200 + 400 + 800 + 1600 ms of back-off: at most six sessions in 2.5 s (not 25)
     assert.ok(ranges >= 2 && ranges <= 6, `${ranges} sessions in 2.5 s`);
   } finally {

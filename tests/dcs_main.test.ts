@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { Etcd, HAS_ETCD } from "./support/etcd.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { configText, freePort, GlueProcess, runGlue, writeConfig } from "./support/glue.ts";
+import { configText, freePort, GlueProcess, runGlue, sleep, writeConfig } from "./support/glue.ts";
 
 const ignore = !HAS_ETCD;
 const name = (what: string) =>
@@ -99,11 +99,11 @@ Deno.test({
     assert.equal((await get("/primary")).cache, "MISS");
     fake.freeze();
     try {
-      await new Promise((r) => setTimeout(r, 1100)); // the entry expires (ttl 1)
+      await sleep(1100); // the entry expires (ttl 1)
       const first = await get("/primary"); // waits at most half the backend timeout (1 s)
       assert.deepEqual([first.status, first.cache], [200, "DCS"]);
       assert.ok(first.ms < 900, `answered in ${first.ms} ms`);
-      await new Promise((r) => setTimeout(r, 1100));
+      await sleep(1100);
       const next = await get("/primary"); // Patroni is failing now: at once
       assert.deepEqual([next.status, next.cache], [200, "DCS"]);
       assert.ok(next.ms < 300, `answered in ${next.ms} ms`);

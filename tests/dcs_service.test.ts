@@ -7,7 +7,7 @@ import { Service } from "../src/service.ts";
 import type { MemberKey } from "../src/dcs/view.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import { fakeWatch } from "./support/fake_dcs.ts";
-import { configText, freePort } from "./support/glue.ts";
+import { configText, freePort, sleep } from "./support/glue.ts";
 
 const PRIMARY: MemberKey = { role: "master", state: "running", timeline: 1, tags: {} };
 const REPLICA: MemberKey = { role: "replica", state: "running", timeline: 1, tags: {} };
@@ -38,7 +38,7 @@ Deno.test("dcs service: a frozen Patroni: the DCS's 200 for the lock holder, sai
     dcs.set("node1", 20_000, { node1: PRIMARY });
     assert.equal((await t.get("/primary")).cache, "MISS");
     fake.freeze();
-    await new Promise((r) => setTimeout(r, 250)); // the entry expires
+    await sleep(250); // the entry expires
     const frozen = await t.get("/primary");
     assert.equal(frozen.status, 200);
     assert.equal(frozen.cache, "DCS");
@@ -80,7 +80,7 @@ Deno.test("dcs service: a lock change ends every entry and asks again for the ro
     const moved = await t.get("/primary");
     assert.equal(moved.status, 503);
     assert.equal(moved.cache, "DCS");
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     assert.equal(fake.count("/primary"), 2, "the route in use was asked again");
     assert.equal(fake.count("/replica"), 1, "a route not in use is not");
     assert.ok(
@@ -201,7 +201,7 @@ Deno.test("dcs service: Patroni naming another cluster silences the witness, wit
     t.started[0].set("node1", 20_000, { node1: PRIMARY });
     assert.equal((await t.get("/primary")).status, 200);
     fake.freeze();
-    await new Promise((r) => setTimeout(r, 250));
+    await sleep(250);
     const frozen = await t.get("/primary");
     assert.equal(frozen.status, 503, "no DCS answer for a member of another cluster");
     const errors = t.lines.filter((l) => l.includes("ERROR DCS witness silent"));

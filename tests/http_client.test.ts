@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import https from "node:https";
 import { HttpClient, type HttpClientOptions, HttpError } from "../src/net/http_client.ts";
-import { fixture, freePort } from "./support/glue.ts";
+import { fixture, freePort, sleep } from "./support/glue.ts";
 import { rawServer, send } from "./support/raw_server.ts";
 
 const pem = (name: string) => Deno.readTextFileSync(fixture(name));
@@ -236,14 +236,14 @@ Deno.test("http_client: refused, deadline, and cancellation that closes the sock
 
     const abort = new AbortController();
     const pending = c.request({ target: "/", timeoutMs: 30_000, signal: abort.signal });
-    while (c.inFlight === 0) await new Promise((r) => setTimeout(r, 5));
-    await new Promise((r) => setTimeout(r, 50));
+    while (c.inFlight === 0) await sleep(5);
+    await sleep(50);
     abort.abort(new HttpError("error", "shutting down"));
     assert.match(await failure(pending), /^error: shutting down/);
     assert.equal(c.inFlight, 0);
 
     const later = c.request({ target: "/", timeoutMs: 30_000 });
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     c.close();
     assert.match(await failure(later), /^error: shutting down/);
     assert.match(await failure(c.request({ target: "/", timeoutMs: 1000 })), /shutting down/);
@@ -276,7 +276,7 @@ Deno.test("http_client: keep-alive reuses one connection; one the server dropped
     }
     assert.equal(server.stats.connections, 1);
     server.dropAll();
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     const again = await c.request({ target: "/", timeoutMs: 1000 });
     assert.equal(text(again.body), "6");
     assert.equal(server.stats.connections, 2);
@@ -313,7 +313,7 @@ Deno.test("http_client: a stream hands over pieces as they arrive and ends at th
     await send(conn, 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{"a":1\r\n');
     await go.promise;
     await send(conn, "2\r\n}\n\r\n");
-    await new Promise((r) => setTimeout(r, 1000)); // then silence
+    await sleep(1000); // then silence
   });
   const c = client(server.port);
   const pieces: string[] = [];

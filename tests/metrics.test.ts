@@ -7,7 +7,7 @@ import { Logger } from "../src/log.ts";
 import { Metrics, readProcessStats } from "../src/metrics.ts";
 import { Service } from "../src/service.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { configText, freePorts, GlueProcess, writeConfig } from "./support/glue.ts";
+import { configText, freePorts, GlueProcess, sleep, writeConfig } from "./support/glue.ts";
 import {
   checkMetrics,
   HAS_PROMTOOL,
@@ -215,7 +215,7 @@ async function scrapeUntil(
         )
       }`,
     );
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
 }
 
@@ -306,7 +306,7 @@ Deno.test("metrics: open agent and frontend connections, counted while they are 
     const deadline = Date.now() + 10_000;
     while (!done()) {
       assert.ok(Date.now() < deadline, `agent ${open("agent")}, frontend ${open("frontend")}`);
-      await new Promise((r) => setTimeout(r, 0));
+      await sleep(0);
     }
   };
   const held: Deno.Conn[] = [];

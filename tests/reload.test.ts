@@ -6,7 +6,7 @@ import { keyOf, parseConfig, schemaKeys } from "../src/config/config.ts";
 import { agentCheck } from "./support/agent_client.ts";
 import { Etcd, HAS_ETCD } from "./support/etcd.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
-import { fixture, freePort, freePorts, GlueProcess, tlsHandshake } from "./support/glue.ts";
+import { fixture, freePort, freePorts, GlueProcess, sleep, tlsHandshake } from "./support/glue.ts";
 import { HAS_OPENSSL } from "./support/tools.ts";
 
 Deno.test("reload: every key declares what a change to it takes, and every part of a Config has its key", async () => {
@@ -86,7 +86,7 @@ const within = async (what: string, check: () => Promise<boolean>, ms = 5000) =>
   const end = performance.now() + ms;
   while (!(await check())) {
     if (performance.now() > end) assert.fail(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 };
 const set = (tree: Tree, section: string, values: Tree): Tree => ({
@@ -232,7 +232,7 @@ const CASES: Case[] = [
     change: (b) => set(b, "cache", { interval: 60 }),
     check: async (w) => {
       await get(`http://127.0.0.1:${w.ports.frontend}/synchronous`);
-      await new Promise((r) => setTimeout(r, 1500)); // expired (ttl 1), not swept for a minute
+      await sleep(1500); // expired (ttl 1), not swept for a minute
       assert.ok(await metric(w, "patroniglue_cache_entries") >= 1);
     },
   },

@@ -6,7 +6,7 @@
 import { toBase64 } from "../../src/dcs/codec.ts";
 import type { DcsFailure, DcsView, DcsWatcher, DcsWatcherOptions } from "../../src/dcs/view.ts";
 import { HttpClient, type HttpClientOptions } from "../../src/net/http_client.ts";
-import { fixture, freePort } from "./glue.ts";
+import { fixture, freePort, sleep } from "./glue.ts";
 import { hasProgram } from "./tools.ts";
 
 /** Debian's etcd-server. */
@@ -136,7 +136,7 @@ export class Etcd {
       if (performance.now() > until) {
         throw new Error(`etcd did not start: ${await this.log().catch(() => "")}`);
       }
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   }
 
@@ -421,7 +421,7 @@ export async function until(check: () => boolean, what: string, ms = 10_000): Pr
   const end = performance.now() + ms;
   while (!check()) {
     if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
 }
 

@@ -230,7 +230,7 @@ async function waitForPort(port: number): Promise<void> {
       (await Deno.connect({ hostname: "127.0.0.1", port })).close();
       return;
     } catch {
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
   }
 }

@@ -16,7 +16,7 @@ import {
   until,
   viewWhere,
 } from "./etcd.ts";
-import { freePort } from "./glue.ts";
+import { freePort, sleep } from "./glue.ts";
 import { rawServer } from "./raw_server.ts";
 
 /** The lock's ttl in the tests, in seconds. */
@@ -253,7 +253,7 @@ export function watcherTests(w: WatcherUnderTest): void {
         while (performance.now() < from + 5000) {
           const lock = watcher.view()?.leader;
           least = Math.min(least, (lock?.heldUntil ?? -Infinity) - performance.now());
-          await new Promise((r) => setTimeout(r, 20));
+          await sleep(20);
         }
         await loop.stop();
         const times = loop.renewals.filter((t) => t >= from - 2000);
@@ -345,7 +345,7 @@ export function watcherTests(w: WatcherUnderTest): void {
         await until(() => !watcher.reachable, "unreachable while frozen", 5000);
         assert.equal(reports.errors[0].failure, "timeout", JSON.stringify(reports.errors));
         const during = watcher.view()!.leader!.heldUntil;
-        await new Promise((r) => setTimeout(r, 700));
+        await sleep(700);
         assert.equal(watcher.view()!.leader!.heldUntil, during, "not extended while frozen");
         etcd.thaw();
         await until(() => watcher.reachable && reports.recovers > 0, "recovered", 5000);
@@ -398,7 +398,7 @@ export function watcherTests(w: WatcherUnderTest): void {
       try {
         await viewWhere(watcher, held("pg1"), "pg1 holding the lock");
         etcd.freeze();
-        await new Promise((r) => setTimeout(r, 400)); // a request is in flight
+        await sleep(400); // a request is in flight
       } finally {
         const started = performance.now();
         await watcher.close();
