@@ -28,8 +28,8 @@ function holding(transport: Transport, options: { tickMs?: number; acceptMs?: nu
   const errors: Error[] = [];
   const conns = new Connections({
     transport,
-    acceptDeadlineMs: options.acceptMs ?? 60_000,
-    tickMs: options.tickMs ?? 20,
+    headTimeoutMs: options.acceptMs ?? 60_000,
+    shortestWaitMs: options.tickMs ?? 20,
     onAcceptError: (e) => errors.push(e),
     serve: async (c) => {
       served.push(c);

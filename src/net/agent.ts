@@ -3,13 +3,7 @@
  * deadlines.
  * @module
  */
-import {
-  type Connection,
-  Connections,
-  deadlinesOf,
-  type Server,
-  type ServerOptions,
-} from "./connections.ts";
+import { type Connection, Connections, type Server, type ServerOptions } from "./connections.ts";
 import type { AgentHandler, AgentRequest } from "../check/health.ts";
 import { CR, hostPort, LF } from "./wire.ts";
 
@@ -57,12 +51,13 @@ function lineOf(buf: Uint8Array, end: number): string {
  */
 export function serveAgent(options: AgentOptions, handle: AgentHandler): Server {
   const agent = new AgentProtocol(options, handle);
-  const { headTimeoutMs, writeTimeoutMs, lineWaitMs } = agent;
+  const { transport, headTimeoutMs, writeTimeoutMs, onAcceptError } = options;
   return new Connections({
-    transport: options.transport,
-    acceptDeadlineMs: headTimeoutMs,
-    tickMs: Math.min(1000, headTimeoutMs, writeTimeoutMs, Math.max(10, lineWaitMs / 4)),
-    onAcceptError: options.onAcceptError,
+    transport,
+    headTimeoutMs,
+    writeTimeoutMs,
+    onAcceptError,
+    shortestWaitMs: Math.max(10, agent.lineWaitMs / 4),
     serve: (c, conns) => agent.serve(c, conns),
   });
 }
@@ -75,17 +70,12 @@ interface LineRead {
 
 /** What {@linkcode serveAgent} does with each connection. */
 class AgentProtocol {
-  readonly headTimeoutMs: number;
-  readonly writeTimeoutMs: number;
   readonly lineWaitMs: number;
   readonly #maxLine: number;
   readonly #handle: AgentHandler;
   readonly #onHandlerError?: (error: Error) => void;
 
   constructor(options: AgentOptions, handle: AgentHandler) {
-    const deadlines = deadlinesOf(options);
-    this.headTimeoutMs = deadlines.headTimeoutMs;
-    this.writeTimeoutMs = deadlines.writeTimeoutMs;
     this.lineWaitMs = options.lineWaitMs ?? 100;
     this.#maxLine = options.maxLineBytes ?? 1024;
     this.#handle = handle;
@@ -107,7 +97,7 @@ class AgentProtocol {
       this.#onHandlerError?.(e as Error);
       reply = "down #internal error";
     }
-    await conns.write(c, encoder.encode(`${reply}\n`), this.writeTimeoutMs);
+    await conns.write(c, encoder.encode(`${reply}\n`));
     c.busy = false;
     await conns.linger(c, pending);
   }

@@ -82,30 +82,22 @@ export interface ServerOptions {
   onHandlerError?: (error: Error) => void;
 }
 
-/** {@linkcode ServerOptions.headTimeoutMs} and {@linkcode ServerOptions.writeTimeoutMs}, defaults applied. */
-export function deadlinesOf(
-  options: ServerOptions,
-): { headTimeoutMs: number; writeTimeoutMs: number } {
-  return {
-    headTimeoutMs: options.headTimeoutMs ?? 10_000,
-    writeTimeoutMs: options.writeTimeoutMs ?? 10_000,
-  };
-}
-
-/** Options of {@linkcode Connections}. */
-export interface ConnectionsOptions {
-  /** Bound already; closed on shutdown. */
-  transport: Transport;
-  /** Time a new connection has, from accept, before it is closed (unless its owner moves it). */
-  acceptDeadlineMs: number;
-  /** Sweeper period, the precision of every deadline: at most the shortest of them. */
-  tickMs: number;
+/**
+ * Options of {@linkcode Connections}: the server's transport, deadlines (a new connection has
+ * `headTimeoutMs` from accept, unless its owner moves it; a write has `writeTimeoutMs`) and accept
+ * errors, and what the protocol adds.
+ */
+export interface ConnectionsOptions
+  extends Pick<ServerOptions, "transport" | "headTimeoutMs" | "writeTimeoutMs" | "onAcceptError"> {
+  /**
+   * The protocol's own shortest wait, when it has one (the idle wait, a quarter of the line wait):
+   * the sweeper ticks at most this far apart, as for the other deadlines. @default {Infinity}
+   */
+  shortestWaitMs?: number;
   /** Serves one connection; once it settles, the connection is closed and forgotten. */
   serve: (c: Connection, connections: Connections) => Promise<void>;
   /** Called at each tick, after the clock moved (e.g. to format a Date header). @default {undefined} */
   onTick?: () => void;
-  /** Called when accepting fails (e.g. "too many open files"); accepting resumes after a back-off. @default {undefined} */
-  onAcceptError?: (error: Error) => void;
 }
 
 /** How long a closing connection's unread input is read and dropped, at most. */
@@ -124,6 +116,12 @@ export class Connections implements Server {
   /** Set by {@linkcode shutdown}: no connection is accepted, no new request taken. */
   stopping = false;
   readonly addr: Deno.NetAddr;
+  /** {@linkcode ServerOptions.headTimeoutMs}, its default applied. */
+  readonly headTimeoutMs: number;
+  /** {@linkcode ServerOptions.writeTimeoutMs}, its default applied. */
+  readonly writeTimeoutMs: number;
+  /** Sweeper period, the precision of every deadline: at most the shortest of them. */
+  readonly #tickMs: number;
   readonly #options: ConnectionsOptions;
   readonly #open = new Set<Connection>();
   readonly #serving = new Set<Promise<void>>();
@@ -135,6 +133,10 @@ export class Connections implements Server {
   constructor(options: ConnectionsOptions) {
     this.#options = options;
     this.addr = options.transport.addr;
+    this.headTimeoutMs = options.headTimeoutMs ?? 10_000;
+    this.writeTimeoutMs = options.writeTimeoutMs ?? 10_000;
+    const waits = [this.headTimeoutMs, this.writeTimeoutMs, options.shortestWaitMs ?? Infinity];
+    this.#tickMs = Math.min(1000, ...waits);
     this.#accepting = this.#acceptLoop();
   }
 
@@ -157,17 +159,17 @@ export class Connections implements Server {
     } catch { /* already reset */ }
   }
 
-  /** Writes all of `bytes`; the client has `timeoutMs` to take them, or the connection is closed. */
-  async write(c: Connection, bytes: Uint8Array, timeoutMs: number): Promise<void> {
-    await this.writeRest(c, bytes, await this.writeFirst(c, bytes, timeoutMs));
+  /** Writes all of `bytes`; the client has {@linkcode writeTimeoutMs} to take them, or the connection is closed. */
+  async write(c: Connection, bytes: Uint8Array): Promise<void> {
+    await this.writeRest(c, bytes, await this.writeFirst(c, bytes));
   }
 
   /**
    * The first write of {@linkcode write}, for a caller that saves a promise on its hot path: sets
    * the deadline and resolves to how many bytes went out; {@linkcode writeRest} writes the others.
    */
-  writeFirst(c: Connection, bytes: Uint8Array, timeoutMs: number): Promise<number> {
-    c.deadline = this.clock + timeoutMs;
+  writeFirst(c: Connection, bytes: Uint8Array): Promise<number> {
+    c.deadline = this.clock + this.writeTimeoutMs;
     return c.conn.write(bytes);
   }
 
@@ -260,11 +262,11 @@ export class Connections implements Server {
       if (this.#sweeper === undefined) {
         // The clock stood still while nothing was open.
         this.#tick();
-        this.#sweeper = setInterval(() => this.#sweep(), this.#options.tickMs);
+        this.#sweeper = setInterval(() => this.#sweep(), this.#tickMs);
       }
       const c: Connection = {
         conn,
-        deadline: this.clock + this.#options.acceptDeadlineMs,
+        deadline: this.clock + this.headTimeoutMs,
         onDeadline: undefined,
         busy: false,
         closed: false,

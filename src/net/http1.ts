@@ -3,13 +3,7 @@
  * heads, no bodies, deadlines from accept.
  * @module
  */
-import {
-  type Connection,
-  Connections,
-  deadlinesOf,
-  type Server,
-  type ServerOptions,
-} from "./connections.ts";
+import { type Connection, Connections, type Server, type ServerOptions } from "./connections.ts";
 import {
   type Handler,
   type HealthRequest,
@@ -90,21 +84,20 @@ const latin1 = new TextDecoder("latin1");
 /** Serves `handle` over HTTP/1.0 and 1.1 on the connections of `options.transport`. */
 export function serveHttp1(options: Http1Options, handle: Handler): Server {
   const http1 = new Http1Protocol(options, handle);
-  const { headTimeoutMs, writeTimeoutMs, idleTimeoutMs } = http1;
+  const { transport, headTimeoutMs, writeTimeoutMs, onAcceptError } = options;
   return new Connections({
-    transport: options.transport,
-    acceptDeadlineMs: headTimeoutMs,
-    tickMs: Math.min(1000, headTimeoutMs, idleTimeoutMs, writeTimeoutMs),
+    transport,
+    headTimeoutMs,
+    writeTimeoutMs,
+    onAcceptError,
+    shortestWaitMs: http1.idleTimeoutMs,
     onTick: () => http1.tick(),
-    onAcceptError: options.onAcceptError,
     serve: (c, conns) => http1.serve(c, conns),
   });
 }
 
 /** What {@linkcode serveHttp1} does with each connection, and the Date header its responses share. */
 class Http1Protocol {
-  readonly headTimeoutMs: number;
-  readonly writeTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly #maxHead: number;
   readonly #handle: Handler;
@@ -112,9 +105,6 @@ class Http1Protocol {
   #date = new Date().toUTCString();
 
   constructor(options: Http1Options, handle: Handler) {
-    const deadlines = deadlinesOf(options);
-    this.headTimeoutMs = deadlines.headTimeoutMs;
-    this.writeTimeoutMs = deadlines.writeTimeoutMs;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
     this.#maxHead = options.maxHeadBytes ?? 16_384;
     this.#handle = handle;
@@ -138,14 +128,14 @@ class Http1Protocol {
     // The first head is due `headTimeoutMs` after accept (set then); later ones follow the idle wait.
     for (let first = true;; first = false) {
       if (!first) {
-        c.deadline = conns.clock + (s.len === 0 ? this.idleTimeoutMs : this.headTimeoutMs);
+        c.deadline = conns.clock + (s.len === 0 ? this.idleTimeoutMs : conns.headTimeoutMs);
       }
       let end: number | Refusal;
       while ((end = this.scanHead(s, conns.stopping)) === READ_MORE) {
         const idle = s.len === 0 && !first;
         const n = await c.conn.read(s.len === 0 ? s.buf : s.buf.subarray(s.len));
         if (n === null) return;
-        if (idle) c.deadline = conns.clock + this.headTimeoutMs;
+        if (idle) c.deadline = conns.clock + conns.headTimeoutMs;
         s.len += n;
       }
       if (end === END) return;
@@ -167,7 +157,7 @@ class Http1Protocol {
       }
       if (conns.stopping) req.keepAlive = false;
       const out = this.#encode(s, res, req);
-      const sent = await conns.writeFirst(c, out, this.writeTimeoutMs); // all, but for a slow reader
+      const sent = await conns.writeFirst(c, out); // all, but for a slow reader
       if (sent < out.length) await conns.writeRest(c, out, sent);
       c.busy = false;
       if (!req.keepAlive) return await conns.linger(c);
@@ -198,7 +188,7 @@ class Http1Protocol {
   /** Answers `refusal`, then closes. */
   async #refuse(s: Session, conns: Connections, refusal: Refusal): Promise<void> {
     const res = jsonResponse(refusal.status, { error: refusal.message });
-    await conns.write(s.c, this.#encode(s, res, REFUSED), this.writeTimeoutMs);
+    await conns.write(s.c, this.#encode(s, res, REFUSED));
     await conns.linger(s.c);
   }
 
