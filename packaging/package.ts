@@ -36,6 +36,13 @@ export const MAINTAINER = "patroniglue maintainers <patroniglue@users.noreply.gi
 export const LICENSE = "Unspecified";
 /** The one-line description. */
 export const SUMMARY = "Caching health-check proxy in front of Patroni's REST API";
+/** The packages' long description, as lines (a .deb indents each by one space). */
+const DESCRIPTION = [
+  "patroniglue sits next to every Patroni node and answers load-balancer health",
+  "checks (HAProxy httpchk and agent-check) from a short in-memory cache of",
+  "Patroni's REST API: a storm of checks costs Patroni one request per path per",
+  "ttl, and a frozen Patroni never freezes the load balancer.",
+];
 /** The release of the package itself, for one version of patroniglue (the .rpm's `-1`). */
 export const RPM_RELEASE = 1;
 
@@ -404,10 +411,7 @@ export function debControl(
     "Section: database",
     "Priority: optional",
     `Description: ${SUMMARY}`,
-    " patroniglue sits next to every Patroni node and answers load-balancer health",
-    " checks (HAProxy httpchk and agent-check) from a short in-memory cache of",
-    " Patroni's REST API: a storm of checks costs Patroni one request per path per",
-    " ttl, and a frozen Patroni never freezes the load balancer.",
+    ...DESCRIPTION.map((line) => ` ${line}`),
     "",
   ].join("\n");
 }
@@ -489,6 +493,9 @@ async function buildRpm(settings: BuildSettings): Promise<string> {
     VERSION: version,
     LICENSE,
     MAINTAINER,
+    SUMMARY,
+    DESCRIPTION: DESCRIPTION.join("\n"),
+    RELEASE: String(RPM_RELEASE),
     STAGE: stageDir,
     FILES: rpmFilesSection(files),
     DATE: rpmDate(epoch),

@@ -16,6 +16,7 @@ import {
   ownedDirs,
   packageFiles,
   parseArgs,
+  RPM_RELEASE,
   rpmDate,
   rpmFileName,
   rpmFilesSection,
@@ -140,6 +141,9 @@ Deno.test("rpm spec: the template's values filled in, the %files from the list",
     VERSION: "1.2.3",
     LICENSE: "X",
     MAINTAINER: "M <m@example.org>",
+    SUMMARY: "S",
+    DESCRIPTION: "D1\nD2",
+    RELEASE: "7",
     STAGE: "/stage",
     FILES: files,
     DATE: "Thu Jan 01 2026",
@@ -147,7 +151,10 @@ Deno.test("rpm spec: the template's values filled in, the %files from the list",
   const spec = rpmSpec(template, values);
   assert.doesNotMatch(spec, /@[A-Z]+@/);
   assert.match(spec, /^Version: +1\.2\.3$/m);
-  assert.match(spec, /^\* Thu Jan 01 2026 M <m@example\.org> - 1\.2\.3-1$/m);
+  assert.match(spec, /^Release: +7$/m);
+  assert.match(spec, /^Summary: +S$/m);
+  assert.match(spec, /^%description\nD1\nD2\n/m);
+  assert.match(spec, /^\* Thu Jan 01 2026 M <m@example\.org> - 1\.2\.3-7$/m);
   // Nothing strips the binary: that would cut off the program a `deno compile` output carries.
   assert.match(spec, /^%global __strip \/bin\/true$/m);
   assert.match(spec, /^%global __os_install_post %\{nil\}$/m);
@@ -319,7 +326,7 @@ Deno.test({
       assert.deepEqual([name, version, release, rpmArch], [
         "patroniglue",
         VERSION,
-        "1",
+        String(RPM_RELEASE),
         arch === "amd64" ? "x86_64" : "aarch64",
       ]);
       const rpmFiles = await rpmListing(rpmPath);
