@@ -4,7 +4,8 @@ import { createEtcd3Watcher } from "../src/dcs/etcd3.ts";
 import { DcsError, Resync } from "../src/dcs/runner.ts";
 import type { DcsFailure } from "../src/dcs/view.ts";
 import { Etcd, HAS_ETCD, Relay, Reports, ROOT_PASSWORD, until, viewWhere } from "./support/etcd.ts";
-import { rawServer, send } from "./support/raw_server.ts";
+import { chunk, fakeGateway } from "./support/fake_gateway.ts";
+import { send } from "./support/raw_server.ts";
 import {
   HaLoop,
   held,
@@ -133,46 +134,6 @@ Deno.test({
 });
 
 /** Chunked framing of `text`: its size in hex, the text, CRLF. */
-const chunk = (text: string) =>
-  `${new TextEncoder().encode(text).length.toString(16)}\r\n${text}\r\n`;
-
-/** What a fake gateway answers besides its version and watch stream. */
-interface GatewayAnswers {
-  /** The range read's answer. @default {a scope without keys at revision 5} */
-  range?: string;
-  /** The answer to each lease read (it may take its time). @default {undefined} (none is expected) */
-  lease?: () => string | Promise<string>;
-  /** The watch's answer instead of a stream (an error status). @default {undefined} (the stream) */
-  watchRefusal?: string;
-  /** Called with each request's target. @default {undefined} */
-  onRequest?: (target: string) => void;
-}
-
-/**
- * A fake etcd3 gateway on loopback: etcd 3.4's version, the range and lease answers given, and a
- * watch stream whose body `watch` writes in chunks, after the head.
- */
-function fakeGateway(watch: (conn: Deno.Conn) => Promise<void>, answers: GatewayAnswers = {}) {
-  const answer = (body: string) =>
-    `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-  return rawServer(async (conn, request) => {
-    const target = request.match(/^\w+ (\S+)/)?.[1];
-    if (target) answers.onRequest?.(target);
-    if (target === "/version") {
-      await send(conn, answer('{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}'));
-    } else if (target === "/v3/kv/range") {
-      await send(conn, answer(answers.range ?? '{"header":{"revision":"5"}}'));
-    } else if (target === "/v3/lease/timetolive" && answers.lease) {
-      await send(conn, answer(await answers.lease()));
-    } else if (target === "/v3/watch" && answers.watchRefusal) {
-      await send(conn, answers.watchRefusal);
-    } else if (target === "/v3/watch") {
-      await send(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-      await watch(conn);
-    }
-  });
-}
-
 /** Options for a watcher of a fake gateway: requests that do not time out on a loaded machine. */
 const GATEWAY_OPTIONS = { ...etcd3.fast, requestTimeoutMs: 3000 };
 

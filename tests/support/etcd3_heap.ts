@@ -6,29 +6,20 @@
  */
 import { toBase64 } from "../../src/dcs/codec.ts";
 import { createEtcd3Watcher } from "../../src/dcs/etcd3.ts";
-import { rawServer, send } from "./raw_server.ts";
+import { chunk, fakeGateway } from "./fake_gateway.ts";
+import { send } from "./raw_server.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc!;
-const json = (body: string) =>
-  `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
 const leader = toBase64("/service/pg/leader");
 let reads = 0;
 const end = Promise.withResolvers<void>();
-const gateway = rawServer(async (conn, request) => {
-  const target = request.match(/^\w+ (\S+)/)?.[1];
-  if (target === "/version") await send(conn, json('{"etcdserver":"3.4.23"}'));
-  else if (target === "/v3/kv/range") {
-    const kv = `{"key":"${leader}","value":"${toBase64("pg1")}","lease":"42"}`;
-    await send(conn, json(`{"header":{"revision":"5"},"kvs":[${kv}]}`));
-  } else if (target === "/v3/lease/timetolive") {
-    reads++;
-    await send(conn, json(`{"ID":"42","TTL":"4","grantedTTL":"5","keys":["${leader}"]}`));
-  } else if (target === "/v3/watch") {
-    await send(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-    const created = '{"result":{"created":true}}\n';
-    await send(conn, `${created.length.toString(16)}\r\n${created}\r\n`);
-    await end.promise;
-  }
+const kv = `{"key":"${leader}","value":"${toBase64("pg1")}","lease":"42"}`;
+const gateway = fakeGateway(async (conn) => {
+  await send(conn, chunk('{"result":{"created":true}}\n'));
+  await end.promise;
+}, {
+  range: `{"header":{"revision":"5"},"kvs":[${kv}]}`,
+  lease: () => (reads++, `{"ID":"42","TTL":"4","grantedTTL":"5","keys":["${leader}"]}`),
 });
 const watcher = createEtcd3Watcher({
   type: "etcd3",
