@@ -8,8 +8,7 @@ import { agentCheck } from "./support/agent_client.ts";
 import { FakePatroni } from "./support/fake_patroni.ts";
 import { configText, freePorts, GlueProcess, sleep, writeConfig } from "./support/glue.ts";
 import { HAS_PROMTOOL, promtool } from "./support/prometheus.ts";
-import { ROOT, tempDir } from "./support/package.ts";
-import { hasProgram, runCommand } from "./support/tools.ts";
+import { hasProgram, ROOT, runCommand, tempDir } from "./support/tools.ts";
 
 const RULES = `${ROOT}/packaging/prometheus/patroniglue.rules.yml`;
 const RULE_TESTS = `${ROOT}/packaging/prometheus/patroniglue.rules.test.yml`;

@@ -24,15 +24,8 @@ import {
   sharedLibraryDepends,
   UNIT_DIR,
 } from "../packaging/package.ts";
-import {
-  CAN_BUILD_PACKAGES,
-  elfStandIn,
-  packageOf,
-  PAYLOAD,
-  ROOT,
-  tempDir,
-} from "./support/package.ts";
-import { hasProgram, runCommand } from "./support/tools.ts";
+import { CAN_BUILD_PACKAGES, elfStandIn, packageOf, PAYLOAD } from "./support/package.ts";
+import { hasProgram, ROOT, runCommand, tempDir } from "./support/tools.ts";
 import { gunzipSync } from "node:zlib";
 
 const [amd64, arm64] = LINUX_TARGETS;

@@ -9,12 +9,10 @@ import {
   CAN_INSTALL_DEB,
   elfStandIn,
   packageOf,
-  ROOT,
   scriptStandIn,
-  tempDir,
 } from "./support/package.ts";
 import { fixture } from "./support/glue.ts";
-import { type CommandResult, hasProgram, runCommand } from "./support/tools.ts";
+import { type CommandResult, hasProgram, ROOT, runCommand, tempDir } from "./support/tools.ts";
 
 /** This machine's architecture: the packages installed here are built for it. */
 const ARCH = hostTarget()?.arch ?? "amd64";

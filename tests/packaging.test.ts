@@ -1,7 +1,6 @@
 // Packaging: build logic (targets, names, archives, checksums), the offline denort failure, the one
 // permission set, the smoke script against `deno run -q -P main.ts`, the unit file and the image.
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import denoJson from "../deno.json" with { type: "json" };
 import { parseConfig } from "../src/config/config.ts";
@@ -25,9 +24,8 @@ import {
   VERSION,
 } from "../packaging/build.ts";
 import { smokeConfig } from "../packaging/smoke.ts";
-import { onPath, runCommand } from "./support/tools.ts";
+import { onPath, ROOT, runCommand } from "./support/tools.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 const DENO = Deno.execPath();
 const target = (name: string): Target => findTarget(name)!;
 

@@ -1,10 +1,7 @@
 // Stand-ins for the compiled binary in package tests (`deno compile` cannot run here), and building packages of them.
 import { buildPackages, type PackageResult } from "../../packaging/package.ts";
 import { findTarget, hostTarget, type Target, VERSION } from "../../packaging/build.ts";
-import { hasProgram, onPath } from "./tools.ts";
-
-/** The repository. */
-export const ROOT: string = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+import { hasProgram, onPath, ROOT } from "./tools.ts";
 
 /** What building packages needs: dpkg-deb, rpmbuild and readelf. */
 export const CAN_BUILD_PACKAGES: boolean = hasProgram("dpkg-deb") && hasProgram("rpmbuild") &&
@@ -54,13 +51,6 @@ export async function scriptStandIn(dir: string, denoDir: string): Promise<strin
     { mode: 0o755 },
   );
   return path;
-}
-
-/** A temporary directory, removed on dispose. */
-export async function tempDir(prefix: string): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix });
-  await Deno.chmod(path, 0o755);
-  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
 }
 
 /** Builds the packages of `binary` for `arch` into `dist` from this checkout, quietly. */

@@ -1,5 +1,15 @@
 // External programs for tests: which ones a test can use (tests that need a missing one are ignored, not passed), and running them.
 
+/** The repository's path (no trailing slash). */
+export const ROOT: string = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+
+/** A new temporary directory (mode 0755: tools that drop privileges read it), removed on dispose. */
+export async function tempDir(prefix: string): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix });
+  await Deno.chmod(path, 0o755);
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
 /** Whether `program --version` (or `version`) runs. */
 export function hasProgram(program: string, args = ["--version"]): boolean {
   try {
@@ -48,7 +58,7 @@ export async function runCommand(
 ): Promise<CommandResult> {
   const child = new Deno.Command(program, {
     args,
-    cwd: options.cwd ?? new URL("../../", import.meta.url).pathname,
+    cwd: options.cwd ?? ROOT,
     stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
