@@ -36,12 +36,8 @@ export interface HttpClientOptions {
   insecure?: boolean;
   /** Keeps one connection open between requests (HTTP/1.1 keep-alive). @default {false} */
   keepAlive?: boolean;
-  /** Most bytes of a status line and headers. @default {16384} */
-  maxHeadBytes?: number;
   /** Most bytes of a buffered body. @default {262144} */
   maxBodyBytes?: number;
-  /** `User-Agent` header. @default {"patroniglue"} */
-  userAgent?: string;
 }
 
 /** One request. */
@@ -90,7 +86,8 @@ interface Link {
   reader: Reader;
 }
 
-const DEFAULT_HEAD_BYTES = 16 * 1024;
+/** Most bytes of an answer's status line and header fields. */
+const MAX_HEAD_BYTES = 16 * 1024;
 const DEFAULT_BODY_BYTES = 256 * 1024;
 /** Most bytes of a chunk-size line (with extensions). */
 const MAX_CHUNK_LINE = 1024;
@@ -112,7 +109,8 @@ export class HttpClient {
   readonly origin: string;
   readonly #target: HttpOrigin;
   readonly #options: HttpClientOptions;
-  readonly #maxHead: number;
+  /** The request head's fields every request sends first (`Host`, `User-Agent`). */
+  readonly #fixedHead: string;
   readonly #maxBody: number;
   #tls?: Promise<typeof import("node:tls")>;
   #idle?: Link;
@@ -123,9 +121,10 @@ export class HttpClient {
   constructor(origin: HttpOrigin, options: HttpClientOptions = {}) {
     this.#target = origin;
     this.#options = options;
-    this.#maxHead = options.maxHeadBytes ?? DEFAULT_HEAD_BYTES;
     this.#maxBody = options.maxBodyBytes ?? DEFAULT_BODY_BYTES;
-    this.origin = `${origin.scheme}://${hostPort(origin.host, origin.port)}`;
+    const host = hostPort(origin.host, origin.port);
+    this.origin = `${origin.scheme}://${host}`;
+    this.#fixedHead = `HTTP/1.1\r\nHost: ${host}\r\nUser-Agent: patroniglue\r\n`;
   }
 
   /** Requests in flight right now. */
@@ -186,7 +185,7 @@ export class HttpClient {
         exchange.link = undefined;
         const conn = await this.#connect(exchange.abort.signal);
         if (exchange.settled) return conn.close();
-        exchange.link = { conn, reader: new Reader(conn, this.#maxHead) };
+        exchange.link = { conn, reader: new Reader(conn, MAX_HEAD_BYTES) };
       }
       const head = await this.#send(exchange.link!, bytes, reused);
       if (!head) continue;
@@ -201,7 +200,7 @@ export class HttpClient {
     reader.total = 0;
     try {
       for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
-      return await readHead(reader, this.#maxHead);
+      return await readHead(reader, MAX_HEAD_BYTES);
     } catch (e) {
       if (!reused || reader.total !== 0 || !isClosedEarly(e)) throw e;
       conn.close(); // the server closed the kept connection: send once more on a new one
@@ -230,13 +229,10 @@ export class HttpClient {
   }
 
   #encode(request: HttpRequest, streaming: boolean): Uint8Array {
-    const { host, port } = this.#target;
     const body = typeof request.body === "string"
       ? new TextEncoder().encode(request.body)
       : request.body;
-    let head = `${request.method ?? "GET"} ${request.target} HTTP/1.1\r\nHost: ${
-      hostPort(host, port)
-    }\r\nUser-Agent: ${this.#options.userAgent ?? "patroniglue"}\r\n`;
+    let head = `${request.method ?? "GET"} ${request.target} ${this.#fixedHead}`;
     for (const [name, value] of Object.entries(request.headers ?? {})) {
       if (/[\r\n]/.test(name + value)) {
         throw new HttpError("error", `Cannot send header '${name}': it must not contain CR or LF`);
