@@ -51,12 +51,8 @@ function lineOf(buf: Uint8Array, end: number): string {
  */
 export function serveAgent(options: AgentOptions, handle: AgentHandler): Server {
   const agent = new AgentProtocol(options, handle);
-  const { transport, headTimeoutMs, writeTimeoutMs, onAcceptError } = options;
   return new Connections({
-    transport,
-    headTimeoutMs,
-    writeTimeoutMs,
-    onAcceptError,
+    ...options,
     shortestWaitMs: Math.max(10, agent.lineWaitMs / 4),
     serve: (c, conns) => agent.serve(c, conns),
   });

@@ -84,12 +84,8 @@ const latin1 = new TextDecoder("latin1");
 /** Serves `handle` over HTTP/1.0 and 1.1 on the connections of `options.transport`. */
 export function serveHttp1(options: Http1Options, handle: Handler): Server {
   const http1 = new Http1Protocol(options, handle);
-  const { transport, headTimeoutMs, writeTimeoutMs, onAcceptError } = options;
   return new Connections({
-    transport,
-    headTimeoutMs,
-    writeTimeoutMs,
-    onAcceptError,
+    ...options,
     shortestWaitMs: http1.idleTimeoutMs,
     onTick: () => http1.tick(),
     serve: (c, conns) => http1.serve(c, conns),
